@@ -1,0 +1,1 @@
+"""Artifact CD core for the D601 artifact registry: pure, imports no Pulumi."""

@@ -1,0 +1,3 @@
+from artifact_cd.cli import main
+
+raise SystemExit(main())

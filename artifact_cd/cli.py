@@ -1,0 +1,154 @@
+"""``python -m artifact_cd <verb>``: the commands that work without the Pulumi engine.
+
+Every verb prints JSON for machines (stable camelCase keys). Refusals are JSON too, with a
+non-zero exit and never a traceback:
+
+- 0  done
+- 2  invalid input (config value, argument) — the message names the key and the fix
+- 3  refused by a gate (unsupported, deprecated)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import catalog, render
+from .config import ConfigError, Problem, RegistryConfig, StackConfig, describe_commit_problem, load_stack
+from .gates import ApplyContext, Decision, deprecated_backend_core
+from .plan import plan_registry_host, plan_service, plan_stack
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+EXIT_REFUSED = 3
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def emit(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as JSON (exit 2) instead of free text."""
+
+    def error(self, message: str) -> NoReturn:
+        emit({"ok": False, "decision": "invalid-arguments", "retryable": False, "reason": message, "usage": self.format_usage().strip()})
+        raise SystemExit(EXIT_INVALID)
+
+
+def _project_dir(args: argparse.Namespace) -> Path:
+    return Path(args.project_dir) if args.project_dir else PROJECT_DIR
+
+
+def load(args: argparse.Namespace) -> StackConfig:
+    return load_stack(_project_dir(args), args.stack)
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    cfg = load(args)
+    ctx = ApplyContext.from_environ(os.environ, live=False)
+    if args.commit is not None:
+        problem = describe_commit_problem(args.commit)
+        if problem is not None:
+            raise ConfigError([Problem("--commit", problem, "pass the full 40-hex sha of a pushed commit")])
+        if args.service is None:
+            raise ConfigError([Problem("--commit", "needs --service", "add --service <id>")])
+    if args.service is None:
+        emit(plan_stack(cfg, ctx))
+        return EXIT_OK
+    entry = catalog.get(args.service)
+    if entry is None:
+        emit(
+            {
+                "ok": False,
+                "decision": Decision.UNSUPPORTED.value,
+                "retryable": False,
+                "service": args.service,
+                "reason": f"{args.service!r} is not a service in the catalog",
+                "knownServices": list(catalog.service_ids()),
+            }
+        )
+        return EXIT_REFUSED
+    doc = plan_service(cfg, entry.id, ctx, commit_override=args.commit).to_json()
+    emit(doc)
+    return EXIT_REFUSED if doc["decision"] == Decision.UNSUPPORTED.value else EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    registry = load(args).registry if args.stack else RegistryConfig()
+    files = render.render_all(registry)
+    if args.format == "json":
+        emit(
+            {
+                "specSha256": render.spec_sha256(registry),
+                "files": [{"name": f.name, "path": f.path, "mode": f.mode, "sha256": f.sha256, "content": f.content} for f in files],
+            }
+        )
+    else:
+        for f in files:
+            sys.stdout.write(f"### {f.name}: {f.path}\n### sha256 {f.sha256}\n{f.content}\n")
+    return EXIT_OK
+
+
+def cmd_deploy_backend_core(args: argparse.Namespace) -> int:
+    emit(deprecated_backend_core(args.env, args.commit))
+    return EXIT_REFUSED
+
+
+def cmd_registry_plan(args: argparse.Namespace) -> int:
+    emit(plan_registry_host(load(args)).to_json())
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m artifact_cd", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--project-dir", help="directory holding Pulumi.<stack>.yaml (default: this project)")
+    sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="offline plan of a stack (JSON); no network, no Pulumi engine")
+    p.add_argument("--stack", required=True, choices=catalog.ENVS)
+    p.add_argument("--service", help="one service id (default: every service of the stack + the registry host)")
+    p.add_argument("--commit", help="plan this commit instead of the stack's (with --service)")
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("render", help="the registry config, compose file and systemd unit with SHA-256")
+    p.add_argument("--stack", choices=catalog.ENVS, help="use this stack's registry settings (default: R1 defaults)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("registry-plan", help="the registry host install plan only (JSON)")
+    p.add_argument("--stack", required=True, choices=catalog.ENVS)
+    p.set_defaults(handler=cmd_registry_plan)
+
+    p = sub.add_parser("deploy-backend-core", help="deprecated: prints a structured refusal")
+    p.add_argument("--env")
+    p.add_argument("--commit")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=cmd_deploy_backend_core)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as error:
+        emit(error.as_json())
+        return EXIT_INVALID

@@ -1,0 +1,507 @@
+"""Stack configuration: ``Pulumi.<stack>.yaml`` validated once into pydantic models.
+
+The same :func:`parse_stack_config` runs for the offline CLI (reading the YAML file) and for the
+Pulumi program (reading ``pulumi.Config``), so both refuse exactly the same values, before any
+resource is registered, with a message that names the config key and the fix.
+
+Secrets (SSH keys, kubeconfig) are not part of this model: they are read only through
+``config.require_secret`` by the program. The offline loader checks they are stored encrypted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from . import catalog
+from .catalog import Env, Gate, TargetKind
+
+PROJECT = "unidesk-artifact-cd"
+SECRET_KEYS: tuple[str, ...] = ("d601PrivateKey", "masterPrivateKey", "kubeconfig")
+PLAIN_KEYS: tuple[str, ...] = (
+    "env",
+    "hosts",
+    "registry",
+    "compose",
+    "transfer",
+    "k3s",
+    "frontendAuth",
+    "services",
+    "approvals",
+)
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_HEX_ANY_CASE = re.compile(r"[0-9a-fA-F]+")
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_PATH_RE = re.compile(r"/[A-Za-z0-9._+@/-]*")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_K8S_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+_UNIT_RE = re.compile(r"[A-Za-z0-9_.@-]{1,240}\.service")
+_IMAGE_RE = re.compile(
+    r"(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+)
+_COMPOSE_CMD_RE = re.compile(r"/[A-Za-z0-9._/-]+(?: compose)?")
+_PERSON_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+MUTABLE_TAGS = frozenset({"latest", "stable", "main", "master", "dev", "prod", "edge", "nightly"})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # path below the project namespace, e.g. "services.backend-core.commit"
+    message: str
+    fix: str
+
+    @property
+    def full_key(self) -> str:
+        """The config key as Pulumi names it; command-line arguments (``--x``) stay as they are."""
+        return self.key if self.key.startswith("-") else f"{PROJECT}:{self.key}"
+
+    def render(self) -> str:
+        return f"{self.full_key}: {self.message}. Fix: {self.fix}"
+
+
+class ConfigError(ValueError):
+    """One or more config values were refused. ``str()`` names every key and its fix."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": False,
+            "decision": "invalid-config",
+            "retryable": False,
+            "problems": [{"key": p.full_key, "message": p.message, "fix": p.fix} for p in self.problems],
+        }
+
+
+def _set_fix(key: str, placeholder: str) -> str:
+    return f"pulumi config set --path '{key}' {placeholder}"
+
+
+# --------------------------------------------------------------------------- field validators
+
+
+def describe_commit_problem(value: object) -> str | None:
+    """Why ``value`` is not a full lowercase 40-hex commit sha, or None if it is one."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return (
+            f"must be a quoted string, got {type(value).__name__} "
+            "(an unquoted all-digit sha turns into a number in YAML)"
+        )
+    if value == "":
+        return "is empty; a full 40-hex commit sha is required"
+    if COMMIT_RE.fullmatch(value):
+        return None
+    shown = repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    if value.strip() != value or any(c.isspace() for c in value):
+        return f"{shown} contains whitespace or a newline"
+    if value.lower() in MUTABLE_TAGS:
+        return f"{shown} is a mutable tag; deploys are pinned to a full commit sha, never a tag"
+    if _HEX_ANY_CASE.fullmatch(value):
+        if value.lower() != value:
+            return f"{shown} has uppercase letters; commit tags are lowercase hex"
+        if len(value) < 40:
+            return f"{shown} is a {len(value)}-character short sha; the full 40-hex sha is required"
+        return f"{shown} is {len(value)} hex characters; a commit sha is exactly 40"
+    return (
+        f"{shown} is not a commit sha (only 40 lowercase hex characters are accepted; "
+        "tags, refs and shell metacharacters are refused)"
+    )
+
+
+def _commit(value: object) -> str:
+    problem = describe_commit_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("commit", problem)
+    assert isinstance(value, str)
+    return value
+
+
+def _strict_str(value: object) -> object:
+    # YAML turns 22 into an int and yes into a bool: refuse types silently coerced otherwise.
+    if isinstance(value, bool):
+        raise PydanticCustomError("type", "must be a string, got a boolean")
+    return value
+
+
+def _check(pattern: re.Pattern[str], what: str) -> Any:
+    def validate(value: str) -> str:
+        if _CONTROL_RE.search(value) or not pattern.fullmatch(value):
+            raise PydanticCustomError("format", f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(validate)
+
+
+def _hostname(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if _CONTROL_RE.search(value) or not _HOSTNAME_RE.fullmatch(value) or value.startswith("-"):
+        raise PydanticCustomError("format", f"{value!r} is not a hostname or IP address")
+    return value
+
+
+def _abs_path(value: str) -> str:
+    if _CONTROL_RE.search(value) or not _PATH_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "format",
+            f"{value!r} is not an absolute path of plain characters "
+            "(letters, digits, . _ + @ - /; no spaces or shell metacharacters)",
+        )
+    parts = value.split("/")
+    if ".." in parts or "." in parts:
+        raise PydanticCustomError("format", f"{value!r} contains '.' or '..' segments")
+    if value != "/" and value.endswith("/"):
+        raise PydanticCustomError("format", f"{value!r} ends with '/'")
+    if value == "/":
+        raise PydanticCustomError("format", "'/' is not an acceptable directory here")
+    return value
+
+
+def _loopback_endpoint(value: str) -> str:
+    match = re.fullmatch(r"(?P<host>127\.0\.0\.1|\[::1\]|localhost):(?P<port>[0-9]{1,5})", value)
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise PydanticCustomError(
+            "loopback",
+            f"{value!r} is not a loopback endpoint; the registry is reachable only at "
+            "127.0.0.1:<port> or [::1]:<port> (R2)",
+        )
+    return value
+
+
+def _pinned_image(value: str) -> str:
+    match = _IMAGE_RE.fullmatch(value) if not _CONTROL_RE.search(value) else None
+    if match is None:
+        raise PydanticCustomError("image", f"{value!r} is not an image reference")
+    if match["tag"] is None and match["digest"] is None:
+        raise PydanticCustomError("image", f"{value!r} has no tag or digest; pin a version")
+    if match["tag"] is not None and match["tag"].lower() in MUTABLE_TAGS and match["digest"] is None:
+        raise PydanticCustomError("image", f"{value!r} uses the mutable tag {match['tag']!r}")
+    return value
+
+
+def _ssh_target(value: str) -> str:
+    user, _, host = value.rpartition("@")
+    if user and not _USER_RE.fullmatch(user):
+        raise PydanticCustomError("format", f"{value!r} has an invalid user part")
+    _hostname(host)
+    return value
+
+
+def _free_text(value: str) -> str:
+    if _CONTROL_RE.search(value):
+        raise PydanticCustomError("format", "contains a newline or control character")
+    if not value.strip():
+        raise PydanticCustomError("format", "is empty")
+    return value
+
+
+StrictStr = Annotated[str, BeforeValidator(_strict_str)]
+Commit = Annotated[str, BeforeValidator(_commit)]
+Hostname = Annotated[StrictStr, AfterValidator(_hostname)]
+User = Annotated[StrictStr, _check(_USER_RE, "a POSIX user name")]
+AbsPath = Annotated[StrictStr, AfterValidator(_abs_path)]
+Name = Annotated[StrictStr, _check(_NAME_RE, "a lowercase name (a-z 0-9 _ . -)")]
+K8sName = Annotated[StrictStr, _check(_K8S_NAME_RE, "a Kubernetes name")]
+UnitName = Annotated[StrictStr, _check(_UNIT_RE, "a systemd .service unit name")]
+LoopbackEndpoint = Annotated[StrictStr, AfterValidator(_loopback_endpoint)]
+PinnedImage = Annotated[StrictStr, AfterValidator(_pinned_image)]
+ComposeCommand = Annotated[
+    StrictStr, _check(_COMPOSE_CMD_RE, "an absolute compose command ('/usr/bin/docker compose' or a docker-compose path)")
+]
+SshTarget = Annotated[StrictStr, AfterValidator(_ssh_target)]
+Person = Annotated[StrictStr, _check(_PERSON_RE, "a plain identifier of who approved (no spaces or metacharacters)")]
+FreeText = Annotated[StrictStr, Field(max_length=300), AfterValidator(_free_text)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=False
+    )
+
+
+class HostConfig(_Model):
+    host: Hostname
+    user: User = "ubuntu"
+    port: Port = 22
+
+
+class Hosts(_Model):
+    d601: HostConfig
+    master: HostConfig
+
+
+class RegistryConfig(_Model):
+    """R1 defaults; each one may be overridden by stack config."""
+
+    endpoint: LoopbackEndpoint = "127.0.0.1:5000"
+    image: PinnedImage = "registry:2.8.3"
+    unit_name: UnitName = "unidesk-artifact-registry.service"
+    compose_project: Name = "unidesk-artifact-registry"
+    container_name: Name = "unidesk-artifact-registry"
+    config_path: AbsPath = "/home/ubuntu/.unidesk/artifact-registry/config.yml"
+    compose_path: AbsPath = "/home/ubuntu/.unidesk/artifact-registry/compose.yml"
+    storage_path: AbsPath = "/home/ubuntu/.unidesk/registry-storage"
+    compose_command: ComposeCommand = "/usr/bin/docker compose"
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.rsplit(":", 1)[0]
+
+    @model_validator(mode="after")
+    def _storage_apart(self) -> RegistryConfig:
+        for key, path in (("configPath", self.config_path), ("composePath", self.compose_path)):
+            if path == self.storage_path or path.startswith(self.storage_path + "/"):
+                raise PydanticCustomError(
+                    "layout", f"{key} {path!r} lies inside storagePath; managed files stay apart from storage"
+                )
+        return self
+
+
+class ComposeProject(_Model):
+    project_dir: AbsPath
+    project_name: Name
+    env_file: AbsPath  # the controlled env file (seed: providerGateway.upgrade.composeEnvFile)
+    command: ComposeCommand | None = None  # None: `docker compose` (v2) when present, else docker-compose
+
+
+class ComposeConfig(_Model):
+    master: ComposeProject | None = None
+    d601: ComposeProject | None = None
+
+
+class TransferConfig(_Model):
+    """How the master server reaches D601 (provider-gateway Host SSH) to move an image."""
+
+    mode: Literal["tunnel", "stream"] = "tunnel"
+    d601_ssh_target: SshTarget = "d601"
+    d601_ssh_port: Port = 22
+
+
+class K3sConfig(_Model):
+    containerd_socket: AbsPath = "/run/k3s/containerd/containerd.sock"
+    containerd_namespace: K8sName = "k8s.io"
+    rollout_timeout_seconds: Annotated[int, Field(ge=10, le=3600, strict=True)] = 180
+
+
+class FrontendAuthConfig(_Model):
+    config_path: AbsPath = "/home/ubuntu/unidesk/config.json"  # on the master server
+    secret_name: K8sName = "frontend-dev-auth"
+    config_map_name: K8sName = "frontend-dev-auth-meta"
+
+
+class ServiceConfig(_Model):
+    commit: Commit
+
+
+class Approval(_Model):
+    commit: Commit
+    by: Person
+    reason: FreeText
+
+
+class StackConfig(_Model):
+    env: Literal["dev", "prod"]
+    hosts: Hosts
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    compose: ComposeConfig = Field(default_factory=ComposeConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    k3s: K3sConfig = Field(default_factory=K3sConfig)
+    frontend_auth: FrontendAuthConfig = Field(default_factory=FrontendAuthConfig)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    approvals: dict[str, Approval] = Field(default_factory=dict)
+
+    def commit_of(self, service_id: str) -> str | None:
+        svc = self.services.get(service_id)
+        return svc.commit if svc else None
+
+
+# --------------------------------------------------------------------------- parsing
+
+_FIXES: dict[str, str] = {
+    "commit": "<full 40-hex sha, quoted; e.g. \"$(git rev-parse HEAD)\" of a pushed commit>",
+    "loopback": "127.0.0.1:5000",
+    "image": "registry:2.8.3 (or registry:2.8.3@sha256:<64-hex digest>)",
+}
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _problems_from(error: ValidationError) -> list[Problem]:
+    problems = []
+    for err in error.errors():
+        key = _key(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            leaf = str(err["loc"][-1])
+            if "key" in leaf.lower() or "password" in leaf.lower() or "secret" in leaf.lower():
+                fix = "secrets go only in encrypted keys: pulumi config set --secret " + "|".join(SECRET_KEYS)
+            else:
+                fix = f"remove it: pulumi config rm --path '{key}' (check the spelling against README)"
+            problems.append(Problem(key, "is not a known setting", fix))
+            continue
+        if kind == "missing":
+            problems.append(Problem(key, "is required", _set_fix(key, "<value>")))
+            continue
+        placeholder = _FIXES.get(kind, "<valid value>")
+        problems.append(Problem(key, err["msg"], _set_fix(key, placeholder)))
+    return problems
+
+
+def _cross_check(cfg: StackConfig, stack: str) -> list[Problem]:
+    problems: list[Problem] = []
+    env: Env = cfg.env
+    if env != stack:
+        problems.append(
+            Problem("env", f"is {env!r} but this is stack {stack!r}", f"pulumi config set env {stack}")
+        )
+    needs_compose: dict[str, list[str]] = {"master": [], "d601": []}
+    for sid in cfg.services:
+        entry = catalog.get(sid)
+        key = f"services.{sid}"
+        if entry is None:
+            problems.append(
+                Problem(
+                    key,
+                    "is not a service in the catalog (known: " + ", ".join(catalog.service_ids()) + ")",
+                    f"pulumi config rm --path '{key}'",
+                )
+            )
+            continue
+        target = entry.target(env)
+        if target is None:
+            offered = ", ".join(e for e in catalog.ENVS if e in entry.targets)
+            problems.append(
+                Problem(key, f"{sid} is not offered in {env} (offered in: {offered})", f"pulumi config rm --path '{key}'")
+            )
+            continue
+        if target.kind == TargetKind.COMPOSE_MASTER:
+            needs_compose["master"].append(sid)
+        elif target.kind == TargetKind.COMPOSE_D601:
+            needs_compose["d601"].append(sid)
+    for host, users in needs_compose.items():
+        if users and getattr(cfg.compose, host) is None:
+            problems.append(
+                Problem(
+                    f"compose.{host}",
+                    f"is required by {', '.join(users)} (projectDir, projectName, envFile)",
+                    _set_fix(f"compose.{host}.projectDir", "<absolute path>") + " (and projectName, envFile)",
+                )
+            )
+    for sid in cfg.approvals:
+        key = f"approvals.{sid}"
+        entry = catalog.get(sid)
+        target = entry.target(env) if entry else None
+        if entry is None or target is None:
+            problems.append(Problem(key, f"{sid!r} is not a service of {env}", f"pulumi config rm --path '{key}'"))
+        elif target.gate != Gate.SUPERVISOR:
+            problems.append(
+                Problem(key, f"{sid} has no supervisor gate in {env}; an approval means nothing here", f"pulumi config rm --path '{key}'")
+            )
+    return problems
+
+
+def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
+    """Validate the project's plain config keys (namespace stripped) for ``stack``.
+
+    Raises :class:`ConfigError` naming every refused key and how to fix it.
+    """
+    problems: list[Problem] = []
+    if stack not in catalog.ENVS:
+        raise ConfigError([Problem("env", f"stack {stack!r} is not an environment (dev, prod)", "pulumi stack select dev|prod")])
+    data = dict(raw)
+    for key in list(data):
+        if key in SECRET_KEYS:
+            data.pop(key)
+        elif key not in PLAIN_KEYS:
+            fix = (
+                "secrets go only in encrypted keys: pulumi config set --secret " + "|".join(SECRET_KEYS)
+                if "key" in key.lower() or "secret" in key.lower()
+                else f"remove it: pulumi config rm {key}"
+            )
+            problems.append(Problem(key, "is not a known setting", fix))
+            data.pop(key)
+    try:
+        cfg = StackConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(problems + _problems_from(error)) from None
+    problems += _cross_check(cfg, stack)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """Read ``Pulumi.<stack>.yaml`` and return the project's keys with the namespace stripped.
+
+    Secret keys must be stored encrypted (``{secure: ...}``); a plaintext one is refused.
+    """
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError([Problem("(file)", f"{path} does not exist", "pulumi stack init <dev|prod>")]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([Problem("(file)", f"{path} is not valid YAML: {error}", "fix the YAML syntax")]) from None
+    config = document.get("config", {}) if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError([Problem("(file)", f"{path} has no 'config' mapping", "pulumi config set env <stack>")])
+    out: dict[str, Any] = {}
+    problems: list[Problem] = []
+    prefix = PROJECT + ":"
+    for full_key, value in config.items():
+        if not isinstance(full_key, str) or not full_key.startswith(prefix):
+            continue  # other namespaces (kubernetes:, pulumi:) are not ours
+        key = full_key[len(prefix) :]
+        if key in SECRET_KEYS and not (isinstance(value, dict) and set(value) == {"secure"}):
+            problems.append(
+                Problem(key, "is stored in plaintext", f"pulumi config rm {key} && pulumi config set --secret {key} < FILE")
+            )
+            continue
+        out[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def load_stack(project_dir: Path, stack: str) -> StackConfig:
+    return parse_stack_config(read_stack_file(project_dir / f"Pulumi.{stack}.yaml"), stack)
