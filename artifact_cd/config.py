@@ -266,8 +266,13 @@ class Hosts(_Model):
 
 
 class RegistryConfig(_Model):
-    """R1 defaults; each one may be overridden by stack config."""
+    """R1 defaults; each one may be overridden by stack config.
 
+    ``manage``: whether this stack installs the registry host. The registry is shared by both
+    environments; exactly one stack (prod in the examples) should own its install.
+    """
+
+    manage: bool = True
     endpoint: LoopbackEndpoint = "127.0.0.1:5000"
     image: PinnedImage = "registry:2.8.3"
     unit_name: UnitName = "unidesk-artifact-registry.service"

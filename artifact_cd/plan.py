@@ -34,9 +34,13 @@ from .catalog import (
 from .config import StackConfig
 from .gates import ApplyContext, Decision, GateResult, evaluate
 
-# Placeholder for the live manifest digest in step arguments. It can never pass a script's
-# digest validation, so a step that was not given the real digest fails before acting.
+# Placeholders for what the manifest check reads live: the manifest digest and the image ID
+# (the config digest, which `docker load`, `docker pull` and `docker inspect` all agree on).
+# Neither can pass a script's digest validation, so a step that was not given the real value
+# fails before acting.
 DIGEST = "<digest:manifest-check>"
+IMAGE_ID = "<image-id:manifest-check>"
+LIVE_PLACEHOLDERS = (DIGEST, IMAGE_ID)
 
 ACCEPT_MEDIA_TYPES: tuple[str, ...] = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -87,12 +91,14 @@ class Step(Doc):
     mutates: bool
     patch: dict[str, Any] | None = None
 
-    def resolved_args(self, digest: str) -> list[str]:
-        return [digest if a == DIGEST else a for a in self.args]
+    def resolved_args(self, digest: str, image_id: str) -> list[str]:
+        """The exact argv, with the manifest check's live values in place of the placeholders."""
+        live = {DIGEST: digest, IMAGE_ID: image_id}
+        return [live.get(a, a) for a in self.args]
 
     @property
-    def needs_digest(self) -> bool:
-        return DIGEST in self.args
+    def needs_manifest(self) -> bool:
+        return any(a in LIVE_PLACEHOLDERS for a in self.args)
 
 
 class RegistryRef(Doc):
@@ -197,6 +203,8 @@ def _image_args(cfg: StackConfig, entry: ServiceEntry, commit: str) -> tuple[str
         commit,
         "--digest",
         DIGEST,
+        "--image-id",
+        IMAGE_ID,
     )
 
 
@@ -254,6 +262,8 @@ def _compose_steps(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget,
         commit,
         "--digest",
         DIGEST,
+        "--image-id",
+        IMAGE_ID,
         "--image",
         image_ref(cfg, entry, commit),
         "--retag",
@@ -696,6 +706,7 @@ def registry_probe_args(cfg: StackConfig) -> tuple[str, ...]:
 
 
 class RegistryHostPlan(Doc):
+    managed_by_this_stack: bool
     host: str
     host_address: str
     boundary: dict[str, Any]
@@ -780,6 +791,7 @@ def plan_registry_host(cfg: StackConfig) -> RegistryHostPlan:
         ),
     ]
     return RegistryHostPlan(
+        managed_by_this_stack=reg.manage,
         host=HOST_D601,
         host_address=cfg.hosts.d601.host,
         boundary={
