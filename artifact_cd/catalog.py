@@ -144,9 +144,7 @@ CODE_QUEUE_EXECUTION_PLANE = (
     "task cancel state",
 )
 
-_COMPOSE_EXCLUDED = (
-    "every other Compose service of the project (--no-deps, single-service recreate)",
-)
+_COMPOSE_EXCLUDED = ("every other Compose service of the project (--no-deps, single-service recreate)",)
 
 
 def _compose(
@@ -154,6 +152,7 @@ def _compose(
     service: str,
     container: str,
     retag: str,
+    *,
     gate: Gate = Gate.NONE,
     gate_reason: str = "",
     excluded: tuple[str, ...] = (),
@@ -236,12 +235,8 @@ CATALOG: tuple[ServiceEntry, ...] = (
         source_repo=UNIDESK_REPO,
         dockerfile="src/components/frontend/Dockerfile",
         targets={
-            "dev": _k3s(
-                "unidesk-dev", "frontend-dev", "frontend", pre_rollout=PreRollout.FRONTEND_AUTH_SYNC
-            ),
-            "prod": _compose(
-                TargetKind.COMPOSE_MASTER, "frontend", "unidesk-frontend", "unidesk-frontend"
-            ),
+            "dev": _k3s("unidesk-dev", "frontend-dev", "frontend", pre_rollout=PreRollout.FRONTEND_AUTH_SYNC),
+            "prod": _compose(TargetKind.COMPOSE_MASTER, "frontend", "unidesk-frontend", "unidesk-frontend"),
         },
         assumptions=(
             "dev auth sync writes Secret unidesk-dev/frontend-dev-auth (key auth.json) and "
@@ -392,8 +387,10 @@ CATALOG: tuple[ServiceEntry, ...] = (
                     "code-queue DEV live apply needs a supervisor/human authorization outside "
                     "any running Code Queue task"
                 ),
-                excluded_targets=tuple("production " + t for t in CODE_QUEUE_EXECUTION_PLANE)
-                + ("every Deployment outside the unidesk-dev Code Queue slice",),
+                excluded_targets=(
+                    *("production " + t for t in CODE_QUEUE_EXECUTION_PLANE),
+                    "every Deployment outside the unidesk-dev Code Queue slice",
+                ),
             ),
             "prod": NoTarget(
                 gate_reason=(

@@ -38,7 +38,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as JSON (exit 2) instead of free text."""
 
     def error(self, message: str) -> NoReturn:
-        emit({"ok": False, "decision": "invalid-arguments", "retryable": False, "reason": message, "usage": self.format_usage().strip()})
+        emit(
+            {
+                "ok": False,
+                "decision": "invalid-arguments",
+                "retryable": False,
+                "reason": message,
+                "usage": self.format_usage().strip(),
+            }
+        )
         raise SystemExit(EXIT_INVALID)
 
 
@@ -90,7 +98,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         emit(
             {
                 "specSha256": render.spec_sha256(registry),
-                "files": [{"name": f.name, "path": f.path, "mode": f.mode, "sha256": f.sha256, "content": f.content} for f in files],
+                "files": [
+                    {"name": f.name, "path": f.path, "mode": f.mode, "sha256": f.sha256, "content": f.content}
+                    for f in files
+                ],
             }
         )
     else:
@@ -121,12 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="offline plan of a stack (JSON); no network, no Pulumi engine")
     p.add_argument("--stack", required=True, choices=catalog.ENVS)
-    p.add_argument("--service", help="one service id (default: every service of the stack + the registry host)")
+    p.add_argument(
+        "--service", help="one service id (default: every service of the stack + the registry host)"
+    )
     p.add_argument("--commit", help="plan this commit instead of the stack's (with --service)")
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("render", help="the registry config, compose file and systemd unit with SHA-256")
-    p.add_argument("--stack", choices=catalog.ENVS, help="use this stack's registry settings (default: R1 defaults)")
+    p.add_argument(
+        "--stack", choices=catalog.ENVS, help="use this stack's registry settings (default: R1 defaults)"
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(handler=cmd_render)
 

@@ -49,7 +49,9 @@ PLAIN_KEYS: tuple[str, ...] = (
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _HEX_ANY_CASE = re.compile(r"[0-9a-fA-F]+")
-_HOSTNAME_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _PATH_RE = re.compile(r"/[A-Za-z0-9._+@/-]*")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -237,10 +239,15 @@ UnitName = Annotated[StrictStr, _check(_UNIT_RE, "a systemd .service unit name")
 LoopbackEndpoint = Annotated[StrictStr, AfterValidator(_loopback_endpoint)]
 PinnedImage = Annotated[StrictStr, AfterValidator(_pinned_image)]
 ComposeCommand = Annotated[
-    StrictStr, _check(_COMPOSE_CMD_RE, "an absolute compose command ('/usr/bin/docker compose' or a docker-compose path)")
+    StrictStr,
+    _check(
+        _COMPOSE_CMD_RE, "an absolute compose command ('/usr/bin/docker compose' or a docker-compose path)"
+    ),
 ]
 SshTarget = Annotated[StrictStr, AfterValidator(_ssh_target)]
-Person = Annotated[StrictStr, _check(_PERSON_RE, "a plain identifier of who approved (no spaces or metacharacters)")]
+Person = Annotated[
+    StrictStr, _check(_PERSON_RE, "a plain identifier of who approved (no spaces or metacharacters)")
+]
 FreeText = Annotated[StrictStr, Field(max_length=300), AfterValidator(_free_text)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
@@ -329,7 +336,7 @@ class K3sConfig(_Model):
 
 class FrontendAuthConfig(_Model):
     config_path: AbsPath = "/home/ubuntu/unidesk/config.json"  # on the master server
-    secret_name: K8sName = "frontend-dev-auth"
+    secret_name: K8sName = "frontend-dev-auth"  # noqa: S105 - a Secret object name, not a secret
     config_map_name: K8sName = "frontend-dev-auth-meta"
 
 
@@ -362,7 +369,7 @@ class StackConfig(_Model):
 # --------------------------------------------------------------------------- parsing
 
 _FIXES: dict[str, str] = {
-    "commit": "<full 40-hex sha, quoted; e.g. \"$(git rev-parse HEAD)\" of a pushed commit>",
+    "commit": '<full 40-hex sha, quoted; e.g. "$(git rev-parse HEAD)" of a pushed commit>',
     "loopback": "127.0.0.1:5000",
     "image": "registry:2.8.3 (or registry:2.8.3@sha256:<64-hex digest>)",
 }
@@ -417,7 +424,11 @@ def _cross_check(cfg: StackConfig, stack: str) -> list[Problem]:
         if target is None:
             offered = ", ".join(e for e in catalog.ENVS if e in entry.targets)
             problems.append(
-                Problem(key, f"{sid} is not offered in {env} (offered in: {offered})", f"pulumi config rm --path '{key}'")
+                Problem(
+                    key,
+                    f"{sid} is not offered in {env} (offered in: {offered})",
+                    f"pulumi config rm --path '{key}'",
+                )
             )
             continue
         if target.kind == TargetKind.COMPOSE_MASTER:
@@ -438,10 +449,16 @@ def _cross_check(cfg: StackConfig, stack: str) -> list[Problem]:
         entry = catalog.get(sid)
         target = entry.target(env) if entry else None
         if entry is None or target is None:
-            problems.append(Problem(key, f"{sid!r} is not a service of {env}", f"pulumi config rm --path '{key}'"))
+            problems.append(
+                Problem(key, f"{sid!r} is not a service of {env}", f"pulumi config rm --path '{key}'")
+            )
         elif target.gate != Gate.SUPERVISOR:
             problems.append(
-                Problem(key, f"{sid} has no supervisor gate in {env}; an approval means nothing here", f"pulumi config rm --path '{key}'")
+                Problem(
+                    key,
+                    f"{sid} has no supervisor gate in {env}; an approval means nothing here",
+                    f"pulumi config rm --path '{key}'",
+                )
             )
     return problems
 
@@ -453,7 +470,15 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
     """
     problems: list[Problem] = []
     if stack not in catalog.ENVS:
-        raise ConfigError([Problem("env", f"stack {stack!r} is not an environment (dev, prod)", "pulumi stack select dev|prod")])
+        raise ConfigError(
+            [
+                Problem(
+                    "env",
+                    f"stack {stack!r} is not an environment (dev, prod)",
+                    "pulumi stack select dev|prod",
+                )
+            ]
+        )
     data = dict(raw)
     for key in list(data):
         if key in SECRET_KEYS:
@@ -484,12 +509,18 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise ConfigError([Problem("(file)", f"{path} does not exist", "pulumi stack init <dev|prod>")]) from None
+        raise ConfigError(
+            [Problem("(file)", f"{path} does not exist", "pulumi stack init <dev|prod>")]
+        ) from None
     except yaml.YAMLError as error:
-        raise ConfigError([Problem("(file)", f"{path} is not valid YAML: {error}", "fix the YAML syntax")]) from None
+        raise ConfigError(
+            [Problem("(file)", f"{path} is not valid YAML: {error}", "fix the YAML syntax")]
+        ) from None
     config = document.get("config", {}) if isinstance(document, dict) else None
     if not isinstance(config, dict):
-        raise ConfigError([Problem("(file)", f"{path} has no 'config' mapping", "pulumi config set env <stack>")])
+        raise ConfigError(
+            [Problem("(file)", f"{path} has no 'config' mapping", "pulumi config set env <stack>")]
+        )
     out: dict[str, Any] = {}
     problems: list[Problem] = []
     prefix = PROJECT + ":"
@@ -499,7 +530,11 @@ def read_stack_file(path: Path) -> dict[str, Any]:
         key = full_key[len(prefix) :]
         if key in SECRET_KEYS and not (isinstance(value, dict) and set(value) == {"secure"}):
             problems.append(
-                Problem(key, "is stored in plaintext", f"pulumi config rm {key} && pulumi config set --secret {key} < FILE")
+                Problem(
+                    key,
+                    "is stored in plaintext",
+                    f"pulumi config rm {key} && pulumi config set --secret {key} < FILE",
+                )
             )
             continue
         out[key] = value

@@ -118,7 +118,9 @@ def evaluate(
     if target.gate == Gate.PLAN_ONLY:
         return GateResult(Decision.PLAN_ONLY, target.gate_reason, self_bootstrap_guard=guard)
     if target.gate == Gate.NONE:
-        return GateResult(Decision.PLANNED, "no gate: pull-only artifact consumer", self_bootstrap_guard=guard)
+        return GateResult(
+            Decision.PLANNED, "no gate: pull-only artifact consumer", self_bootstrap_guard=guard
+        )
 
     # Gate.SUPERVISOR
     approval = approvals.get(entry.id)

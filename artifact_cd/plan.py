@@ -111,8 +111,7 @@ class RegistryRef(Doc):
     accept_media_types: tuple[str, ...] = ACCEPT_MEDIA_TYPES
     digest: str | None = None
     digest_source: str = (
-        "live registry manifest HEAD on D601 (Docker-Content-Digest) at apply time; "
-        "null in a dry-run"
+        "live registry manifest HEAD on D601 (Docker-Content-Digest) at apply time; null in a dry-run"
     )
 
 
@@ -246,7 +245,10 @@ def _compose_steps(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget,
         move = Step(
             id="pull",
             host=HOST_D601,
-            action="pull the image by digest from the local registry on D601; verify it against the manifest digest",
+            action=(
+                "pull the image by digest from the local registry on D601; "
+                "verify it against the manifest digest"
+            ),
             script="move-image.sh",
             args=("--mode", "local", *_image_args(cfg, entry, commit)),
             mutates=True,
@@ -307,7 +309,9 @@ def _compose_steps(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget,
     return [_manifest_step(cfg, entry, commit), move, deploy]
 
 
-def _compose_target_doc(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget, commit: str | None) -> dict[str, Any]:
+def _compose_target_doc(
+    cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget, commit: str | None
+) -> dict[str, Any]:
     on_master = target.kind == TargetKind.COMPOSE_MASTER
     project = cfg.compose.master if on_master else cfg.compose.d601
     tag = commit or "<commit>"
@@ -350,7 +354,9 @@ def _annotations(cfg: StackConfig, entry: ServiceEntry, commit: str) -> dict[str
     }
 
 
-def deployment_patch(cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, index: int, commit: str) -> dict[str, Any]:
+def deployment_patch(
+    cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, index: int, commit: str
+) -> dict[str, Any]:
     """The server-side-apply body of one DeploymentPatch (image = commit tag, env, annotations)."""
     dep = target.deployments[index]
     annotations = _annotations(cfg, entry, commit)
@@ -421,7 +427,11 @@ def _k3s_steps(cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, commit:
                 mutates=True,
                 patch={
                     "secret": {"namespace": target.namespace, "name": fa.secret_name, "key": "auth.json"},
-                    "configMap": {"namespace": target.namespace, "name": fa.config_map_name, "key": "authSha256"},
+                    "configMap": {
+                        "namespace": target.namespace,
+                        "name": fa.config_map_name,
+                        "key": "authSha256",
+                    },
                 },
             ),
         ]
@@ -519,10 +529,14 @@ def _verification(entry: ServiceEntry, target: ComposeTarget | K3sTarget | NoTar
                 f"the container's {entry.compose_env_prefix}COMMIT; both must equal the commit",
             ]
         else:
-            checks.append(f"GET {entry.health.path}: deploy.commit == commit and deploy.requestedCommit == commit")
+            checks.append(
+                f"GET {entry.health.path}: deploy.commit == commit and deploy.requestedCommit == commit"
+            )
         if entry.verification == VerificationKind.BAIDU_AUTH_GATE:
             checks += [
-                "before recreate: " + ", ".join(entry.required_secret_keys) + " present (present/length only)",
+                "before recreate: "
+                + ", ".join(entry.required_secret_keys)
+                + " present (present/length only)",
                 "after recreate: /health auth.configured, clientIdConfigured, clientSecretConfigured, "
                 "tokenKeyConfigured and loggedIn all true, else failed/degraded",
             ]
@@ -536,7 +550,9 @@ def _rollback(stack: str, entry: ServiceEntry) -> dict[str, Any]:
             f"pulumi stack select {stack} && pulumi config set --path 'services.{entry.id}.commit' "
             "<older full sha> && pulumi up"
         ),
-        "offlinePlan": f"python -m artifact_cd plan --stack {stack} --service {entry.id} --commit <older full sha>",
+        "offlinePlan": (
+            f"python -m artifact_cd plan --stack {stack} --service {entry.id} --commit <older full sha>"
+        ),
         "note": (
             "the same consumer runs with the older commit; its manifest must still exist in the D601 "
             "registry. Never a legacy maintenance-channel rebuild."
@@ -550,11 +566,15 @@ def _runtime_secrets(cfg: StackConfig, entry: ServiceEntry) -> dict[str, Any] | 
     project = cfg.compose.master
     source = project.env_file if project else "<compose.master.envFile>"
     return {
-        "secretSource": f"master server controlled env file {source} (providerGateway.upgrade.composeEnvFile)",
+        "secretSource": (
+            f"master server controlled env file {source} (providerGateway.upgrade.composeEnvFile)"
+        ),
         "requiredSecretKeys": list(entry.required_secret_keys),
         "requiredSecretsPresent": None,
         "missingSecretKeys": None,
-        "checkedBy": "deploy step preflight on the master server before recreate; reports present/length only",
+        "checkedBy": (
+            "deploy step preflight on the master server before recreate; reports present/length only"
+        ),
         "recommendedAction": (
             "if the preflight reports missing keys: restore them in the env file, recreate only "
             f"{entry.id}, then verify `microservice health {entry.id}`; values are never printed"
@@ -562,7 +582,9 @@ def _runtime_secrets(cfg: StackConfig, entry: ServiceEntry) -> dict[str, Any] | 
     }
 
 
-def _affected(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget | K3sTarget | NoTarget, commit: str | None) -> tuple[str, ...]:
+def _affected(
+    cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget | K3sTarget | NoTarget, commit: str | None
+) -> tuple[str, ...]:
     tag = commit or "<commit>"
     if isinstance(target, ComposeTarget):
         on_master = target.kind == TargetKind.COMPOSE_MASTER
@@ -640,7 +662,9 @@ def plan_service(
         reason=gate.reason,
         fix=gate.fix,
         target=target_doc,
-        registry=registry_ref(cfg, entry, commit) if commit and gate.decision != Decision.UNSUPPORTED else None,
+        registry=registry_ref(cfg, entry, commit)
+        if commit and gate.decision != Decision.UNSUPPORTED
+        else None,
         required_labels=required_labels(entry, commit),
         source={
             "repo": entry.source_repo,
@@ -656,7 +680,9 @@ def plan_service(
         rollback=_rollback(env, entry),
         requires_supervisor_approval=gate.requires_supervisor_approval,
         approval=gate.approval,
-        affected_runtime=_affected(cfg, entry, target, commit) if gate.decision != Decision.UNSUPPORTED else (),
+        affected_runtime=_affected(cfg, entry, target, commit)
+        if gate.decision != Decision.UNSUPPORTED
+        else (),
         excluded_targets=tuple(target.excluded_targets) + COMMON_EXCLUDED,
         deploy_env=deploy_env,
         annotations=annotations,
@@ -726,7 +752,10 @@ def plan_registry_host(cfg: StackConfig) -> RegistryHostPlan:
         Step(
             id="registry-dirs",
             host=HOST_D601,
-            action="create the managed directories and the storage directory (existing content is never touched)",
+            action=(
+                "create the managed directories and the storage directory "
+                "(existing content is never touched)"
+            ),
             script="registry-install.sh",
             args=(
                 "dirs",
@@ -796,10 +825,22 @@ def plan_registry_host(cfg: StackConfig) -> RegistryHostPlan:
         host_address=cfg.hosts.d601.host,
         boundary={
             "runsOn": "D601 host OS: systemd unit running a Docker Compose project (not a k3s workload)",
-            "exposure": f"loopback only: {render._host_binding(reg)} (container listens on :{render.CONTAINER_PORT} "
+            "exposure": f"loopback only: {render.host_binding(reg)} "
+            f"(container listens on :{render.CONTAINER_PORT} "
             "inside its own network namespace)",
-            "never": ["NodePort", "hostPort", "LoadBalancer", "Ingress", "k3s Service", "public port", "public reverse proxy"],
-            "role": "host-managed artifact cache for commit-pinned images; not a build orchestrator, not a deploy control plane",
+            "never": [
+                "NodePort",
+                "hostPort",
+                "LoadBalancer",
+                "Ingress",
+                "k3s Service",
+                "public port",
+                "public reverse proxy",
+            ],
+            "role": (
+                "host-managed artifact cache for commit-pinned images; "
+                "not a build orchestrator, not a deploy control plane"
+            ),
         },
         dependencies=(
             "D601 Docker Engine",

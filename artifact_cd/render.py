@@ -41,8 +41,9 @@ def unit_path(registry: RegistryConfig) -> str:
 
 def render_registry_config(registry: RegistryConfig) -> str:
     # The registry listens on :5000 inside its own container network namespace; the only host
-    # exposure is the loopback port mapping of the Compose file (seed: "容器内部 registry 可监听
-    # :5000，安全边界由 host loopback 绑定保证"). Deletes are disabled: tags are immutable here.
+    # exposure is the loopback port mapping of the Compose file (seed: inside the container the
+    # registry may listen on :5000; the boundary is the host loopback binding). Deletes are
+    # disabled: tags are immutable here.
     del registry  # the config has no stack-dependent value today; the signature keeps it possible
     return HEADER + (
         "version: 0.1\n"
@@ -73,7 +74,7 @@ def render_registry_config(registry: RegistryConfig) -> str:
     )
 
 
-def _host_binding(registry: RegistryConfig) -> str:
+def host_binding(registry: RegistryConfig) -> str:
     host = "127.0.0.1" if registry.host == "localhost" else registry.host
     return f"{host}:{registry.port}:{CONTAINER_PORT}"
 
@@ -87,7 +88,7 @@ def _compose_body(registry: RegistryConfig, spec_sha256: str) -> str:
         "    init: true\n"
         '    restart: "no"  # systemd owns restarts\n'
         "    ports:\n"
-        f'      - "{_host_binding(registry)}"\n'
+        f'      - "{host_binding(registry)}"\n'
         "    volumes:\n"
         "      - type: bind\n"
         f"        source: {registry.config_path}\n"
