@@ -122,8 +122,8 @@ def describe_commit_problem(value: object) -> str | None:
     if COMMIT_RE.fullmatch(value):
         return None
     shown = repr(value) if len(value) <= 60 else repr(value[:57] + "...")
-    if value.strip() != value or any(c.isspace() for c in value):
-        return f"{shown} contains whitespace or a newline"
+    if _HEX_ANY_CASE.fullmatch(value.strip() or "-") and value.strip() != value:
+        return f"{shown} has surrounding whitespace or a newline"
     if value.lower() in MUTABLE_TAGS:
         return f"{shown} is a mutable tag; deploys are pinned to a full commit sha, never a tag"
     if _HEX_ANY_CASE.fullmatch(value):

@@ -9,6 +9,7 @@ are, after replacing :data:`DIGEST` with the digest the manifest check returned.
 from __future__ import annotations
 
 import base64
+import json
 import posixpath
 from typing import Any
 
@@ -98,7 +99,9 @@ class Step(Doc):
 
     @property
     def needs_manifest(self) -> bool:
-        return any(a in LIVE_PLACEHOLDERS for a in self.args)
+        """Whether the step consumes the manifest check's live values (argv or patch body)."""
+        in_patch = self.patch is not None and any(p in json.dumps(self.patch) for p in LIVE_PLACEHOLDERS)
+        return in_patch or any(a in LIVE_PLACEHOLDERS for a in self.args)
 
 
 class RegistryRef(Doc):
