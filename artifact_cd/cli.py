@@ -75,6 +75,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_OK
     entry = catalog.get(args.service)
     if entry is None:
+        upstream = _upstream_refusal(args.service, cfg)
+        if upstream is not None:
+            emit(upstream)
+            return EXIT_REFUSED
         emit(
             {
                 "ok": False,
@@ -89,6 +93,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     doc = plan_service(cfg, entry.id, ctx, commit_override=args.commit).to_json()
     emit(doc)
     return EXIT_REFUSED if doc["decision"] == Decision.UNSUPPORTED.value else EXIT_OK
+
+
+def _upstream_refusal(service_id: str, cfg: StackConfig) -> dict[str, Any] | None:
+    """An ``upstream-image`` entry of CI.json: catalog only, a structured ``unsupported`` (R26)."""
+    from . import ci
+
+    try:
+        upstream = ci.load_ci().upstream.get(service_id)
+    except ci.CIError:
+        return None
+    return None if upstream is None else ci.upstream_plan_refusal(upstream, cfg.env, cfg.registry.endpoint)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import run_publish
+
+    code, doc = run_publish(args.service, args.repo, args.registry)
+    emit(doc)
+    return code
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -154,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_deploy_backend_core)
+
+    p = sub.add_parser(
+        "publish", help="CI only: build a clean, pushed commit (CI.json Dockerfile) and push it commit-pinned"
+    )
+    p.add_argument("--service", required=True, help="a service-image id of CI.json")
+    p.add_argument("--repo", required=True, help="a clean git checkout whose HEAD is pushed")
+    p.add_argument("--registry", default="127.0.0.1:5000", help="the D601 registry endpoint (loopback)")
+    p.set_defaults(handler=cmd_publish)
 
     return parser
 
