@@ -731,6 +731,8 @@ def registry_probe_args(cfg: StackConfig) -> tuple[str, ...]:
         files["compose"].path,
         "--compose-sha256",
         files["compose"].sha256,
+        "--spec-sha256",
+        render.spec_sha256(reg),
     )
 
 
