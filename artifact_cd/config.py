@@ -228,6 +228,8 @@ def _free_text(value: str) -> str:
     return value
 
 
+_HOST_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}")
+
 StrictStr = Annotated[str, BeforeValidator(_strict_str)]
 Commit = Annotated[str, BeforeValidator(_commit)]
 Hostname = Annotated[StrictStr, AfterValidator(_hostname)]
@@ -250,6 +252,7 @@ Person = Annotated[
 ]
 FreeText = Annotated[StrictStr, Field(max_length=300), AfterValidator(_free_text)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+HostKey = Annotated[StrictStr, _check(_HOST_KEY_RE, "an SSH public host key ('ssh-ed25519 AAAA...')")]
 
 
 # --------------------------------------------------------------------------- models
@@ -265,6 +268,9 @@ class HostConfig(_Model):
     host: Hostname
     user: User = "ubuntu"
     port: Port = 22
+    # The host's SSH public key ("ssh-ed25519 AAAA..."), pinned by Pulumi's remote Commands.
+    # Unset: pulumi-command does not verify the host key (say so in a review; set it in production).
+    host_key: HostKey | None = None
 
 
 class Hosts(_Model):
