@@ -1,0 +1,463 @@
+"""`publish` without daemons (R25, R26): the git source rules on real temporary repositories with a
+bare "remote", the exact-tree export, the publish decisions (push / idempotent / immutable tag)
+with a recording Docker and registry, the manifest-check result mapping, argument validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from artifact_cd import ci, publish, scripts
+from artifact_cd.cli import main
+from artifact_cd.publish import Manifest, Publisher, PublishFailure
+
+SERVICE = "findjob"
+DOCKERFILE = "src/components/microservices/findjob/Dockerfile"
+REGISTRY = "127.0.0.1:5000"
+ID_A = "sha256:" + "a" * 64
+ID_B = "sha256:" + "b" * 64
+DIGEST_1 = "sha256:" + "1" * 64
+DIGEST_2 = "sha256:" + "2" * 64
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "ci",
+    "GIT_AUTHOR_EMAIL": "ci@example.invalid",
+    "GIT_COMMITTER_NAME": "ci",
+    "GIT_COMMITTER_EMAIL": "ci@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=True)
+    return proc.stdout.strip()
+
+
+@dataclass
+class Repo:
+    path: Path
+    remote: Path
+
+    def commit(self, name: str, content: str, message: str = "change") -> str:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+        git(self.path, "add", name)
+        git(self.path, "commit", "-q", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def push(self) -> None:
+        git(self.path, "push", "-q", "origin", "HEAD:main")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """A checkout with a Dockerfile at the catalog path, pushed to a bare remote."""
+    remote = tmp_path / "remote.git"
+    path = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    git(path, "remote", "add", "origin", str(remote))
+    r = Repo(path, remote)
+    r.commit(".gitignore", "build-output/\n")
+    r.commit(DOCKERFILE, "FROM scratch\nCOPY app.txt /app.txt\n")
+    r.commit("app.txt", "v1\n", "app")
+    r.push()
+    git(path, "fetch", "-q", "origin")
+    return r
+
+
+# --------------------------------------------------------------------------- git source rules
+
+
+def test_clean_pushed_checkout_is_accepted(repo: Repo) -> None:
+    source = publish.inspect_source(repo.path)
+    assert source.commit == git(repo.path, "rev-parse", "HEAD")
+    assert source.remote_branches == ("origin/main",)
+    assert source.root == repo.path.resolve()
+
+
+def test_a_subdirectory_resolves_to_the_repository_root(repo: Repo) -> None:
+    assert publish.inspect_source(repo.path / "src").root == repo.path.resolve()
+
+
+def test_unpushed_commit_is_refused(repo: Repo) -> None:
+    """R25: the commit must come from pushed Git."""
+    sha = repo.commit("app.txt", "v2\n")
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(repo.path)
+    f = caught.value
+    assert (f.exit_code, f.error) == (3, "commit-not-pushed")
+    assert f.details["sourceCommit"] == sha and sha in f.reason
+    repo.push()  # pushing updates origin/main: now accepted
+    assert publish.inspect_source(repo.path).commit == sha
+
+
+def test_commit_on_another_pushed_branch_is_accepted(repo: Repo) -> None:
+    git(repo.path, "checkout", "-q", "-b", "feature")
+    sha = repo.commit("app.txt", "feature\n")
+    git(repo.path, "push", "-q", "origin", "feature")
+    git(repo.path, "checkout", "-q", "--detach", sha)
+    assert publish.inspect_source(repo.path).remote_branches == ("origin/feature",)
+
+
+@pytest.mark.parametrize("kind", ["modified", "staged", "untracked", "deleted"])
+def test_dirty_worktree_is_refused(repo: Repo, kind: str) -> None:
+    """R25: never a dirty worktree: tracked changes, staged changes or untracked files."""
+    if kind == "modified":
+        (repo.path / "app.txt").write_text("local edit\n", encoding="utf-8")
+    elif kind == "staged":
+        (repo.path / "app.txt").write_text("staged edit\n", encoding="utf-8")
+        git(repo.path, "add", "app.txt")
+    elif kind == "untracked":
+        (repo.path / "src" / "new.txt").write_text("x\n", encoding="utf-8")
+    else:
+        (repo.path / "app.txt").unlink()
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(repo.path)
+    f = caught.value
+    assert (f.exit_code, f.error) == (3, "dirty-worktree")
+    assert f.details["dirtyCount"] == 1 and f.details["headPushed"] is True
+    expected = "src/new.txt" if kind == "untracked" else "app.txt"
+    assert f.details["dirtyPaths"][0].endswith(expected)
+
+
+def test_dirty_and_unpushed_reports_both_facts(repo: Repo) -> None:
+    repo.commit("app.txt", "v3\n")
+    (repo.path / "stray").write_text("x", encoding="utf-8")
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(repo.path)
+    assert caught.value.error == "dirty-worktree" and caught.value.details["headPushed"] is False
+
+
+def test_ignored_files_are_neither_dirt_nor_build_input(repo: Repo, tmp_path: Path) -> None:
+    (repo.path / "build-output").mkdir()
+    (repo.path / "build-output" / "stale.bin").write_text("old build", encoding="utf-8")
+    source = publish.inspect_source(repo.path)
+    dest = tmp_path / "export" / "src"
+    publish.export_tree(source.root, source.commit, dest)
+    assert (dest / DOCKERFILE).read_text(encoding="utf-8").startswith("FROM scratch")
+    assert (dest / "app.txt").read_text(encoding="utf-8") == "v1\n"
+    assert not (dest / "build-output").exists()
+    assert git(repo.path, "status", "--porcelain") == ""  # the checkout's index is untouched
+
+
+def test_no_remote_and_empty_repository_are_refused(tmp_path: Path) -> None:
+    lonely = tmp_path / "lonely"
+    subprocess.run(["git", "init", "-q", str(lonely)], check=True)
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(lonely)
+    assert (caught.value.exit_code, caught.value.error) == (3, "no-commit")
+    (lonely / "f").write_text("x", encoding="utf-8")
+    git(lonely, "add", "f")
+    git(lonely, "commit", "-q", "-m", "x")
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(lonely)
+    assert caught.value.error == "commit-not-pushed"
+
+
+def test_not_a_repository_is_invalid(tmp_path: Path) -> None:
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(tmp_path)
+    assert (caught.value.exit_code, caught.value.error) == (2, "not-a-git-repo")
+    with pytest.raises(PublishFailure) as caught:
+        publish.inspect_source(tmp_path / "missing")
+    assert caught.value.error == "not-a-git-repo"
+
+
+def test_git_redirect_variables_cannot_point_at_another_repo(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    assert publish.inspect_source(repo.path).remote_branches == ("origin/main",)
+
+
+def test_submodules_are_refused(repo: Repo, tmp_path: Path) -> None:
+    head = git(repo.path, "rev-parse", "HEAD")
+    (repo.path / "vendor" / "lib").mkdir(parents=True)  # an uninitialised submodule: an empty dir
+    git(repo.path, "update-index", "--add", "--cacheinfo", f"160000,{head},vendor/lib")
+    git(repo.path, "commit", "-q", "-m", "gitlink")
+    repo.push()
+    source = publish.inspect_source(repo.path)
+    with pytest.raises(PublishFailure) as caught:
+        publish.export_tree(source.root, source.commit, tmp_path / "x" / "src")
+    assert caught.value.error == "submodules-unsupported"
+    assert caught.value.details["submodules"] == ["vendor/lib"]
+
+
+# --------------------------------------------------------------------------- publish decisions
+
+
+@dataclass
+class FakeDocker:
+    image_id: str = ID_A
+    push_digest: str | None = DIGEST_1
+    wrong_label: bool = False
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    contexts: list[dict[str, str]] = field(default_factory=list)
+
+    def ping(self) -> None:
+        self.calls.append(("ping", None))
+
+    def build(self, dockerfile: Path, context: Path, ref: str, labels: Mapping[str, str]) -> str:
+        # what a real build would see: record the context's files while the export exists
+        files = {
+            str(p.relative_to(context)): p.read_text(encoding="utf-8") for p in context.rglob("*") if p.is_file()
+        }
+        assert dockerfile.is_file()
+        self.contexts.append(files)
+        self.calls.append(("build", (str(dockerfile.relative_to(context)), ref, dict(labels))))
+        return self.image_id
+
+    def labels(self, image: str) -> dict[str, str]:
+        self.calls.append(("labels", image))
+        build = next(c[1] for c in self.calls if c[0] == "build")
+        labels: dict[str, str] = dict(build[2])
+        if self.wrong_label:
+            labels["org.opencontainers.image.revision"] = "0" * 40
+        return labels
+
+    def push(self, ref: str) -> str | None:
+        self.calls.append(("push", ref))
+        return self.push_digest
+
+    def verbs(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+@dataclass
+class FakeRegistry:
+    """Answers the manifest check from a dict; a push (via FakeDocker) is made visible by `after`."""
+
+    tags: dict[str, Manifest] = field(default_factory=dict)
+    after_push: Manifest | None = None
+    checks: list[str] = field(default_factory=list)
+
+    def check(self, registry: str, repository: str, tag: str) -> Manifest | None:
+        ref = f"{registry}/{repository}:{tag}"
+        self.checks.append(ref)
+        if ref not in self.tags and self.after_push is not None and len(self.checks) > 1:
+            self.tags[ref] = self.after_push
+        return self.tags.get(ref)
+
+
+def _publisher(docker: FakeDocker, registry: FakeRegistry) -> Publisher:
+    return Publisher(ci.load_checked(), docker, registry)
+
+
+def test_first_publish_builds_labels_pushes_and_reads_back(repo: Repo) -> None:
+    sha = git(repo.path, "rev-parse", "HEAD")
+    docker = FakeDocker()
+    registry = FakeRegistry(after_push=Manifest(DIGEST_1, ID_A))
+    doc = _publisher(docker, registry).publish(SERVICE, repo.path, REGISTRY)
+    ref = f"{REGISTRY}/unidesk/{SERVICE}:{sha}"
+    assert docker.verbs() == ["ping", "build", "labels", "push"]
+    assert docker.calls[1][1] == (
+        DOCKERFILE,
+        ref,
+        {
+            "org.opencontainers.image.revision": sha,
+            "org.opencontainers.image.source": "https://github.com/pikasTech/unidesk",
+            "io.unidesk.service": SERVICE,
+        },
+    )
+    assert set(docker.contexts[0]) == {".gitignore", DOCKERFILE, "app.txt"}
+    assert registry.checks == [ref, ref]  # before the push and the read-back after it
+    # R26: the summary contract
+    for key in ("serviceId", "sourceCommit", "sourceRepo", "dockerfile", "imageRef", "tag", "digest", "digestRef"):
+        assert key in doc
+    assert doc["serviceId"] == SERVICE and doc["sourceCommit"] == sha and doc["tag"] == sha
+    assert doc["imageRef"] == ref and doc["dockerfile"] == DOCKERFILE
+    assert doc["digest"] == DIGEST_1 and doc["digestRef"] == f"{REGISTRY}/unidesk/{SERVICE}@{DIGEST_1}"
+    assert doc["imageId"] == ID_A and doc["ok"] is True
+
+
+def test_republish_with_the_same_image_pushes_nothing_and_prints_the_same_summary(repo: Repo) -> None:
+    first_docker = FakeDocker()
+    registry = FakeRegistry(after_push=Manifest(DIGEST_1, ID_A))
+    first = _publisher(first_docker, registry).publish(SERVICE, repo.path, REGISTRY)
+    again_docker = FakeDocker()
+    again = _publisher(again_docker, registry).publish(SERVICE, repo.path, REGISTRY)
+    assert "push" not in again_docker.verbs()
+    assert again == first
+
+
+def test_a_different_image_for_an_existing_commit_tag_is_refused(repo: Repo) -> None:
+    """Tags are immutable: the existing artifact stays, nothing is pushed."""
+    sha = git(repo.path, "rev-parse", "HEAD")
+    registry = FakeRegistry(tags={f"{REGISTRY}/unidesk/{SERVICE}:{sha}": Manifest(DIGEST_2, ID_B)})
+    docker = FakeDocker(image_id=ID_A)
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(docker, registry).publish(SERVICE, repo.path, REGISTRY)
+    f = caught.value
+    assert (f.exit_code, f.error) == (3, "tag-immutable")
+    assert f.details["existingDigest"] == DIGEST_2 and f.details["builtImageId"] == ID_A
+    assert f.details["sourceCommit"] == sha
+    assert "push" not in docker.verbs()
+
+
+def test_read_back_mismatches_fail(repo: Repo) -> None:
+    raced = FakeRegistry(after_push=Manifest(DIGEST_2, ID_B))
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(FakeDocker(), raced).publish(SERVICE, repo.path, REGISTRY)
+    assert (caught.value.exit_code, caught.value.error) == (6, "tag-conflict")
+
+    other_digest = FakeRegistry(after_push=Manifest(DIGEST_2, ID_A))
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(FakeDocker(push_digest=DIGEST_1), other_digest).publish(SERVICE, repo.path, REGISTRY)
+    assert caught.value.error == "digest-mismatch"
+
+    vanished = FakeRegistry()
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(FakeDocker(), vanished).publish(SERVICE, repo.path, REGISTRY)
+    assert caught.value.error == "manifest-missing-after-push"
+
+
+def test_wrong_labels_on_the_built_image_fail_before_any_push(repo: Repo) -> None:
+    docker = FakeDocker(wrong_label=True)
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(docker, FakeRegistry()).publish(SERVICE, repo.path, REGISTRY)
+    assert caught.value.error == "label-mismatch" and "push" not in docker.verbs()
+
+
+def test_dockerfile_missing_at_the_commit_is_refused(repo: Repo) -> None:
+    git(repo.path, "rm", "-q", DOCKERFILE)
+    git(repo.path, "commit", "-q", "-m", "drop dockerfile")
+    repo.push()
+    docker = FakeDocker()
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(docker, FakeRegistry()).publish(SERVICE, repo.path, REGISTRY)
+    assert (caught.value.exit_code, caught.value.error) == (3, "dockerfile-missing")
+    assert "build" not in docker.verbs()
+
+
+def test_git_refusal_happens_before_docker_is_touched(repo: Repo) -> None:
+    repo.commit("app.txt", "unpushed\n")
+    docker = FakeDocker()
+    with pytest.raises(PublishFailure) as caught:
+        _publisher(docker, FakeRegistry()).publish(SERVICE, repo.path, REGISTRY)
+    assert caught.value.error == "commit-not-pushed" and docker.calls == []
+
+
+# --------------------------------------------------------------------------- run_publish / CLI
+
+
+@pytest.mark.parametrize("registry", ["0.0.0.0:5000", "registry.example.com:5000", "127.0.0.1", "127.0.0.1:99999"])
+def test_non_loopback_registry_is_invalid(repo: Repo, registry: str) -> None:
+    code, doc = publish.run_publish(SERVICE, str(repo.path), registry, docker=FakeDocker(), manifests=FakeRegistry())
+    assert code == 2 and doc["error"] == "invalid-argument" and doc["decision"] == "invalid-arguments"
+
+
+def test_unknown_and_upstream_services(repo: Repo) -> None:
+    code, doc = publish.run_publish("nope", str(repo.path), docker=FakeDocker(), manifests=FakeRegistry())
+    assert code == 2 and doc["error"] == "unknown-service" and SERVICE in doc["knownServices"]
+    code, doc = publish.run_publish("postgres", str(repo.path), docker=FakeDocker(), manifests=FakeRegistry())
+    assert code == 3 and doc["error"] == "upstream-image" and doc["decision"] == "refused"
+
+
+def test_inconsistent_ci_json_blocks_publish(repo: Repo, tmp_path: Path) -> None:
+    data = json.loads(ci.CI_PATH.read_text(encoding="utf-8"))
+    data["artifacts"] = [a for a in data["artifacts"] if a["id"] != "pipeline"]
+    path = tmp_path / "CI.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    docker = FakeDocker()
+    code, doc = publish.run_publish(SERVICE, str(repo.path), ci_path=path, docker=docker, manifests=FakeRegistry())
+    assert code == 2 and doc["decision"] == "invalid-ci-catalog" and docker.calls == []
+
+
+def test_missing_docker_is_infra_blocked(repo: Repo) -> None:
+    code, doc = publish.run_publish(
+        SERVICE, str(repo.path), docker=publish.DockerCli("/nonexistent/docker"), manifests=FakeRegistry()
+    )
+    assert code == 5 and doc["decision"] == "infra-blocked" and doc["channel"] == "docker"
+    assert doc["sourceCommit"] == git(repo.path, "rev-parse", "HEAD")
+
+
+def test_cli_publish_refusal_is_json(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo.path / "stray.txt").write_text("x", encoding="utf-8")
+    code = main(["publish", "--service", SERVICE, "--repo", str(repo.path)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 3 and doc["error"] == "dirty-worktree" and doc["dirtyPaths"] == ["?? stray.txt"]
+
+
+def test_cli_publish_requires_service_and_repo(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["publish", "--service", SERVICE])
+    doc = json.loads(capsys.readouterr().out)
+    assert caught.value.code == 2 and doc["decision"] == "invalid-arguments" and "--repo" in doc["reason"]
+
+
+# --------------------------------------------------------------------------- manifest check mapping
+
+
+def _fake_bash(tmp_path: Path, rc: int, line: str) -> str:
+    """A stand-in for bash that swallows the script on stdin and answers like manifest-check.sh."""
+    path = tmp_path / "fake-bash"
+    path.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stdin.read()\nprint({line!r})\nsys.exit({rc})\n", encoding="utf-8"
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def manifest_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real manifest-check.sh may not exist yet in this checkout: its text is irrelevant here."""
+    monkeypatch.setattr(scripts, "script_text", lambda name: f"# {name}\n")
+
+
+@pytest.mark.usefixtures("manifest_script")
+def test_manifest_check_results_map_to_publish_outcomes(tmp_path: Path) -> None:
+    ok = json.dumps({"ok": True, "digest": DIGEST_1, "imageId": ID_A, "repository": "r", "tag": "t"})
+    checker = publish.ScriptManifestChecker(bash=_fake_bash(tmp_path, 0, ok))
+    assert checker.check(REGISTRY, "unidesk/x", "a" * 40) == Manifest(DIGEST_1, ID_A)
+
+    missing = json.dumps({"ok": False, "error": "manifest-missing", "detail": "404", "retryable": False})
+    checker = publish.ScriptManifestChecker(bash=_fake_bash(tmp_path, 3, missing))
+    assert checker.check(REGISTRY, "unidesk/x", "a" * 40) is None
+
+    cases: list[tuple[int, dict[str, Any], int, str]] = [
+        (4, {"ok": False, "error": "registry-unreachable", "detail": "refused", "retryable": True}, 4, "registry-unreachable"),
+        (5, {"ok": False, "error": "infra-blocked", "detail": "no curl", "channel": "curl"}, 5, "infra-blocked"),
+        (1, {"ok": False, "error": "registry-error", "detail": "500"}, 6, "registry-error"),
+        (0, {"ok": True, "digest": "sha256:short", "imageId": ID_A}, 6, "registry-error"),
+    ]
+    for rc, answer, exit_code, error in cases:
+        checker = publish.ScriptManifestChecker(bash=_fake_bash(tmp_path, rc, json.dumps(answer)))
+        with pytest.raises(PublishFailure) as caught:
+            checker.check(REGISTRY, "unidesk/x", "a" * 40)
+        assert (caught.value.exit_code, caught.value.error) == (exit_code, error)
+        if rc == 4:
+            assert caught.value.retryable is True
+        if rc == 5:
+            assert caught.value.channel == "curl"
+
+
+def test_manifest_check_sends_the_project_script_and_exact_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scripts, "script_text", lambda name: f"# the text of {name}\n")
+    record = tmp_path / "record.json"
+    fake = tmp_path / "fake-bash"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"json.dump({{'argv': sys.argv[1:], 'stdin': sys.stdin.read()}}, open({str(record)!r}, 'w'))\n"
+        "print(json.dumps({'ok': False, 'error': 'manifest-missing'}))\nsys.exit(3)\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    assert publish.ScriptManifestChecker(bash=str(fake)).check(REGISTRY, "unidesk/x", "c" * 40) is None
+    seen = json.loads(record.read_text(encoding="utf-8"))
+    assert seen["argv"] == ["-s", "--", "--registry", REGISTRY, "--repository", "unidesk/x", "--tag", "c" * 40]
+    assert seen["stdin"] == "# the text of manifest-check.sh\n"
