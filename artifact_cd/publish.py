@@ -465,6 +465,7 @@ class Publisher:
     ci: CICatalog
     docker: Docker = field(default_factory=DockerCli)
     manifests: ManifestChecker = field(default_factory=ScriptManifestChecker)
+    actions: list[str] = field(default_factory=list)  # what the last publish changed, for refusals
 
     def artifact(self, service_id: str) -> ServiceArtifact:
         if service_id in self.ci.upstream:
@@ -498,11 +499,13 @@ class Publisher:
             SERVICE_LABEL: artifact.id,
         }
         context = {"serviceId": artifact.id, "sourceCommit": commit, "imageRef": ref}
+        self.actions = []
         try:
             return self._publish(artifact, source, registry, ref, labels)
         except PublishFailure as failure:
             for key, value in context.items():
                 failure.details.setdefault(key, value)
+            failure.details["actionsTaken"] = list(self.actions)
             raise
 
     def _publish(
@@ -532,6 +535,7 @@ class Publisher:
                 )
             log(f"{artifact.id}: docker build -f {artifact.dockerfile} {artifact.build_context} -> {ref}")
             image_id = self.docker.build(dockerfile, build_context, ref, labels)
+            self.actions.append(f"built {image_id} and tagged it {ref} on the CI Docker host")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         actual = self.docker.labels(image_id)
@@ -562,6 +566,7 @@ class Publisher:
         else:
             log(f"{artifact.id}: pushing {ref}")
             pushed_digest = self.docker.push(ref)
+            self.actions.append(f"pushed {ref}")
             after = self.manifests.check(registry, repository, commit)
             if after is None:
                 raise PublishFailure(

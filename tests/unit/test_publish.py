@@ -307,6 +307,9 @@ def test_a_different_image_for_an_existing_commit_tag_is_refused(repo: Repo) -> 
     assert f.details["existingDigest"] == DIGEST_2 and f.details["builtImageId"] == ID_A
     assert f.details["sourceCommit"] == sha
     assert "push" not in docker.verbs()
+    doc = f.as_json()
+    assert doc["decision"] == "refused" and len(doc["actionsTaken"]) == 1
+    assert doc["actionsTaken"][0].startswith(f"built {ID_A}") and "pushed" not in doc["actionsTaken"][0]
 
 
 def test_read_back_mismatches_fail(repo: Repo) -> None:
