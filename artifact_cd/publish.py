@@ -9,7 +9,8 @@ The CI side of the loop, and the only place where an image is built (CD never bu
    pushed Git. Remote-tracking refs are used as they are; CI fetches before it publishes.
 3. The tree of exactly that commit is exported to a temporary directory (a temporary index plus
    ``git checkout-index``: ignored build leftovers of the checkout never reach the build context)
-   and built with the catalog's Dockerfile and context, labelled
+   and built with the catalog's Dockerfile and context (build args ``UNIDESK_SOURCE_COMMIT=<sha>``
+   and ``UNIDESK_SERVICE_ID=<id>`` let the image bake in the commit its health reports), labelled
    ``org.opencontainers.image.revision=<sha>``, ``org.opencontainers.image.source=<catalog repo>``
    and ``io.unidesk.service=<id>``, tagged ``<registry>/unidesk/<id>:<40-hex sha>``.
 4. The project's manifest check (``scripts/manifest-check.sh``, run locally as ``bash -s --``)
@@ -70,6 +71,8 @@ COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _PUSH_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 MANIFEST_SCRIPT = "manifest-check.sh"
+BUILD_ARG_COMMIT = "UNIDESK_SOURCE_COMMIT"
+BUILD_ARG_SERVICE = "UNIDESK_SERVICE_ID"
 MAX_LISTED_PATHS = 20
 
 # Variables that would point git at another repository, index or work tree than --repo.
@@ -288,7 +291,14 @@ class ManifestChecker(Protocol):
 
 class Docker(Protocol):
     def ping(self) -> None: ...
-    def build(self, dockerfile: Path, context: Path, ref: str, labels: Mapping[str, str]) -> str: ...
+    def build(
+        self,
+        dockerfile: Path,
+        context: Path,
+        ref: str,
+        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
+    ) -> str: ...
     def labels(self, image: str) -> dict[str, str]: ...
     def push(self, ref: str) -> str | None: ...
 
@@ -415,12 +425,21 @@ class DockerCli:
                 fix="start Docker on the CI host or point DOCKER_HOST at it",
             )
 
-    def build(self, dockerfile: Path, context: Path, ref: str, labels: Mapping[str, str]) -> str:
+    def build(
+        self,
+        dockerfile: Path,
+        context: Path,
+        ref: str,
+        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
+    ) -> str:
         with tempfile.TemporaryDirectory(prefix="artifact-cd-iid-") as tmp:
             iidfile = Path(tmp) / "image.iid"
             args = ["build", "--file", str(dockerfile), "--tag", ref, "--iidfile", str(iidfile)]
             for key, value in labels.items():
                 args += ["--label", f"{key}={value}"]
+            for key, value in build_args.items():
+                args += ["--build-arg", f"{key}={value}"]
             args.append(str(context))
             proc = self._run(args, timeout=3600, capture=False)
             if proc.returncode != 0:
@@ -534,7 +553,7 @@ class Publisher:
                     f"the catalog build context {artifact.build_context} does not exist at commit {commit}",
                 )
             log(f"{artifact.id}: docker build -f {artifact.dockerfile} {artifact.build_context} -> {ref}")
-            image_id = self.docker.build(dockerfile, build_context, ref, labels)
+            image_id = self.docker.build(dockerfile, build_context, ref, labels, build_args(artifact, commit))
             self.actions.append(f"built {image_id} and tagged it {ref} on the CI Docker host")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -593,6 +612,12 @@ class Publisher:
         return summary(artifact, commit, registry, manifest, labels)
 
 
+def build_args(artifact: ServiceArtifact, commit: str) -> dict[str, str]:
+    """Build arguments every producer passes, so a Dockerfile can bake in the commit its health
+    payload reports as ``deploy.commit`` (``ARG UNIDESK_SOURCE_COMMIT``); unused ones are harmless."""
+    return {BUILD_ARG_COMMIT: commit, BUILD_ARG_SERVICE: artifact.id}
+
+
 def summary(
     artifact: ServiceArtifact, commit: str, registry: str, manifest: Manifest, labels: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -611,6 +636,7 @@ def summary(
         "digestRef": f"{registry}/{artifact.image}@{manifest.digest}",
         "imageId": manifest.image_id,
         "labels": dict(labels),
+        "buildArgs": build_args(artifact, commit),
     }
 
 

@@ -195,7 +195,9 @@ def test_plan_of_an_upstream_entry_is_a_structured_unsupported(
         assert doc["kind"] == "upstream-image" and doc["service"] == uid and doc["env"] == stack
         assert doc["steps"] == [] and doc["actionsTaken"] == []
         assert doc["conditions"]["consumerSupported"] is False
-        assert doc["conditions"]["registryManifest"] == f"127.0.0.1:5000/{entry.mirror_image}:{entry.mirror_tag}"
+        assert (
+            doc["conditions"]["registryManifest"] == f"127.0.0.1:5000/{entry.mirror_image}:{entry.mirror_tag}"
+        )
         assert "registry manifest" in doc["reason"] and "consumer" in doc["reason"]
         assert doc["upstream"]["digest"] == entry.upstream_digest
 

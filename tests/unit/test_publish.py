@@ -39,7 +39,9 @@ GIT_ENV = {
 
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, **GIT_ENV}
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=True
+    )
     return proc.stdout.strip()
 
 
@@ -212,14 +214,25 @@ class FakeDocker:
     def ping(self) -> None:
         self.calls.append(("ping", None))
 
-    def build(self, dockerfile: Path, context: Path, ref: str, labels: Mapping[str, str]) -> str:
+    def build(
+        self,
+        dockerfile: Path,
+        context: Path,
+        ref: str,
+        labels: Mapping[str, str],
+        build_args: Mapping[str, str],
+    ) -> str:
         # what a real build would see: record the context's files while the export exists
         files = {
-            str(p.relative_to(context)): p.read_text(encoding="utf-8") for p in context.rglob("*") if p.is_file()
+            str(p.relative_to(context)): p.read_text(encoding="utf-8")
+            for p in context.rglob("*")
+            if p.is_file()
         }
         assert dockerfile.is_file()
         self.contexts.append(files)
-        self.calls.append(("build", (str(dockerfile.relative_to(context)), ref, dict(labels))))
+        self.calls.append(
+            ("build", (str(dockerfile.relative_to(context)), ref, dict(labels), dict(build_args)))
+        )
         return self.image_id
 
     def labels(self, image: str) -> dict[str, str]:
@@ -273,11 +286,21 @@ def test_first_publish_builds_labels_pushes_and_reads_back(repo: Repo) -> None:
             "org.opencontainers.image.source": "https://github.com/pikasTech/unidesk",
             "io.unidesk.service": SERVICE,
         },
+        {"UNIDESK_SOURCE_COMMIT": sha, "UNIDESK_SERVICE_ID": SERVICE},
     )
     assert set(docker.contexts[0]) == {".gitignore", DOCKERFILE, "app.txt"}
     assert registry.checks == [ref, ref]  # before the push and the read-back after it
     # R26: the summary contract
-    for key in ("serviceId", "sourceCommit", "sourceRepo", "dockerfile", "imageRef", "tag", "digest", "digestRef"):
+    for key in (
+        "serviceId",
+        "sourceCommit",
+        "sourceRepo",
+        "dockerfile",
+        "imageRef",
+        "tag",
+        "digest",
+        "digestRef",
+    ):
         assert key in doc
     assert doc["serviceId"] == SERVICE and doc["sourceCommit"] == sha and doc["tag"] == sha
     assert doc["imageRef"] == ref and doc["dockerfile"] == DOCKERFILE
@@ -358,9 +381,13 @@ def test_git_refusal_happens_before_docker_is_touched(repo: Repo) -> None:
 # --------------------------------------------------------------------------- run_publish / CLI
 
 
-@pytest.mark.parametrize("registry", ["0.0.0.0:5000", "registry.example.com:5000", "127.0.0.1", "127.0.0.1:99999"])
+@pytest.mark.parametrize(
+    "registry", ["0.0.0.0:5000", "registry.example.com:5000", "127.0.0.1", "127.0.0.1:99999"]
+)
 def test_non_loopback_registry_is_invalid(repo: Repo, registry: str) -> None:
-    code, doc = publish.run_publish(SERVICE, str(repo.path), registry, docker=FakeDocker(), manifests=FakeRegistry())
+    code, doc = publish.run_publish(
+        SERVICE, str(repo.path), registry, docker=FakeDocker(), manifests=FakeRegistry()
+    )
     assert code == 2 and doc["error"] == "invalid-argument" and doc["decision"] == "invalid-arguments"
 
 
@@ -377,7 +404,9 @@ def test_inconsistent_ci_json_blocks_publish(repo: Repo, tmp_path: Path) -> None
     path = tmp_path / "CI.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     docker = FakeDocker()
-    code, doc = publish.run_publish(SERVICE, str(repo.path), ci_path=path, docker=docker, manifests=FakeRegistry())
+    code, doc = publish.run_publish(
+        SERVICE, str(repo.path), ci_path=path, docker=docker, manifests=FakeRegistry()
+    )
     assert code == 2 and doc["decision"] == "invalid-ci-catalog" and docker.calls == []
 
 
@@ -410,7 +439,8 @@ def _fake_bash(tmp_path: Path, rc: int, line: str) -> str:
     """A stand-in for bash that swallows the script on stdin and answers like manifest-check.sh."""
     path = tmp_path / "fake-bash"
     path.write_text(
-        f"#!{sys.executable}\nimport sys\nsys.stdin.read()\nprint({line!r})\nsys.exit({rc})\n", encoding="utf-8"
+        f"#!{sys.executable}\nimport sys\nsys.stdin.read()\nprint({line!r})\nsys.exit({rc})\n",
+        encoding="utf-8",
     )
     path.chmod(0o755)
     return str(path)
@@ -433,8 +463,18 @@ def test_manifest_check_results_map_to_publish_outcomes(tmp_path: Path) -> None:
     assert checker.check(REGISTRY, "unidesk/x", "a" * 40) is None
 
     cases: list[tuple[int, dict[str, Any], int, str]] = [
-        (4, {"ok": False, "error": "registry-unreachable", "detail": "refused", "retryable": True}, 4, "registry-unreachable"),
-        (5, {"ok": False, "error": "infra-blocked", "detail": "no curl", "channel": "curl"}, 5, "infra-blocked"),
+        (
+            4,
+            {"ok": False, "error": "registry-unreachable", "detail": "refused", "retryable": True},
+            4,
+            "registry-unreachable",
+        ),
+        (
+            5,
+            {"ok": False, "error": "infra-blocked", "detail": "no curl", "channel": "curl"},
+            5,
+            "infra-blocked",
+        ),
         (1, {"ok": False, "error": "registry-error", "detail": "500"}, 6, "registry-error"),
         (0, {"ok": True, "digest": "sha256:short", "imageId": ID_A}, 6, "registry-error"),
     ]
@@ -449,7 +489,9 @@ def test_manifest_check_results_map_to_publish_outcomes(tmp_path: Path) -> None:
             assert caught.value.channel == "curl"
 
 
-def test_manifest_check_sends_the_project_script_and_exact_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_check_sends_the_project_script_and_exact_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(scripts, "script_text", lambda name: f"# the text of {name}\n")
     record = tmp_path / "record.json"
     fake = tmp_path / "fake-bash"
@@ -462,5 +504,14 @@ def test_manifest_check_sends_the_project_script_and_exact_argv(tmp_path: Path, 
     fake.chmod(0o755)
     assert publish.ScriptManifestChecker(bash=str(fake)).check(REGISTRY, "unidesk/x", "c" * 40) is None
     seen = json.loads(record.read_text(encoding="utf-8"))
-    assert seen["argv"] == ["-s", "--", "--registry", REGISTRY, "--repository", "unidesk/x", "--tag", "c" * 40]
+    assert seen["argv"] == [
+        "-s",
+        "--",
+        "--registry",
+        REGISTRY,
+        "--repository",
+        "unidesk/x",
+        "--tag",
+        "c" * 40,
+    ]
     assert seen["stdin"] == "# the text of manifest-check.sh\n"
