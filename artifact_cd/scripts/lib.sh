@@ -106,3 +106,141 @@ MANIFEST_ACCEPT=(
   -H "Accept: application/vnd.oci.image.manifest.v1+json"
   -H "Accept: application/vnd.oci.image.index.v1+json"
 )
+
+# ---------------------------------------------------------------------------- deploy helpers
+# (added for the deploy scripts: manifest-check, move-image, compose-deploy, k3s-*, read-auth)
+
+# arg_value COUNT NAME: inside an argument loop, fail unless option NAME has a value after it.
+arg_value() {
+  (($1 >= 2)) || fail 2 invalid-argument "$2 needs a value" false argument "$(json_str "$2")"
+}
+
+# unknown_arg ARG: structured failure for an argument the script does not take.
+unknown_arg() {
+  local shown=${1:0:40}
+  [[ $shown =~ ^--[a-z0-9-]+$ ]] || shown="(a positional value)"
+  fail 2 invalid-argument "unknown argument $shown" false argument "$(json_str "$shown")"
+}
+
+# at_exit FUNCTION: run FUNCTION (no arguments) when the script exits, the last registered
+# first. The exit status of the script is kept.
+_AT_EXIT=()
+at_exit() {
+  _AT_EXIT=("$1" "${_AT_EXIT[@]}")
+  trap _run_at_exit EXIT
+}
+_run_at_exit() {
+  local f
+  for f in "${_AT_EXIT[@]}"; do "$f" >&2 || true; done
+}
+
+# make_tmp: set TMP to a fresh private directory removed when the script exits.
+TMP=""
+make_tmp() {
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/unidesk-cd.XXXXXXXX")
+  at_exit _remove_tmp
+}
+_remove_tmp() { [[ -z $TMP || ! -d $TMP ]] || rm -rf -- "$TMP"; }
+
+# sha256_file FILE: print "sha256:<hex>" of FILE.
+sha256_file() {
+  local sum
+  sum=$(sha256sum -- "$1") || return 1
+  printf 'sha256:%s' "${sum%% *}"
+}
+
+# host_arch: the OCI architecture name of this host (amd64, arm64, ...).
+host_arch() {
+  case $(uname -m) in
+    x86_64 | amd64) printf amd64 ;;
+    aarch64 | arm64) printf arm64 ;;
+    armv7* | armv6* | arm) printf arm ;;
+    i386 | i686) printf 386 ;;
+    ppc64le) printf ppc64le ;;
+    s390x) printf s390x ;;
+    riscv64) printf riscv64 ;;
+    *) printf amd64 ;;
+  esac
+}
+
+# manifest_parse MODE FILE [ARCH]: read a registry/containerd JSON document with python3 and
+# print one line of fields separated by US (\x1f), so empty fields survive `read`:
+#   manifest FILE ARCH -> index US <child digest> US <mediaType> US <platform>
+#                       | manifest US <config digest> US <mediaType> US <config size> US <layer count> US <layer bytes>
+#                       | error US <reason>
+#   config FILE        -> config US <os> US <architecture> US <revision> US <source> US <service>
+# An index entry is chosen for linux/ARCH, else linux/amd64. Values never reach a shell parser.
+# shellcheck disable=SC2016 # the Python program is literal text
+MANIFEST_PY='
+import json, sys
+US = "\x1f"
+def out(*fields):
+    print(US.join(str(f).replace(US, " ").replace("\n", " ") for f in fields))
+def done(*fields):
+    out(*fields)
+    sys.exit(0)
+mode, path = sys.argv[1], sys.argv[2]
+try:
+    with open(path, "rb") as fh:
+        doc = json.load(fh)
+except Exception as exc:
+    done("error", "not a JSON document (" + type(exc).__name__ + ")")
+if not isinstance(doc, dict):
+    done("error", "not a JSON object")
+if mode == "manifest":
+    if doc.get("schemaVersion") != 2:
+        done("error", "schemaVersion is not 2")
+    media = doc.get("mediaType") or ""
+    if isinstance(doc.get("manifests"), list):
+        arch = sys.argv[3] if len(sys.argv) > 3 else "amd64"
+        entries = [m for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("platform"), dict)]
+        def pick(a):
+            for m in entries:
+                if m["platform"].get("os") == "linux" and m["platform"].get("architecture") == a:
+                    return m
+            return None
+        chosen = pick(arch) or pick("amd64")
+        if chosen is None:
+            done("error", "the index has no linux/" + arch + " or linux/amd64 entry")
+        plat = chosen["platform"]
+        name = "linux/" + str(plat.get("architecture", "")) + ("/" + str(plat["variant"]) if plat.get("variant") else "")
+        done("index", chosen.get("digest", ""), media, name)
+    if isinstance(doc.get("config"), dict):
+        layers = [l for l in doc.get("layers") or [] if isinstance(l, dict)]
+        total = sum(int(l.get("size", 0)) for l in layers)
+        done("manifest", doc["config"].get("digest", ""), media, int(doc["config"].get("size", 0)), len(layers), total)
+    done("error", "neither an image manifest nor an index")
+if mode == "config":
+    labels = (doc.get("config") or {}).get("Labels") or {}
+    get = lambda k: labels.get(k) if isinstance(labels.get(k), str) else ""
+    done("config", doc.get("os", ""), doc.get("architecture", ""), get("org.opencontainers.image.revision"),
+         get("org.opencontainers.image.source"), get("io.unidesk.service"))
+done("error", "unknown mode")
+'
+manifest_parse() {
+  python3 -c "$MANIFEST_PY" "$@"
+}
+
+# elapsed_since START: seconds (3 decimals) since START, a value of $EPOCHREALTIME.
+elapsed_since() {
+  local now=$EPOCHREALTIME
+  awk -v a="$1" -v b="$now" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# require_docker: docker CLI present and its daemon answering, else infra-blocked.
+require_docker() {
+  require_tool docker
+  docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
+    fail 5 infra-blocked "the Docker daemon on $(hostname) does not answer" false channel '"docker"'
+}
+
+# image_id_of REF: print the local image ID of REF (nothing when absent).
+image_id_of() {
+  docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true
+}
+
+# image_is ID IMAGE_ID DIGEST: the local image ID proves the registry image: it equals the
+# config digest (classic image store) or the manifest digest (containerd image store).
+image_is() {
+  [[ -n $1 && ($1 == "$2" || $1 == "$3") ]]
+}

@@ -1,0 +1,454 @@
+# shellcheck shell=bash
+# compose-deploy.sh: retag, stamp, recreate and verify one Compose service (R14, R15, R16, R19).
+#
+#   compose-deploy.sh --service-id ID --compose-service SVC --container NAME --commit SHA
+#     --digest sha256:.. --image-id sha256:.. --image E/R:SHA --retag NAME --project-dir DIR
+#     --project-name P --env-file FILE --env-prefix UNIDESK_X_DEPLOY_ --verify KIND
+#     --health-path /health --health-port 8080 [--compose-command CMD] [--required-secret KEY]...
+#     [--lock-wait SECONDS (default 180)] [--health-timeout SECONDS (default 45)]
+#
+# Runs on the host of the Compose project (master server or D601), after move-image.sh put
+# E/R:SHA there. Order (nothing is changed before step 4):
+#   1. per-service lock: flock on /run/lock/unidesk-deploy.<project>.<service>.lock (project dir
+#      when /run/lock is missing). A second deploy of the same service WAITS up to --lock-wait
+#      seconds for the first to finish, then fails lock-busy (exit 7, retryable).
+#   2. preflight: the image E/R:SHA is here with ID --image-id and revision label SHA; the Compose
+#      project knows the service; required secret keys are present and non-empty in the env file
+#      (reported as present/length only; missing -> secret-missing, exit 3, nothing touched).
+#   3. the previous container, its commit and ID are recorded (for the rollback hint).
+#   4. retag to RETAG and RETAG:SHA; write <PREFIX>COMMIT|IMAGE|DIGEST into the env file atomically
+#      (temp file in the same directory + rename, under a per-env-file lock; every other line
+#      byte for byte; mode and owner kept; values are never printed).
+#   5. <compose> --project-directory DIR -p P --env-file FILE up -d --no-build --no-deps
+#      --force-recreate SVC, with v2 `docker compose` when present else v1 `docker-compose`.
+#   6. verify: the container runs image --image-id; its revision label == SHA; health reached at
+#      the container's IP on its network (127.0.0.1 under host networking), retried while it starts
+#      (up to --health-timeout): deploy.commit and deploy.requestedCommit == SHA (standard,
+#      baidu-auth-gate); /api/health ok + label + container env <PREFIX>COMMIT (todo-note-synthetic);
+#      auth.configured, clientIdConfigured, clientSecretConfigured, tokenKeyConfigured, loggedIn all
+#      true (baidu-auth-gate).
+# Output: one JSON verdict. After the recreate a failure says recreated=true, names the previous
+# commit and how to roll back (unhealthy, commit-mismatch, auth-not-configured, digest-mismatch,
+# recreate-failed: exit 6).
+# Needs: bash, docker, docker compose v2 or docker-compose v1, flock, curl, python3.
+set -euo pipefail
+
+SERVICE_ID="" COMPOSE_SERVICE="" CONTAINER="" COMMIT="" DIGEST="" IMAGE_ID="" IMAGE="" RETAG=""
+PROJECT_DIR="" PROJECT_NAME="" ENV_FILE="" ENV_PREFIX="" VERIFY="" HEALTH_PATH="" HEALTH_PORT=""
+COMPOSE_OVERRIDE="" LOCK_WAIT=180 HEALTH_TIMEOUT=45
+REQUIRED_SECRETS=()
+START="" LOCK_DIR="" LOCK_WAITED=0
+PREV_ID="" PREV_COMMIT="" SECRETS_JSON="{}"
+COMPOSE_ARGS=()
+
+# shellcheck disable=SC2016 # Python program text
+ENVFILE_PY='
+import fcntl, hashlib, json, os, re, sys, tempfile, time
+
+def parse_value(raw):
+    v = raw.strip()
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"\x27":
+        return v[1:-1]
+    return re.split(r"\s+#", v, maxsplit=1)[0].strip()
+
+def key_re(key):
+    return re.compile(rb"^[ \t]*(?:export[ \t]+)?" + re.escape(key.encode()) + rb"[ \t]*=(.*?)(\r?\n)?$", re.S)
+
+mode, path = sys.argv[1], sys.argv[2]
+if mode == "secrets":
+    keys = sys.argv[3:]
+    try:
+        with open(path, "rb") as fh:
+            lines = re.split(rb"(?<=\n)", fh.read())
+    except FileNotFoundError:
+        lines = []
+    report, missing = {}, []
+    for key in keys:
+        value = None
+        pattern = key_re(key)
+        for line in lines:
+            m = pattern.match(line)
+            if m:
+                value = parse_value(m.group(1).decode("utf-8", "replace"))
+        present = bool(value)
+        report[key] = {"present": present, "length": len(value) if value else 0}
+        if not present:
+            missing.append(key)
+    print(json.dumps(report, separators=(",", ":")))
+    print(" ".join(missing))
+    sys.exit(0)
+
+if mode == "set":
+    lock_dir, pairs = sys.argv[3], sys.argv[4:]
+    real = os.path.realpath(path)
+    lock_path = os.path.join(lock_dir, "unidesk-envfile." + hashlib.sha256(real.encode()).hexdigest()[:16] + ".lock")
+    lock = open(lock_path, "a")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                print(json.dumps({"error": "env file lock busy for 60 s"}))
+                sys.exit(7)
+            time.sleep(0.1)
+    try:
+        with open(real, "rb") as fh:
+            data = fh.read()
+        st = os.stat(real)
+        mode_bits, uid, gid, created = st.st_mode & 0o7777, st.st_uid, st.st_gid, False
+    except FileNotFoundError:
+        data = b""
+        dst = os.stat(os.path.dirname(real))
+        mode_bits, uid, gid, created = 0o600, dst.st_uid, dst.st_gid, True
+    lines = [l for l in re.split(rb"(?<=\n)", data) if l]
+    wanted = [p.split("=", 1) for p in pairs]
+    seen = set()
+    out = []
+    for line in lines:
+        for key, value in wanted:
+            if key_re(key).match(line):
+                end = b"\r\n" if line.endswith(b"\r\n") else (b"\n" if line.endswith(b"\n") else b"")
+                line = key.encode() + b"=" + value.encode() + end
+                seen.add(key)
+                break
+        out.append(line)
+    extra = [k.encode() + b"=" + v.encode() + b"\n" for k, v in wanted if k not in seen]
+    if extra and out and not out[-1].endswith(b"\n"):
+        out[-1] += b"\n"
+    new = b"".join(out + extra)
+    if new == data and not created:
+        print(json.dumps({"changed": False, "created": False}))
+        sys.exit(0)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix="." + os.path.basename(real) + ".")
+    try:
+        os.write(fd, new)
+        os.fchmod(fd, mode_bits)
+        try:
+            os.fchown(fd, uid, gid)
+        except PermissionError:
+            pass
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, real)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(os.path.dirname(real), os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+    print(json.dumps({"changed": True, "created": created}))
+    sys.exit(0)
+sys.exit(2)
+'
+
+# INSPECT_PY KEY: `docker inspect` JSON on stdin -> one US-separated line (no secret env value
+# is ever printed: only the one deploy key is read from the container env).
+# shellcheck disable=SC2016
+INSPECT_PY='
+import json, sys
+US = "\x1f"
+try:
+    doc = json.load(sys.stdin)[0]
+except Exception:
+    print(US.join(["missing"] + [""] * 8))
+    sys.exit(0)
+key = sys.argv[1] + "="
+env = [e[len(key):] for e in (doc.get("Config") or {}).get("Env") or [] if e.startswith(key)]
+labels = (doc.get("Config") or {}).get("Labels") or {}
+state = doc.get("State") or {}
+nets = ((doc.get("NetworkSettings") or {}).get("Networks") or {}).values()
+ips = [n.get("IPAddress") for n in nets if isinstance(n, dict) and n.get("IPAddress")]
+fields = ["found", doc.get("Id", ""), doc.get("Image", ""), state.get("Status", ""), str(state.get("ExitCode", "")),
+          labels.get("org.opencontainers.image.revision", ""), (doc.get("HostConfig") or {}).get("NetworkMode", ""),
+          ips[0] if ips else "", env[-1] if env else ""]
+print(US.join(str(f).replace(US, " ").replace("\n", " ") for f in fields))
+'
+
+# HEALTH_PY FILE: the health body -> US-separated deploy.commit, deploy.requestedCommit, status,
+# then the five auth booleans as true/false/null. Nothing else of the body is printed.
+# shellcheck disable=SC2016
+HEALTH_PY='
+import json, re, sys
+US = "\x1f"
+try:
+    doc = json.load(open(sys.argv[1], "rb"))
+    assert isinstance(doc, dict)
+except Exception:
+    print("invalid")
+    sys.exit(0)
+def s(v):
+    return v if isinstance(v, str) and re.fullmatch(r"[0-9A-Za-z._:-]{0,100}", v) else ("" if v is None else "<other>")
+def b(v):
+    return "true" if v is True else ("false" if v is False else "null")
+deploy = doc.get("deploy") if isinstance(doc.get("deploy"), dict) else {}
+auth = doc.get("auth") if isinstance(doc.get("auth"), dict) else {}
+status = doc.get("status")
+if status is None and doc.get("ok") is True:
+    status = "ok"
+fields = ["json", s(deploy.get("commit")), s(deploy.get("requestedCommit")), s(status)]
+fields += [b(auth.get(k)) for k in ("configured", "clientIdConfigured", "clientSecretConfigured", "tokenKeyConfigured", "loggedIn")]
+print(US.join(fields))
+'
+
+log() { printf 'compose-deploy: %s\n' "$*" >&2; }
+
+compose() {
+  (cd "$PROJECT_DIR" && "${COMPOSE[@]}" "${COMPOSE_ARGS[@]}" "$@")
+}
+
+# inspect_container: set C_* from `docker inspect CONTAINER`.
+C_FOUND="" C_ID="" C_IMAGE="" C_STATUS="" C_EXIT="" C_REVISION="" C_NETMODE="" C_IP="" C_ENV_COMMIT=""
+inspect_container() {
+  IFS=$'\x1f' read -r C_FOUND C_ID C_IMAGE C_STATUS C_EXIT C_REVISION C_NETMODE C_IP C_ENV_COMMIT \
+    < <(docker inspect "$CONTAINER" 2>/dev/null | python3 -c "$INSPECT_PY" "${ENV_PREFIX}COMMIT") || true
+}
+
+rollback_hint() {
+  if [[ -n $PREV_COMMIT ]]; then
+    json_obj previousCommit "$(json_str "$PREV_COMMIT")" \
+      how "$(json_str "redeploy the previous commit: pulumi config set --path 'services.$SERVICE_ID.commit' $PREV_COMMIT && pulumi up")"
+  else
+    json_obj previousCommit null how "$(json_str "no previous $CONTAINER container was running; fix the cause and redeploy $SERVICE_ID")"
+  fi
+}
+
+prev_commit_json() { if [[ -n $PREV_COMMIT ]]; then json_str "$PREV_COMMIT"; else printf null; fi; }
+
+# after_change_fail ERROR DETAIL [KEY VALUE ...]: a failure after the recreate (exit 6).
+after_change_fail() {
+  local error=$1 detail=$2
+  shift 2
+  local hint="previous commit ${PREV_COMMIT:-<none>}"
+  [[ -z $PREV_COMMIT ]] || hint+="; roll back: pulumi config set --path 'services.$SERVICE_ID.commit' $PREV_COMMIT && pulumi up"
+  if [[ $VERIFY == baidu-auth-gate && $error == auth-not-configured ]]; then
+    hint+="; restore the UNIDESK_BAIDU_NETDISK_* secrets in the env file, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`"
+  fi
+  fail 6 "$error" "$detail ($hint)" false recreated true service "$(json_str "$SERVICE_ID")" \
+    commit "$(json_str "$COMMIT")" previousCommit "$(prev_commit_json)" \
+    previousContainerId "$(json_str "$PREV_ID")" containerId "$(json_str "$C_ID")" \
+    rollback "$(rollback_hint)" secrets "$SECRETS_JSON" "$@"
+}
+
+parse_args() {
+  while (($#)); do
+    case $1 in
+      --service-id) arg_value $# "$1"; SERVICE_ID=$2 ;;
+      --compose-service) arg_value $# "$1"; COMPOSE_SERVICE=$2 ;;
+      --container) arg_value $# "$1"; CONTAINER=$2 ;;
+      --commit) arg_value $# "$1"; COMMIT=$2 ;;
+      --digest) arg_value $# "$1"; DIGEST=$2 ;;
+      --image-id) arg_value $# "$1"; IMAGE_ID=$2 ;;
+      --image) arg_value $# "$1"; IMAGE=$2 ;;
+      --retag) arg_value $# "$1"; RETAG=$2 ;;
+      --project-dir) arg_value $# "$1"; PROJECT_DIR=$2 ;;
+      --project-name) arg_value $# "$1"; PROJECT_NAME=$2 ;;
+      --env-file) arg_value $# "$1"; ENV_FILE=$2 ;;
+      --env-prefix) arg_value $# "$1"; ENV_PREFIX=$2 ;;
+      --verify) arg_value $# "$1"; VERIFY=$2 ;;
+      --health-path) arg_value $# "$1"; HEALTH_PATH=$2 ;;
+      --health-port) arg_value $# "$1"; HEALTH_PORT=$2 ;;
+      --compose-command) arg_value $# "$1"; COMPOSE_OVERRIDE=$2 ;;
+      --required-secret) arg_value $# "$1"; need env_key --required-secret "$2"; REQUIRED_SECRETS+=("$2") ;;
+      --lock-wait) arg_value $# "$1"; LOCK_WAIT=$2 ;;
+      --health-timeout) arg_value $# "$1"; HEALTH_TIMEOUT=$2 ;;
+      *) unknown_arg "$1" ;;
+    esac
+    shift 2
+  done
+  need name --service-id "$SERVICE_ID"
+  need name --compose-service "$COMPOSE_SERVICE"
+  need name --container "$CONTAINER"
+  need commit --commit "$COMMIT"
+  need digest --digest "$DIGEST"
+  need digest --image-id "$IMAGE_ID"
+  need image_ref --image "$IMAGE"
+  [[ $IMAGE == *":$COMMIT" ]] || fail 2 invalid-argument "--image must be the commit tag <registry>/<repo>:$COMMIT" false \
+    argument '"--image"'
+  need repository --retag "$RETAG"
+  need abs_path --project-dir "$PROJECT_DIR"
+  need name --project-name "$PROJECT_NAME"
+  need abs_path --env-file "$ENV_FILE"
+  need env_prefix --env-prefix "$ENV_PREFIX"
+  [[ $VERIFY =~ ^(standard|todo-note-synthetic|baidu-auth-gate)$ ]] ||
+    fail 2 invalid-argument "--verify must be standard, todo-note-synthetic or baidu-auth-gate" false argument '"--verify"'
+  need http_path --health-path "$HEALTH_PATH"
+  need port --health-port "$HEALTH_PORT"
+  [[ $LOCK_WAIT =~ ^[0-9]{1,4}$ ]] || fail 2 invalid-argument "--lock-wait must be seconds" false argument '"--lock-wait"'
+  [[ $HEALTH_TIMEOUT =~ ^[0-9]{1,4}$ && $HEALTH_TIMEOUT -ge 1 ]] ||
+    fail 2 invalid-argument "--health-timeout must be seconds" false argument '"--health-timeout"'
+}
+
+take_lock() {
+  LOCK_DIR=/run/lock
+  [[ -d $LOCK_DIR && -w $LOCK_DIR ]] || LOCK_DIR=$PROJECT_DIR
+  local lock_file="$LOCK_DIR/unidesk-deploy.$PROJECT_NAME.$COMPOSE_SERVICE.lock" holder t0=$EPOCHREALTIME
+  exec {LOCK_FD}>>"$lock_file"
+  if ! flock -n "$LOCK_FD"; then
+    holder=$(head -c 200 "$lock_file" 2>/dev/null | tr -d '\n' || true)
+    log "another deploy of $COMPOSE_SERVICE holds $lock_file (${holder:-unknown}); waiting up to ${LOCK_WAIT}s"
+    if ! flock -w "$LOCK_WAIT" "$LOCK_FD"; then
+      fail 7 lock-busy "another deploy of $COMPOSE_SERVICE in project $PROJECT_NAME still holds the lock after ${LOCK_WAIT}s" \
+        true holder "$(json_str "$holder")" lock "$(json_str "$lock_file")"
+    fi
+    LOCK_WAITED=$(elapsed_since "$t0")
+  fi
+  printf 'commit=%s pid=%s since=%s\n' "$COMMIT" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$lock_file"
+}
+
+preflight() {
+  [[ -d $PROJECT_DIR ]] || fail 3 project-missing "the Compose project directory $PROJECT_DIR does not exist" false
+  local id revision
+  id=$(image_id_of "$IMAGE")
+  image_is "$id" "$IMAGE_ID" "$DIGEST" ||
+    fail 3 image-missing "$IMAGE is not here with ID $IMAGE_ID (found ${id:-nothing}); run the transfer/pull step first" false
+  revision=$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$IMAGE" 2>/dev/null || true)
+  [[ $revision == "$COMMIT" ]] ||
+    fail 3 label-mismatch "$IMAGE carries revision label '${revision:-<none>}', not $COMMIT" false
+
+  if ((${#REQUIRED_SECRETS[@]})); then
+    local out missing
+    out=$(python3 -c "$ENVFILE_PY" secrets "$ENV_FILE" "${REQUIRED_SECRETS[@]}") ||
+      fail 5 infra-blocked "could not read $ENV_FILE" false channel '"env-file"'
+    SECRETS_JSON=$(head -n 1 <<<"$out")
+    missing=$(sed -n 2p <<<"$out")
+    if [[ -n $missing ]]; then
+      local list="" k
+      for k in $missing; do list+="${list:+,}$(json_str "$k")"; done
+      fail 3 secret-missing "required keys missing or empty in $ENV_FILE: $missing" false \
+        service "$(json_str "$SERVICE_ID")" secrets "$SECRETS_JSON" missingSecretKeys "[$list]" requiredSecretsPresent false \
+        recommendedAction "$(json_str "restore the missing keys in $ENV_FILE, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`; nothing was changed")"
+    fi
+  fi
+
+  local services
+  [[ ! -f $ENV_FILE ]] || COMPOSE_ARGS+=(--env-file "$ENV_FILE")
+  services=$(compose config --services 2>"$TMP/config.err") ||
+    fail 3 compose-invalid "the Compose project in $PROJECT_DIR does not load: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
+  grep -qxF -- "$COMPOSE_SERVICE" <<<"$services" ||
+    fail 3 compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
+
+  inspect_container
+  if [[ $C_FOUND == found ]]; then
+    PREV_ID=$C_ID
+    PREV_COMMIT=$C_REVISION
+    is_commit "$PREV_COMMIT" || PREV_COMMIT=$C_ENV_COMMIT
+    is_commit "$PREV_COMMIT" || PREV_COMMIT=""
+  fi
+}
+
+change() {
+  log "retag $IMAGE -> $RETAG, $RETAG:$COMMIT"
+  docker tag "$IMAGE" "$RETAG:$COMMIT" >&2
+  docker tag "$IMAGE" "$RETAG" >&2
+  local out rc=0
+  out=$(python3 -c "$ENVFILE_PY" set "$ENV_FILE" "$LOCK_DIR" "${ENV_PREFIX}COMMIT=$COMMIT" "${ENV_PREFIX}IMAGE=$IMAGE" \
+    "${ENV_PREFIX}DIGEST=$DIGEST") || rc=$?
+  if ((rc != 0)); then
+    [[ $rc == 7 ]] && fail 7 lock-busy "the env file $ENV_FILE stayed locked by another deploy for 60 s" true
+    fail 5 infra-blocked "could not write $ENV_FILE atomically (exit $rc)" false channel '"env-file"'
+  fi
+  ENV_RESULT=$out
+  [[ " ${COMPOSE_ARGS[*]} " == *" --env-file "* ]] || COMPOSE_ARGS+=(--env-file "$ENV_FILE")
+  log "${COMPOSE[*]} up -d --no-build --no-deps --force-recreate $COMPOSE_SERVICE"
+  if ! compose up -d --no-build --no-deps --force-recreate "$COMPOSE_SERVICE" >"$TMP/up.log" 2>&1; then
+    cat "$TMP/up.log" >&2
+    inspect_container
+    after_change_fail recreate-failed "compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"
+  fi
+  cat "$TMP/up.log" >&2
+}
+
+# verify: prove the recreated container runs the commit; prints the verdict.
+verify() {
+  inspect_container
+  [[ $C_FOUND == found ]] || after_change_fail unhealthy "no container $CONTAINER after the recreate"
+  image_is "$C_IMAGE" "$IMAGE_ID" "$DIGEST" ||
+    after_change_fail digest-mismatch "$CONTAINER runs image $C_IMAGE, not $IMAGE_ID (is the Compose image $RETAG?)"
+  [[ $C_REVISION == "$COMMIT" ]] ||
+    after_change_fail commit-mismatch "$CONTAINER image label revision is '${C_REVISION:-<none>}', not $COMMIT"
+
+  local deadline addr code="" kind="" deploy_commit="" requested="" status="" a1="" a2="" a3="" a4="" a5="" last=""
+  deadline=$(($(date +%s) + HEALTH_TIMEOUT))
+  while :; do
+    inspect_container
+    [[ $C_FOUND == found ]] || after_change_fail unhealthy "$CONTAINER disappeared while starting"
+    if [[ $C_STATUS == exited || $C_STATUS == dead ]]; then
+      after_change_fail unhealthy "$CONTAINER stopped (status $C_STATUS, exit code $C_EXIT) instead of serving $HEALTH_PATH"
+    fi
+    addr=$C_IP
+    [[ $C_NETMODE != host ]] || addr=127.0.0.1
+    if [[ -n $addr && $C_STATUS == running ]]; then
+      code=$(curl -s -o "$TMP/health" --connect-timeout 2 --max-time 5 -w '%{http_code}' \
+        "http://$addr:$HEALTH_PORT$HEALTH_PATH" 2>/dev/null || true)
+      if [[ $code == 200 ]]; then
+        IFS=$'\x1f' read -r kind deploy_commit requested status a1 a2 a3 a4 a5 \
+          < <(python3 -c "$HEALTH_PY" "$TMP/health") || true
+        [[ $kind == json ]] && break
+        last="HTTP 200 but the body is not a JSON object"
+      else
+        last="HTTP ${code:-no answer} from $addr:$HEALTH_PORT$HEALTH_PATH"
+      fi
+    else
+      last="$CONTAINER is ${C_STATUS:-unknown} without a reachable address"
+    fi
+    (($(date +%s) < deadline)) || after_change_fail unhealthy "$CONTAINER did not answer $HEALTH_PATH healthy within ${HEALTH_TIMEOUT}s: $last" \
+      health "$(json_obj httpStatus "$(json_str "$code")")"
+    sleep 1
+  done
+
+  if [[ $VERIFY == todo-note-synthetic ]]; then
+    [[ $status == ok ]] || after_change_fail unhealthy "$HEALTH_PATH answered status '${status:-<none>}', not ok"
+    deploy_commit=$C_REVISION
+    requested=$C_ENV_COMMIT
+  fi
+  local health
+  health=$(json_obj deployCommit "$(json_str "$deploy_commit")" requestedCommit "$(json_str "$requested")" \
+    status "$(json_str "$status")" url "$(json_str "http://$addr:$HEALTH_PORT$HEALTH_PATH")" \
+    synthetic "$([[ $VERIFY == todo-note-synthetic ]] && echo true || echo false)")
+  if [[ $deploy_commit != "$COMMIT" || $requested != "$COMMIT" ]]; then
+    after_change_fail commit-mismatch "health reports deploy.commit '${deploy_commit:-<none>}' and requestedCommit '${requested:-<none>}', expected $COMMIT" \
+      health "$health"
+  fi
+  local auth=null
+  if [[ $VERIFY == baidu-auth-gate ]]; then
+    auth=$(json_obj configured "$a1" clientIdConfigured "$a2" clientSecretConfigured "$a3" tokenKeyConfigured "$a4" loggedIn "$a5")
+    if [[ "$a1$a2$a3$a4$a5" != truetruetruetruetrue ]]; then
+      after_change_fail auth-not-configured "health auth booleans are not all true: $auth" health "$health" auth "$auth"
+    fi
+  fi
+
+  json_obj ok true service "$(json_str "$SERVICE_ID")" commit "$(json_str "$COMMIT")" \
+    composeService "$(json_str "$COMPOSE_SERVICE")" container "$(json_str "$CONTAINER")" \
+    containerId "$(json_str "$C_ID")" registryDigest "$(json_str "$DIGEST")" imageId "$(json_str "$IMAGE_ID")" \
+    containerImageId "$(json_str "$C_IMAGE")" imageMatches true revisionLabel "$(json_str "$C_REVISION")" \
+    health "$health" secrets "$SECRETS_JSON" auth "$auth" composeCommand "$(json_str "${COMPOSE[*]}")" \
+    images "[$(json_str "$RETAG"),$(json_str "$RETAG:$COMMIT")]" \
+    envFile "$(json_obj path "$(json_str "$ENV_FILE")" keys "[$(json_str "${ENV_PREFIX}COMMIT"),$(json_str "${ENV_PREFIX}IMAGE"),$(json_str "${ENV_PREFIX}DIGEST")]" result "${ENV_RESULT:-null}")" \
+    previousCommit "$(prev_commit_json)" previousContainerId "$(json_str "$PREV_ID")" \
+    lockWaitSeconds "$LOCK_WAITED" seconds "$(elapsed_since "$START")"
+}
+
+ENV_RESULT=""
+main() {
+  exec </dev/null
+  START=$EPOCHREALTIME
+  parse_args "$@"
+  require_docker
+  compose_cmd "$COMPOSE_OVERRIDE"
+  require_tool flock
+  require_tool curl
+  require_tool python3
+  make_tmp
+  COMPOSE_ARGS=(--project-directory "$PROJECT_DIR" -p "$PROJECT_NAME")
+  take_lock
+  preflight
+  change
+  verify
+}
+
+main "$@"

@@ -1,0 +1,137 @@
+# shellcheck shell=bash
+# k3s-verify.sh: prove a k3s consumer runs the commit (R13).
+#
+#   k3s-verify.sh --namespace NS --deployment D [--deployment D2 ...] --service SVC --port P
+#                 --health-path /health --commit SHA --timeout SECONDS
+#
+# Runs on D601 with `k3s kubectl` (or `kubectl`). For every Deployment: `rollout status
+# --timeout=SECONDS` (rollout-failed, exit 6), then its pod template must carry the annotation
+# unidesk.io/deploy-commit == SHA (the patch landed). Then GET
+# /api/v1/namespaces/NS/services/SVC:P/proxy<PATH> through the Kubernetes API service proxy (no
+# NodePort, hostPort or public port) until it answers JSON: deploy.commit and
+# deploy.requestedCommit must both equal SHA. A different commit is retried for a short grace
+# (old pods leaving the Service), then fails commit-mismatch: an old healthy revision is rejected.
+# Failures: infra-blocked (5: no kubectl / API unreachable), rollout-failed, commit-mismatch,
+# unhealthy (6).
+# Output: {"ok":true,"namespace","deployments":[...],"service","health":{deployCommit,requestedCommit}}
+# Needs: bash, k3s or kubectl, python3.
+set -euo pipefail
+
+NAMESPACE="" SERVICE="" PORT="" HEALTH_PATH="" COMMIT="" TIMEOUT=""
+DEPLOYMENTS=()
+KUBECTL=()
+MISMATCH_GRACE=10
+
+# shellcheck disable=SC2016 # Python program text
+DEPLOY_PY='
+import json, re, sys
+try:
+    doc = json.load(open(sys.argv[1], "rb"))
+    deploy = doc["deploy"]
+    assert isinstance(deploy, dict)
+except Exception:
+    print("invalid")
+    sys.exit(0)
+def s(v):
+    return v if isinstance(v, str) and re.fullmatch(r"[0-9A-Za-z._:-]{0,100}", v) else ("" if v is None else "<other>")
+print("\x1f".join(["json", s(deploy.get("commit")), s(deploy.get("requestedCommit"))]))
+'
+
+k8s_name() { [[ $1 =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]]; }
+
+# api_down LOG: fail infra-blocked when LOG shows the API server itself is unreachable.
+api_down() {
+  if grep -qiE 'unable to connect to the server|connection refused|was refused|no such host|i/o timeout' "$1"; then
+    fail 5 infra-blocked "the Kubernetes API does not answer: $(tail -n 1 "$1" | head -c 300)" false channel '"kubernetes-api"'
+  fi
+}
+
+main() {
+  exec </dev/null
+  local start=$EPOCHREALTIME
+  while (($#)); do
+    case $1 in
+      --namespace) arg_value $# "$1"; NAMESPACE=$2 ;;
+      --deployment) arg_value $# "$1"; k8s_name "$2" ||
+        fail 2 invalid-argument "--deployment is not a Kubernetes name" false argument '"--deployment"'
+        DEPLOYMENTS+=("$2") ;;
+      --service) arg_value $# "$1"; SERVICE=$2 ;;
+      --port) arg_value $# "$1"; PORT=$2 ;;
+      --health-path) arg_value $# "$1"; HEALTH_PATH=$2 ;;
+      --commit) arg_value $# "$1"; COMMIT=$2 ;;
+      --timeout) arg_value $# "$1"; TIMEOUT=$2 ;;
+      *) unknown_arg "$1" ;;
+    esac
+    shift 2
+  done
+  k8s_name "$NAMESPACE" || fail 2 invalid-argument "--namespace is not a Kubernetes name" false argument '"--namespace"'
+  ((${#DEPLOYMENTS[@]})) || fail 2 invalid-argument "at least one --deployment is required" false argument '"--deployment"'
+  k8s_name "$SERVICE" || fail 2 invalid-argument "--service is not a Kubernetes name" false argument '"--service"'
+  need port --port "$PORT"
+  need http_path --health-path "$HEALTH_PATH"
+  need commit --commit "$COMMIT"
+  [[ $TIMEOUT =~ ^[0-9]{1,5}$ && $TIMEOUT -ge 1 ]] ||
+    fail 2 invalid-argument "--timeout must be seconds" false argument '"--timeout"'
+
+  if command -v k3s >/dev/null 2>&1; then
+    KUBECTL=(k3s kubectl)
+  elif command -v kubectl >/dev/null 2>&1; then
+    KUBECTL=(kubectl)
+  else
+    fail 5 infra-blocked "neither k3s nor kubectl is installed on $(hostname)" false channel '"kubectl"'
+  fi
+  require_tool python3
+  make_tmp
+
+  local dep annotation deployments=""
+  for dep in "${DEPLOYMENTS[@]}"; do
+    if ! "${KUBECTL[@]}" -n "$NAMESPACE" rollout status "deployment/$dep" --timeout="${TIMEOUT}s" >"$TMP/rollout" 2>&1; then
+      api_down "$TMP/rollout"
+      fail 6 rollout-failed "Deployment $NAMESPACE/$dep did not finish its rollout within ${TIMEOUT}s: $(tail -n 1 "$TMP/rollout" | head -c 300)" \
+        false deployment "$(json_str "$dep")"
+    fi
+    annotation=$("${KUBECTL[@]}" -n "$NAMESPACE" get deployment "$dep" \
+      -o 'jsonpath={.spec.template.metadata.annotations.unidesk\.io/deploy-commit}' 2>"$TMP/get") || {
+      api_down "$TMP/get"
+      fail 6 rollout-failed "could not read Deployment $NAMESPACE/$dep: $(tail -n 1 "$TMP/get" | head -c 300)" false
+    }
+    if [[ $annotation != "$COMMIT" ]]; then
+      fail 6 commit-mismatch "Deployment $NAMESPACE/$dep pod template is on commit '${annotation:-<none>}', not $COMMIT" \
+        false deployment "$(json_str "$dep")"
+    fi
+    deployments+="${deployments:+,}$(json_obj name "$(json_str "$dep")" rolledOut true templateCommit "$(json_str "$annotation")")"
+  done
+
+  local path="/api/v1/namespaces/$NAMESPACE/services/$SERVICE:$PORT/proxy$HEALTH_PATH"
+  local deadline mismatch_deadline="" kind="" live="" requested="" last=""
+  deadline=$(($(date +%s) + (TIMEOUT > 30 ? TIMEOUT : 30)))
+  while :; do
+    if "${KUBECTL[@]}" get --raw "$path" >"$TMP/health" 2>"$TMP/health.err"; then
+      IFS=$'\x1f' read -r kind live requested < <(python3 -c "$DEPLOY_PY" "$TMP/health") || true
+      if [[ $kind == json ]]; then
+        [[ $live == "$COMMIT" && $requested == "$COMMIT" ]] && break
+        last="health reports deploy.commit '${live:-<none>}' and requestedCommit '${requested:-<none>}', expected $COMMIT"
+        [[ -n $mismatch_deadline ]] || mismatch_deadline=$(($(date +%s) + MISMATCH_GRACE))
+        if (($(date +%s) >= mismatch_deadline)); then
+          fail 6 commit-mismatch "$last (an old revision still answers)" false \
+            health "$(json_obj deployCommit "$(json_str "$live")" requestedCommit "$(json_str "$requested")")"
+        fi
+      else
+        last="$HEALTH_PATH did not answer a JSON object with a deploy section"
+      fi
+    else
+      api_down "$TMP/health.err"
+      last="service proxy: $(tail -n 1 "$TMP/health.err" | head -c 300)"
+    fi
+    if (($(date +%s) >= deadline)); then
+      fail 6 unhealthy "$SERVICE:$PORT$HEALTH_PATH via the Kubernetes API service proxy: $last" false
+    fi
+    sleep 1
+  done
+
+  json_obj ok true namespace "$(json_str "$NAMESPACE")" deployments "[$deployments]" service "$(json_str "$SERVICE")" \
+    via "$(json_str "$path")" health "$(json_obj deployCommit "$(json_str "$live")" requestedCommit "$(json_str "$requested")")" \
+    commit "$(json_str "$COMMIT")" seconds "$(elapsed_since "$start")"
+}
+
+main "$@"

@@ -1,0 +1,139 @@
+# shellcheck shell=bash
+# manifest-check.sh: prove that the commit-pinned artifact exists in the D601 registry (R11).
+#
+#   manifest-check.sh --registry 127.0.0.1:5000 --repository unidesk/<id> --tag <40-hex commit>
+#
+# Runs on D601 (read-only). HEAD /v2/<repo>/manifests/<tag> with all four manifest media types
+# (without them the registry answers with a schema1 digest); the digest is Docker-Content-Digest.
+# Then GET the manifest by that digest (its sha256 must equal the digest), resolve an index/list to
+# this host's platform (linux/amd64 fallback), and GET the image config blob (its sha256 must equal
+# the config digest): imageId = config digest, which `docker pull`, `docker load` and
+# `docker inspect` all report as the image ID. The config's revision label must equal the tag.
+#
+# Output: {"ok":true,"digest","imageId","mediaType","repository","tag","platform","labels",...}
+# Failures: manifest-missing (404, exit 3) · label-mismatch (exit 3) · registry-unreachable
+# (connection refused/timeout, exit 4, retryable) · registry-error (5xx: exit 4, retryable;
+# anything else unexpected: exit 5, channel "registry").
+# Needs on the target: bash, curl, python3 (json parsing), coreutils (sha256sum, mktemp).
+set -euo pipefail
+
+CURL_OPTS=(-sS --connect-timeout 5 --max-time 30)
+
+# http_get URL OUT [curl args...]: GET into OUT; sets HTTP_CODE, CURL_RC, CURL_ERR.
+HTTP_CODE="" CURL_RC=0 CURL_ERR=""
+http_get() {
+  local url=$1 out=$2
+  shift 2
+  CURL_RC=0
+  HTTP_CODE=$(curl "${CURL_OPTS[@]}" "$@" -o "$out" -w '%{http_code}' "$url" 2>"$TMP/curl.err") || CURL_RC=$?
+  CURL_ERR=$(tail -n 1 "$TMP/curl.err" | head -c 300)
+}
+
+# check_http WHAT: turn the last http_get into a structured failure unless it answered 200.
+check_http() {
+  local what=$1
+  if ((CURL_RC != 0)); then
+    fail 4 registry-unreachable "$what: the registry at $REGISTRY did not answer (curl exit $CURL_RC: $CURL_ERR)" true \
+      registry "$(json_str "$REGISTRY")"
+  fi
+  case $HTTP_CODE in
+    200) return 0 ;;
+    404) fail 3 manifest-missing "$what: not found (404) in $REGISTRY" false repository "$(json_str "$REPOSITORY")" \
+      tag "$(json_str "$TAG")" ;;
+    408 | 429 | 5??) fail 4 registry-error "$what: the registry answered HTTP $HTTP_CODE" true httpStatus "$HTTP_CODE" ;;
+    *) fail 5 registry-error "$what: unexpected HTTP ${HTTP_CODE:-none} from the registry" false \
+      httpStatus "$(json_str "$HTTP_CODE")" channel '"registry"' ;;
+  esac
+}
+
+# fetch_verified KIND DIGEST OUT: GET a manifest or blob by digest; its sha256 must equal DIGEST.
+fetch_verified() {
+  local kind=$1 digest=$2 out=$3 actual
+  need digest "$kind digest" "$digest"
+  if [[ $kind == blob ]]; then
+    http_get "$BASE/blobs/$digest" "$out" -L
+  else
+    http_get "$BASE/manifests/$digest" "$out" "${MANIFEST_ACCEPT[@]}"
+  fi
+  check_http "GET $kind $digest"
+  actual=$(sha256_file "$out")
+  [[ $actual == "$digest" ]] ||
+    fail 5 registry-error "the $kind served for $digest hashes to $actual" false channel '"registry"'
+}
+
+REGISTRY="" REPOSITORY="" TAG="" BASE=""
+
+main() {
+  exec </dev/null
+  while (($#)); do
+    case $1 in
+      --registry) arg_value $# "$1"; REGISTRY=$2 ;;
+      --repository) arg_value $# "$1"; REPOSITORY=$2 ;;
+      --tag) arg_value $# "$1"; TAG=$2 ;;
+      *) unknown_arg "$1" ;;
+    esac
+    shift 2
+  done
+  need loopback_endpoint --registry "$REGISTRY"
+  need repository --repository "$REPOSITORY"
+  need commit --tag "$TAG"
+  require_tool curl
+  require_tool python3
+  require_tool sha256sum
+  make_tmp
+  BASE="http://$REGISTRY/v2/$REPOSITORY"
+
+  # 1. HEAD by tag: the digest the registry holds for this commit.
+  local digest="" media="" line
+  CURL_RC=0
+  HTTP_CODE=$(curl "${CURL_OPTS[@]}" --retry 2 --retry-delay 1 --retry-connrefused -I "${MANIFEST_ACCEPT[@]}" \
+    -o /dev/null -D "$TMP/head" -w '%{http_code}' "$BASE/manifests/$TAG" 2>"$TMP/curl.err") || CURL_RC=$?
+  CURL_ERR=$(tail -n 1 "$TMP/curl.err" | head -c 300)
+  check_http "HEAD $REPOSITORY:$TAG"
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    case ${line,,} in
+      docker-content-digest:*) digest=${line#*:} digest=${digest//[[:space:]]/} ;;
+      content-type:*) media=${line#*:} media=${media//[[:space:]]/} media=${media%%;*} ;;
+    esac
+  done <"$TMP/head"
+  is_digest "$digest" ||
+    fail 5 registry-error "HEAD $REPOSITORY:$TAG answered without a sha256 Docker-Content-Digest" false \
+      channel '"registry"'
+
+  # 2. The manifest itself (an index is resolved to this host's platform).
+  local kind ref f2 f3 f4 f5 platform="" arch
+  arch=$(host_arch)
+  fetch_verified manifest "$digest" "$TMP/manifest"
+  IFS=$'\x1f' read -r kind ref f2 f3 f4 f5 < <(manifest_parse manifest "$TMP/manifest" "$arch") || true
+  [[ -n $media ]] || media=$f2
+  if [[ $kind == index ]]; then
+    platform=$f3
+    fetch_verified manifest "$ref" "$TMP/child"
+    IFS=$'\x1f' read -r kind ref f2 f3 f4 f5 < <(manifest_parse manifest "$TMP/child" "$arch") || true
+    [[ $kind != index ]] || fail 5 registry-error "nested index under $digest" false channel '"registry"'
+  fi
+  [[ $kind == manifest ]] || fail 5 registry-error "manifest $digest: $ref" false channel '"registry"'
+  local config_digest=$ref config_size=$f3 layers=$f4 layer_bytes=$f5
+
+  # 3. The config blob: the image ID and the labels the CD verifies.
+  local os arch_c revision source service
+  fetch_verified blob "$config_digest" "$TMP/config"
+  IFS=$'\x1f' read -r kind os arch_c revision source service < <(manifest_parse config "$TMP/config") || true
+  [[ $kind == config ]] || fail 5 registry-error "config $config_digest: $os" false channel '"registry"'
+  [[ -n $platform ]] || platform="$os/$arch_c"
+  local labels
+  labels=$(json_obj org.opencontainers.image.revision "$(json_str "$revision")" \
+    org.opencontainers.image.source "$(json_str "$source")" io.unidesk.service "$(json_str "$service")")
+  if [[ $revision != "$TAG" ]]; then
+    fail 3 label-mismatch "the image tagged $TAG carries revision label '${revision:-<none>}'" false \
+      digest "$(json_str "$digest")" labels "$labels"
+  fi
+
+  json_obj ok true registry "$(json_str "$REGISTRY")" repository "$(json_str "$REPOSITORY")" \
+    tag "$(json_str "$TAG")" digest "$(json_str "$digest")" imageId "$(json_str "$config_digest")" \
+    mediaType "$(json_str "$media")" platform "$(json_str "$platform")" labels "$labels" \
+    configBytes "${config_size:-0}" layers "${layers:-0}" layerBytes "${layer_bytes:-0}"
+}
+
+main "$@"

@@ -1,0 +1,274 @@
+# shellcheck shell=bash
+# move-image.sh: bring the commit image (by digest) onto the host that will run it (R14, R16).
+#
+#   move-image.sh --mode local|tunnel|stream --registry E --repository R --tag SHA
+#                 --digest sha256:... --image-id sha256:... [--d601 USER@HOST --d601-port P]
+#
+#   local  (D601): docker pull E/R@digest from the loopback registry.
+#   tunnel (master server): ssh -N -L 127.0.0.1:<free port>:E <d601> (BatchMode,
+#          ExitOnForwardFailure), docker pull 127.0.0.1:<port>/R@digest — only missing layers
+#          travel and the registry port stays private. The tunnel is closed on every exit path and
+#          the tunnel-port name is removed. bytesMoved = bytes the SSH client received on the
+#          tunnel connection (its own "Transferred:" counter); layerBytes = registry sizes of the
+#          layers docker actually downloaded.
+#   stream (master server): ssh <d601> 'docker pull E/R@digest && docker save E/R@digest' |
+#          docker load. bytesMoved = bytes of the tar that crossed (counted by dd).
+# In every mode the resulting local image ID must equal --image-id (the config digest; with the
+# containerd image store the ID is the manifest digest, also accepted) before it is tagged
+# E/R:SHA. When E/R:SHA is already present with that ID nothing is moved (alreadyPresent).
+# Failures: ssh-unreachable / registry-unreachable / transfer-failed (exit 4, retryable),
+# manifest-missing (3), digest-mismatch (6), infra-blocked (5: docker or ssh auth). On failure
+# nothing is tagged E/R:SHA and nothing is started.
+# Needs: bash, docker; tunnel: ssh, curl, python3; stream: ssh, dd.
+set -euo pipefail
+
+MODE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID="" D601="" D601_PORT=""
+TUNNEL_PID="" TUNNEL_PORT="" START=""
+
+# shellcheck disable=SC2016 # Python program text
+PULLED_PY='
+import json, re, sys
+doc = json.load(open(sys.argv[1], "rb"))
+log = open(sys.argv[2], encoding="utf-8", errors="replace").read()
+done = set(re.findall(r"^([0-9a-f]{12}): (?:Pull complete|Download complete)", log, re.M))
+total = sum(int(l.get("size", 0)) for l in doc.get("layers") or [] if str(l.get("digest", ""))[7:19] in done)
+if "Downloaded newer image" in log:
+    total += int((doc.get("config") or {}).get("size", 0))
+present = len(set(re.findall(r"^([0-9a-f]{12}): Already exists", log, re.M)))
+print(total, len(done), present)
+'
+
+ssh_opts() {
+  SSH_OPTS=(-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3
+    -o LogLevel=VERBOSE -p "$D601_PORT")
+}
+
+# classify_ssh LOG: fail with the SSH connection problem recorded in LOG (if any).
+classify_ssh() {
+  local log=$1 why
+  why=$(grep -Ei 'connection refused|timed out|no route|could not resolve|network is unreachable|connection closed|connection reset' "$log" | tail -n 1 | tr -d '\r' | head -c 300 || true)
+  if [[ -n $why ]]; then
+    fail 4 ssh-unreachable "ssh to $D601 port $D601_PORT failed: $why" true d601 "$(json_str "$D601")"
+  fi
+  why=$(grep -Ei 'permission denied|host key verification failed|no matching|too many authentication' "$log" | tail -n 1 | tr -d '\r' | head -c 300 || true)
+  if [[ -n $why ]]; then
+    fail 5 infra-blocked "ssh to $D601 refused this host: $why" false channel '"ssh-d601"' d601 "$(json_str "$D601")"
+  fi
+}
+
+close_tunnel() {
+  [[ -n $TUNNEL_PID ]] || return 0
+  kill -TERM "$TUNNEL_PID" 2>/dev/null || true
+  wait "$TUNNEL_PID" 2>/dev/null || true
+  TUNNEL_PID=""
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# open_tunnel: start the SSH tunnel and wait until the registry answers through it.
+open_tunnel() {
+  local code attempt
+  for ((attempt = 1; attempt <= 3; attempt++)); do
+    TUNNEL_PORT=$(free_port)
+    : >"$TMP/ssh.log"
+    ssh "${SSH_OPTS[@]}" -o ExitOnForwardFailure=yes -E "$TMP/ssh.log" -N \
+      -L "127.0.0.1:$TUNNEL_PORT:$REGISTRY" -- "$D601" </dev/null &
+    TUNNEL_PID=$!
+    local i
+    for ((i = 0; i < 150; i++)); do
+      if ! kill -0 "$TUNNEL_PID" 2>/dev/null; then
+        wait "$TUNNEL_PID" 2>/dev/null || true
+        TUNNEL_PID=""
+        break
+      fi
+      code=$(curl -s -o /dev/null --max-time 5 -w '%{http_code}' "http://127.0.0.1:$TUNNEL_PORT/v2/" 2>/dev/null || true)
+      [[ $code == 200 ]] && return 0
+      if grep -q 'open failed' "$TMP/ssh.log"; then
+        close_tunnel
+        fail 4 registry-unreachable "the SSH tunnel to $D601 is up but its registry $REGISTRY refuses connections" true \
+          d601 "$(json_str "$D601")"
+      fi
+      sleep 0.1
+    done
+    if [[ -n $TUNNEL_PID ]]; then
+      close_tunnel
+      fail 4 registry-unreachable "no answer from $REGISTRY through the SSH tunnel within 15 s (HTTP ${code:-none})" true
+    fi
+    classify_ssh "$TMP/ssh.log"
+    grep -qiE 'address already in use|cannot listen|bind' "$TMP/ssh.log" || break
+  done
+  fail 4 ssh-unreachable "ssh to $D601 port $D601_PORT exited: $(tail -n 1 "$TMP/ssh.log" | head -c 300)" true \
+    d601 "$(json_str "$D601")"
+}
+
+# layer_bytes BASE LOG: registry sizes of the layers a `docker pull` log says it downloaded.
+LAYER_BYTES="null" LAYERS_PULLED="null" LAYERS_PRESENT="null"
+layer_bytes() {
+  local base=$1 log=$2 kind ref rest out
+  curl -sS --max-time 20 "${MANIFEST_ACCEPT[@]}" -o "$TMP/acct.json" "$base/manifests/$DIGEST" 2>/dev/null || return 0
+  IFS=$'\x1f' read -r kind ref rest < <(manifest_parse manifest "$TMP/acct.json" "$(host_arch)") || true
+  if [[ $kind == index ]] && is_digest "$ref"; then
+    curl -sS --max-time 20 "${MANIFEST_ACCEPT[@]}" -o "$TMP/acct.json" "$base/manifests/$ref" 2>/dev/null || return 0
+  fi
+  out=$(python3 -c "$PULLED_PY" "$TMP/acct.json" "$log" 2>/dev/null) || return 0
+  read -r LAYER_BYTES LAYERS_PULLED LAYERS_PRESENT <<<"$out"
+}
+
+# pull_failed LOG: classify a failed docker pull.
+pull_failed() {
+  local log=$1 why
+  why=$(grep -v '^[0-9a-f]\{12\}: ' "$log" | tail -n 2 | tr '\n' ' ' | head -c 400)
+  if grep -qiE 'manifest unknown|not found' "$log"; then
+    fail 3 manifest-missing "the registry no longer has $REPOSITORY@$DIGEST: $why" false
+  fi
+  fail 4 transfer-failed "docker pull of $REPOSITORY@$DIGEST failed: $why" true
+}
+
+# tag_verified SOURCE_REF ID: check ID, then tag it E/R:SHA and print the verdict.
+tag_verified() {
+  local source=$1 id=$2 bytes=$3 method=$4
+  shift 4
+  if ! image_is "$id" "$IMAGE_ID" "$DIGEST"; then
+    fail 6 digest-mismatch "the moved image has ID ${id:-<none>}, expected $IMAGE_ID (manifest $DIGEST)" false \
+      imageId "$(json_str "$id")" expectedImageId "$(json_str "$IMAGE_ID")"
+  fi
+  docker tag "$source" "$LOCAL_REF" >&2
+  json_obj ok true mode "$(json_str "$MODE")" image "$(json_str "$LOCAL_REF")" imageId "$(json_str "$id")" \
+    digest "$(json_str "$DIGEST")" alreadyPresent false bytesMoved "$bytes" bytesMethod "$(json_str "$method")" \
+    seconds "$(elapsed_since "$START")" "$@"
+}
+
+mode_local() {
+  local ref="$REGISTRY/$REPOSITORY@$DIGEST" id
+  docker pull "$ref" >"$TMP/pull.log" 2>&1 || pull_failed "$TMP/pull.log"
+  layer_bytes "http://$REGISTRY/v2/$REPOSITORY" "$TMP/pull.log"
+  id=$(image_id_of "$ref")
+  tag_verified "$ref" "$id" "$LAYER_BYTES" "registry sizes of the layers docker pull downloaded" \
+    layersPulled "$LAYERS_PULLED" layersPresent "$LAYERS_PRESENT"
+}
+
+mode_tunnel() {
+  require_tool ssh
+  require_tool curl
+  require_tool python3
+  ssh_opts
+  at_exit close_tunnel
+  open_tunnel
+  local ref="127.0.0.1:$TUNNEL_PORT/$REPOSITORY@$DIGEST" pull_pid rc=0 id
+  docker pull "$ref" >"$TMP/pull.log" 2>&1 &
+  pull_pid=$!
+  while kill -0 "$pull_pid" 2>/dev/null; do
+    if ! kill -0 "$TUNNEL_PID" 2>/dev/null; then
+      kill -TERM "$pull_pid" 2>/dev/null || true
+      wait "$pull_pid" 2>/dev/null || true
+      TUNNEL_PID=""
+      fail 4 transfer-failed "the SSH tunnel to $D601 closed during the pull: $(tail -n 1 "$TMP/ssh.log" | head -c 200)" true
+    fi
+    sleep 0.1
+  done
+  wait "$pull_pid" || rc=$?
+  if ((rc != 0)); then
+    kill -0 "$TUNNEL_PID" 2>/dev/null ||
+      fail 4 transfer-failed "the SSH tunnel to $D601 closed during the pull" true
+    pull_failed "$TMP/pull.log"
+  fi
+  layer_bytes "http://127.0.0.1:$TUNNEL_PORT/v2/$REPOSITORY" "$TMP/pull.log"
+  close_tunnel
+  local received
+  received=$(sed -n 's/.*Transferred: sent [0-9]*, received \([0-9]*\) bytes.*/\1/p' "$TMP/ssh.log" | tail -n 1)
+  [[ $received =~ ^[0-9]+$ ]] || received=null
+  id=$(image_id_of "$ref")
+  if ! image_is "$id" "$IMAGE_ID" "$DIGEST"; then
+    docker image rm "$ref" >/dev/null 2>&1 || true
+  fi
+  tag_verified "$ref" "$id" "$received" "bytes received by the SSH client on the tunnel connection" \
+    layerBytes "$LAYER_BYTES" layersPulled "$LAYERS_PULLED" layersPresent "$LAYERS_PRESENT" \
+    tunnelPort "$TUNNEL_PORT"
+  # The tunnel-port name is only a transport detail: drop it (the image keeps E/R:SHA).
+  docker image rm "$ref" >/dev/null 2>&1 || printf 'warning: could not remove %s\n' "$ref" >&2
+}
+
+mode_stream() {
+  require_tool ssh
+  require_tool dd
+  ssh_opts
+  local remote id="" bytes line
+  printf -v remote 'docker pull -q %q >/dev/null && docker save %q' "$REGISTRY/$REPOSITORY@$DIGEST" \
+    "$REGISTRY/$REPOSITORY@$DIGEST"
+  set +e
+  ssh "${SSH_OPTS[@]}" -E "$TMP/ssh.log" -- "$D601" "$remote" </dev/null |
+    dd bs=1M 2>"$TMP/dd.err" | docker load >"$TMP/load.out" 2>"$TMP/load.err"
+  local st=("${PIPESTATUS[@]}")
+  set -e
+  bytes=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "$TMP/dd.err" | tail -n 1)
+  [[ $bytes =~ ^[0-9]+$ ]] || bytes=0
+  if ((st[0] != 0 || st[1] != 0 || st[2] != 0)); then
+    if ((st[0] == 255 && bytes == 0)); then
+      classify_ssh "$TMP/ssh.log"
+    fi
+    local why
+    why=$(cat "$TMP/load.err" "$TMP/ssh.log" 2>/dev/null | grep -v '^debug' | tail -n 2 | tr '\n' ' ' | head -c 400)
+    fail 4 transfer-failed "stream from $D601 failed after $bytes bytes (ssh exit ${st[0]}, docker load exit ${st[2]}): $why" true \
+      bytesMoved "$bytes"
+  fi
+  while IFS= read -r line; do
+    case $line in
+      "Loaded image ID: "*) id=${line#Loaded image ID: } ;;
+      "Loaded image: "*) id=$(image_id_of "${line#Loaded image: }") ;;
+    esac
+  done <"$TMP/load.out"
+  if ! image_is "$id" "$IMAGE_ID" "$DIGEST"; then
+    # An untagged image that is not the registry's: remove it again (best effort).
+    [[ -z $id ]] || docker image rm "$id" >/dev/null 2>&1 || true
+  fi
+  tag_verified "$id" "$id" "$bytes" "bytes of the docker save tar streamed over SSH (dd count)"
+}
+
+main() {
+  exec </dev/null
+  START=$EPOCHREALTIME
+  while (($#)); do
+    case $1 in
+      --mode) arg_value $# "$1"; MODE=$2 ;;
+      --registry) arg_value $# "$1"; REGISTRY=$2 ;;
+      --repository) arg_value $# "$1"; REPOSITORY=$2 ;;
+      --tag) arg_value $# "$1"; TAG=$2 ;;
+      --digest) arg_value $# "$1"; DIGEST=$2 ;;
+      --image-id) arg_value $# "$1"; IMAGE_ID=$2 ;;
+      --d601) arg_value $# "$1"; D601=$2 ;;
+      --d601-port) arg_value $# "$1"; D601_PORT=$2 ;;
+      *) unknown_arg "$1" ;;
+    esac
+    shift 2
+  done
+  [[ $MODE =~ ^(local|tunnel|stream)$ ]] || fail 2 invalid-argument "--mode must be local, tunnel or stream" false \
+    argument '"--mode"'
+  need loopback_endpoint --registry "$REGISTRY"
+  need repository --repository "$REPOSITORY"
+  need commit --tag "$TAG"
+  need digest --digest "$DIGEST"
+  need digest --image-id "$IMAGE_ID"
+  if [[ $MODE != local ]]; then
+    need ssh_target --d601 "$D601"
+    need port --d601-port "$D601_PORT"
+  fi
+  require_docker
+  make_tmp
+  LOCAL_REF="$REGISTRY/$REPOSITORY:$TAG"
+
+  local have
+  have=$(image_id_of "$LOCAL_REF")
+  if image_is "$have" "$IMAGE_ID" "$DIGEST"; then
+    json_obj ok true mode "$(json_str "$MODE")" image "$(json_str "$LOCAL_REF")" imageId "$(json_str "$have")" \
+      digest "$(json_str "$DIGEST")" alreadyPresent true bytesMoved 0 \
+      bytesMethod '"nothing moved: the image with this ID is already tagged here"' \
+      seconds "$(elapsed_since "$START")"
+    return 0
+  fi
+  "mode_$MODE"
+}
+
+LOCAL_REF=""
+main "$@"
