@@ -1,0 +1,248 @@
+"""OpenSSH runner for the CLI's read-only verbs (``status``, ``health``).
+
+One SSH round trip: ``ssh -o BatchMode=yes -p PORT user@host bash -s -- <probe args>`` with the
+probe script (``lib.sh`` + ``registry-probe.sh``) on stdin: exactly the ``command_line`` and
+``script_text`` of the install's ``registry-acceptance`` step, so status, health and the
+install's acceptance check can never disagree about what they ran.
+
+A failed SSH channel becomes a structured ``infra-blocked`` answer naming ``ssh`` (R23): the
+reason is classified into a stable code; OpenSSH's own stderr never reaches the output.
+
+Extra OpenSSH options (e.g. a ProxyCommand) come from ``--ssh-option`` or the environment
+variable ``ARTIFACT_CD_SSH_OPTIONS`` (shell-quoted words, each one ``Key=Value``); a key file
+from ``--ssh-key`` or ``ARTIFACT_CD_SSH_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import health
+from .config import ConfigError, HostConfig, Problem, StackConfig
+from .plan import Step, plan_registry_host
+from .scripts import command_line, script_text
+
+SSH_OPTIONS_ENV = "ARTIFACT_CD_SSH_OPTIONS"
+SSH_KEY_ENV = "ARTIFACT_CD_SSH_KEY"
+SSH_EXIT_ERROR = 255
+ACCEPTANCE_STEP = "registry-acceptance"
+
+_OPTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(=| )\S.*")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+# OpenSSH stderr fragments → (reason code, what it means, retryable). First match wins.
+_SSH_FAILURES: tuple[tuple[str, str, str, bool], ...] = (
+    ("Permission denied", "auth-failed", "the SSH key was not accepted", False),
+    ("Host key verification failed", "host-key", "the host key is unknown or changed", False),
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "host-key", "the host key changed", False),
+    ("Could not resolve hostname", "dns", "the host name does not resolve", True),
+    ("Connection refused", "connection-refused", "nothing accepts SSH connections on that port", True),
+    ("timed out", "timeout", "the SSH connection timed out", True),
+    ("No route to host", "unreachable", "the host is unreachable", True),
+    ("Network is unreachable", "unreachable", "the network is unreachable", True),
+    ("kex_exchange_identification", "connection-closed", "the SSH server closed the connection", True),
+    ("Connection closed", "connection-closed", "the SSH connection was closed", True),
+    ("Connection reset", "connection-closed", "the SSH connection was reset", True),
+    ("Broken pipe", "connection-closed", "the SSH connection broke", True),
+)
+
+
+class SshOptionError(ValueError):
+    """An extra OpenSSH option or key file that cannot be used (a usage error, exit 2)."""
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to reach a host besides what the stack config says."""
+
+    key_file: str | None = None
+    options: tuple[str, ...] = ()
+    timeout: float = 120.0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        key_file: str | None,
+        options: Sequence[str],
+        environ: Mapping[str, str],
+        timeout: float = 120.0,
+    ) -> SshSettings:
+        """Merge command-line values with ``ARTIFACT_CD_SSH_*``; validate them (SshOptionError)."""
+        words = list(options)
+        env_words = environ.get(SSH_OPTIONS_ENV, "")
+        if env_words.strip():
+            try:
+                words = shlex.split(env_words) + words
+            except ValueError as error:
+                raise SshOptionError(f"{SSH_OPTIONS_ENV} is not valid shell-quoted words: {error}") from None
+        for word in words:
+            if _CONTROL_RE.search(word) or not _OPTION_RE.fullmatch(word):
+                raise SshOptionError(f"SSH option {word!r} is not of the form Key=Value")
+        key = key_file if key_file is not None else environ.get(SSH_KEY_ENV) or None
+        if key is not None and not Path(key).is_file():
+            raise SshOptionError(f"SSH key file {key!r} does not exist")
+        if not timeout > 0:
+            raise SshOptionError("the SSH timeout must be positive")
+        return cls(key_file=key, options=tuple(words), timeout=timeout)
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    returncode: int
+    stdout: str
+    stderr: str = field(repr=False)
+    seconds: float
+
+    @property
+    def json(self) -> dict[str, Any] | None:
+        """The last non-empty stdout line parsed as a JSON object (None otherwise)."""
+        for line in reversed(self.stdout.splitlines()):
+            if line.strip():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    return None
+                return doc if isinstance(doc, dict) else None
+        return None
+
+
+class SshFailure(Exception):
+    """The SSH channel itself failed (no answer from the remote script)."""
+
+    def __init__(self, reason: str, detail: str, retryable: bool) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+
+
+def ssh_argv(host: HostConfig, remote_command: str, settings: SshSettings) -> list[str]:
+    """The OpenSSH argv. ``BatchMode=yes`` comes first so no option can turn prompts back on
+    (OpenSSH keeps the first value of an option); the caller's options precede the defaults."""
+    argv = ["ssh", "-o", "BatchMode=yes"]
+    for option in settings.options:
+        argv += ["-o", option]
+    argv += ["-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    argv += ["-o", "LogLevel=ERROR"]
+    if settings.key_file is not None:
+        argv += ["-i", settings.key_file, "-o", "IdentitiesOnly=yes"]
+    argv += ["-p", str(host.port), "--", f"{host.user}@{host.host}", remote_command]
+    return argv
+
+
+def classify_ssh_failure(stderr: str) -> tuple[str, str, bool]:
+    for fragment, reason, detail, retryable in _SSH_FAILURES:
+        if fragment in stderr:
+            return reason, detail, retryable
+    return "ssh-failed", "the SSH connection failed", True
+
+
+def run_step(host: HostConfig, step: Step, settings: SshSettings) -> RemoteResult:
+    """Run one plan step over SSH: its exact command line, its exact script on stdin.
+
+    Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh)."""
+    if step.script is None:
+        raise ValueError(f"step {step.id} has no script")
+    if step.needs_manifest:
+        raise ValueError(f"step {step.id} needs the manifest check's live values")
+    argv = ssh_argv(host, command_line(step.resolved_args("", "")), settings)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv,
+            input=script_text(step.script),
+            capture_output=True,
+            text=True,
+            timeout=settings.timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SshFailure("ssh-missing", "the OpenSSH client (ssh) is not installed here", False) from None
+    except subprocess.TimeoutExpired:
+        raise SshFailure("timeout", f"no answer over SSH within {settings.timeout:g} s", True) from None
+    seconds = time.monotonic() - started
+    if proc.returncode == SSH_EXIT_ERROR:
+        reason, detail, retryable = classify_ssh_failure(proc.stderr)
+        raise SshFailure(reason, detail, retryable)
+    return RemoteResult(proc.returncode, proc.stdout, proc.stderr, seconds)
+
+
+def acceptance_step(cfg: StackConfig) -> Step:
+    """The install's acceptance step: the probe script and its exact arguments."""
+    for step in plan_registry_host(cfg).steps:
+        if step.id == ACCEPTANCE_STEP:
+            return step
+    raise LookupError(f"the registry plan has no {ACCEPTANCE_STEP} step")  # pragma: no cover
+
+
+def registry_query(cfg: StackConfig, mode: health.Mode, settings: SshSettings) -> dict[str, Any]:
+    """Run the read-only probe on D601 over one SSH round trip and decide (``health.decide``)."""
+    host = cfg.hosts.d601
+    target = {"host": host.host, "port": host.port, "user": host.user}
+    try:
+        result = run_step(host, acceptance_step(cfg), settings)
+    except SshFailure as failure:
+        doc = health.blocked(
+            "ssh",
+            f"{failure.detail} ({host.user}@{host.host}:{host.port})",
+            mode=mode,
+            retryable=failure.retryable,
+            host=host.host,
+        )
+        doc["sshFailure"] = failure.reason
+        return {**doc, "target": target}
+    facts = result.json
+    if result.returncode != 0 or facts is None:
+        detail = "the probe gave no facts"
+        if facts is not None and isinstance(facts.get("detail"), str):
+            detail = f"the probe refused: {facts.get('error', 'error')}: {facts['detail']}"
+        elif result.returncode == 127:
+            detail = "bash is not available on the host"
+        doc = health.blocked("probe", detail, mode=mode, retryable=result.returncode != 2, host=host.host)
+        doc["probeExit"] = result.returncode
+        return {**doc, "target": target}
+    doc = health.decide(facts, mode=mode)
+    return {**doc, "target": target, "query": {"roundTrips": 1, "seconds": round(result.seconds, 3)}}
+
+
+EXIT_OK = 0
+EXIT_NOT_OK = 1
+
+
+def cli_query(
+    cfg: StackConfig,
+    mode: health.Mode,
+    *,
+    ssh_key: str | None,
+    ssh_options: Sequence[str],
+    timeout: float,
+    as_json: bool,
+    environ: Mapping[str, str],
+    out: TextIO,
+) -> int:
+    """``python -m artifact_cd status|health``: print the answer (JSON when asked for or when
+    ``out`` is not a terminal, else a table). Exit 0 when ok, 1 when not ok.
+
+    Raises :class:`ConfigError` (exit 2) for an unusable SSH option or key file."""
+    try:
+        settings = SshSettings.build(key_file=ssh_key, options=ssh_options, environ=environ, timeout=timeout)
+    except SshOptionError as error:
+        raise ConfigError(
+            [Problem("--ssh-option", str(error), f"pass OpenSSH Key=Value options; check {SSH_KEY_ENV}")]
+        ) from None
+    doc = registry_query(cfg, mode, settings)
+    doc = {"stack": cfg.env, **doc}
+    if as_json or not out.isatty():
+        out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(health.format_table(doc))
+    return EXIT_OK if doc["ok"] else EXIT_NOT_OK
