@@ -4,8 +4,11 @@ Every verb prints JSON for machines (stable camelCase keys). Refusals are JSON t
 non-zero exit and never a traceback:
 
 - 0  done
+- 1  status/health: the answer is not ok (status: the query failed; health: not healthy)
 - 2  invalid input (config value, argument) — the message names the key and the fix
 - 3  refused by a gate (unsupported, deprecated)
+
+``status`` and ``health`` print a table on a terminal and JSON with ``--json`` or when piped.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from . import catalog, render
 from .config import ConfigError, Problem, RegistryConfig, StackConfig, describe_commit_problem, load_stack
@@ -143,6 +146,23 @@ def cmd_registry_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_registry_query(args: argparse.Namespace) -> int:
+    """status / health: one read-only SSH round trip to D601 (artifact_cd.remote, artifact_cd.health)."""
+    from .remote import cli_query
+
+    mode: Literal["status", "health"] = "health" if args.verb == "health" else "status"
+    return cli_query(
+        load(args),
+        mode,
+        ssh_key=args.ssh_key,
+        ssh_options=args.ssh_option,
+        timeout=args.timeout,
+        as_json=args.json,
+        environ=os.environ,
+        out=sys.stdout,
+    )
+
+
 # --------------------------------------------------------------------------- parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -185,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", required=True, help="a clean git checkout whose HEAD is pushed")
     p.add_argument("--registry", default="127.0.0.1:5000", help="the D601 registry endpoint (loopback)")
     p.set_defaults(handler=cmd_publish)
+
+    for verb, text in (
+        ("status", "read-only registry host status over SSH (ok when the query worked; exit 0/1)"),
+        ("health", "read-only registry host health over SSH (ok only when healthy; exit 0/1)"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("--stack", required=True, choices=catalog.ENVS)
+        p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
+        p.add_argument("--ssh-key", help="private key file for D601 (default: $ARTIFACT_CD_SSH_KEY or ssh's)")
+        p.add_argument(
+            "--ssh-option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="extra OpenSSH -o option, repeatable (also $ARTIFACT_CD_SSH_OPTIONS, shell-quoted words)",
+        )
+        p.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole SSH round trip")
+        p.set_defaults(handler=cmd_registry_query)
 
     return parser
 
