@@ -1,0 +1,564 @@
+"""The rig: D601 and the master server as two real systemd hosts, linked only by SSH.
+
+Topology (all of it inside namespaces this rig made; nothing on the machine's network)::
+
+    machine (pytest) --ssh/ProxyCommand(nsenter -n + relay)--> d601   sshd 127.0.0.1:22
+                     --ssh/ProxyCommand(nsenter -n + relay)--> master sshd 127.0.0.1:22
+    master <== veth /30 (addresses unique per rig) ==> d601            (master: ssh root@d601.rig)
+    d601:   docker.service, ssh.service, unidesk-artifact-registry.service (the project's own rendered
+            unit/compose/config; 127.0.0.1:5000 in D601's netns only), rig-k3s-containerd.service
+            (/run/k3s/containerd/containerd.sock, `ctr` talks to it)
+    master: docker.service, ssh.service; root has a key + known_hosts entry for d601.rig
+
+State lives in one directory (``rig.json``, one subdir per host). ``teardown(dir)`` needs only that
+directory, is idempotent, and is what ``python -m tests.rig down --dir DIR`` and the reaper run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from artifact_cd.config import RegistryConfig
+from artifact_cd.render import render_all
+
+from . import host as hostmod
+from . import images
+from .host import Host, RigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(tempfile.gettempdir())
+DIR_PREFIX = "unidesk-rig-"
+DOMAIN = "rig"
+REGISTRY = "127.0.0.1:5000"
+K3S_SOCKET = "/run/k3s/containerd/containerd.sock"
+K3S_UNIT = "rig-k3s-containerd.service"
+BASE_UNITS = ("docker.service", "ssh.service")
+
+SSHD_DROPIN = """\
+# unidesk rig: key-only root login; first value wins, so this file overrides sshd_config.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowTcpForwarding yes
+MaxStartups 100:30:200
+MaxSessions 64
+"""
+
+K3S_CONTAINERD_CONFIG = f"""\
+# unidesk rig: a containerd playing k3s's embedded one (own root, state and socket).
+version = 2
+root = "/var/lib/rancher/k3s/agent/containerd"
+state = "/run/k3s/containerd"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{K3S_SOCKET}"
+
+[ttrpc]
+  address = "{K3S_SOCKET}.ttrpc"
+"""
+
+K3S_CONTAINERD_UNIT = """\
+[Unit]
+Description=containerd standing in for k3s's embedded containerd (unidesk rig)
+After=network.target local-fs.target
+
+[Service]
+ExecStart=/usr/bin/containerd --config /etc/unidesk-rig/k3s-containerd.toml
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=on-failure
+LimitNOFILE=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _keygen(path: Path, comment: str) -> tuple[str, str]:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path.read_text(), (path.parent / (path.name + ".pub")).read_text().strip()
+
+
+def _proc_start(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_matches(pid: int, start: str) -> bool:
+    return pid > 0 and bool(start) and _proc_start(pid) == start
+
+
+def _parallel(*jobs: Callable[[], object]) -> None:
+    """Run jobs in threads; re-raise the first error."""
+    errors: list[BaseException] = []
+
+    def wrap(job: Callable[[], object]) -> None:
+        try:
+            job()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=wrap, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+class Rig:
+    """The whole rig. Create with :meth:`Rig.up`; stop with :meth:`down` (or ``teardown(dir)``)."""
+
+    registry = REGISTRY
+
+    def __init__(self, rigdir: Path, rig_id: str) -> None:
+        self.dir = rigdir
+        self.id = rig_id
+        self.hosts: dict[str, Host] = {}
+        self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._registry_tar: Path | None = None
+        self.boot_seconds = 0.0
+        octet2, octet3 = random.randint(64, 127), random.randint(0, 255)  # noqa: S311 - not crypto
+        self.link_net = f"10.{octet2}.{octet3}"
+        self.master_link_addr = f"{self.link_net}.1"
+        self.d601_link_addr = f"{self.link_net}.2"
+        self.machine_key_file = rigdir / "keys" / "id_ed25519"
+
+    # ------------------------------------------------------------------ API attributes
+
+    @property
+    def d601(self) -> Host:
+        return self.hosts["d601"]
+
+    @property
+    def master(self) -> Host:
+        return self.hosts["master"]
+
+    @property
+    def d601_from_master(self) -> str:
+        return f"root@d601.{DOMAIN}"
+
+    def host(self, name_or_address: str) -> Host:
+        """The host whose name or address (as in stack config hosts.<name>.host) this is."""
+        for h in self.hosts.values():
+            if name_or_address in (h.name, h.address):
+                return h
+        raise KeyError(name_or_address)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def up(cls, rigdir: Path | None = None, *, owner_pid: int | None = None, reaper: bool = True) -> Rig:
+        """Start a rig in ``rigdir`` (a fresh temp dir when None). Torn down again on failure."""
+        start = time.monotonic()
+        if rigdir is None:
+            rigdir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=BASE_DIR))
+        else:
+            rigdir = rigdir.resolve()
+            if rigdir.exists() and any(rigdir.iterdir()):
+                leftovers = teardown(rigdir)
+                if leftovers:
+                    raise RigError(f"could not clean the stale rig in {rigdir}: {leftovers}")
+            rigdir.mkdir(parents=True, exist_ok=True)
+        rig = cls(rigdir, secrets.token_hex(4))
+        owner = owner_pid or os.getpid()
+        rig._write_state(owner)
+        try:
+            if reaper:
+                rig._start_reaper(owner)
+            rig._boot()
+        except BaseException:
+            rig.down()
+            raise
+        rig.boot_seconds = time.monotonic() - start
+        return rig
+
+    def _write_state(self, owner: int, **extra: Any) -> None:
+        state_file = self.dir / "rig.json"
+        state: dict[str, Any] = {}
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+        state.update(
+            {
+                "id": self.id,
+                "owner": {"pid": owner, "start": _proc_start(owner)},
+                "linkNet": self.link_net,
+                **extra,
+            }
+        )
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.rename(state_file)
+
+    def _start_reaper(self, owner: int) -> None:
+        log = open(self.dir / "reaper.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.rig", "reap", "--dir", str(self.dir), "--owner", str(owner)],
+                cwd=REPO_ROOT,
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._reaper = proc
+        self._write_state(owner, reaper={"pid": proc.pid, "start": _proc_start(proc.pid)})
+
+    def _host_payload(self, name: str, authorized: list[str], peers: dict[str, str]) -> tuple[dict[str, str | bytes], dict[str, int], str]:
+        hostdir = self.dir / name
+        hostdir.mkdir(parents=True, exist_ok=True)
+        keydir = self.dir / "keys"
+        host_key, host_pub = _keygen(keydir / f"host_{name}", f"{name}.{DOMAIN}")
+        hosts = [
+            "127.0.0.1\tlocalhost",
+            "::1\tlocalhost ip6-localhost ip6-loopback",
+            f"127.0.1.1\t{name}.{DOMAIN} {name}",
+            *(f"{addr}\t{peer}.{DOMAIN} {peer}" for peer, addr in peers.items()),
+        ]
+        payload: dict[str, str | bytes] = {
+            "etc/hostname": name + "\n",
+            "etc/hosts": "\n".join(hosts) + "\n",
+            "etc/machine-id": secrets.token_hex(16) + "\n",
+            "etc/ssh/ssh_host_ed25519_key": host_key,
+            "etc/ssh/ssh_host_ed25519_key.pub": host_pub + "\n",
+            "etc/ssh/sshd_config.d/00-unidesk-rig.conf": SSHD_DROPIN,
+            "root/.ssh/authorized_keys": "".join(k + "\n" for k in authorized),
+        }
+        modes = {"etc/ssh/ssh_host_ed25519_key": 0o600, "root/.ssh/authorized_keys": 0o600}
+        return payload, modes, host_pub
+
+    def _prepare_host(
+        self,
+        name: str,
+        *,
+        authorized: list[str],
+        peers: dict[str, str],
+        extra: dict[str, str | bytes] | None = None,
+        extra_modes: dict[str, int] | None = None,
+        symlinks: dict[str, str] | None = None,
+        binds: tuple[tuple[str, str], ...] = (),
+    ) -> tuple[Host, str]:
+        payload, modes, host_pub = self._host_payload(name, authorized, peers)
+        payload.update(extra or {})
+        modes.update(extra_modes or {})
+        hostdir = self.dir / name
+        all_binds = [
+            (hostdir / "docker-data", "/var/lib/docker"),
+            (hostdir / "containerd-data", "/var/lib/containerd"),
+            *((hostdir / src, dst) for src, dst in binds),
+        ]
+        hostmod.prepare(
+            hostdir,
+            name,
+            self.id,
+            payload=payload,
+            masks=hostmod.default_masks(extra_keep=[K3S_UNIT]),
+            binds=all_binds,
+            modes=modes,
+            symlinks=symlinks,
+        )
+        address = f"{name}.{DOMAIN}"
+        with (self.dir / "known_hosts").open("a") as known:
+            known.write(f"{address} {host_pub}\n")
+        h = Host(
+            name,
+            hostdir,
+            address=address,
+            private_key=self.machine_key_file.read_text(),
+            ssh_config=hostdir / "ssh_config",
+        )
+        h.host_key = " ".join(host_pub.split()[:2])
+        return h, host_pub
+
+    def _spawn(self, h: Host) -> None:
+        h.pid = hostmod.spawn(h.hostdir, h.name)
+        (h.hostdir / "ssh_config").write_text(
+            hostmod.ssh_config_text(
+                h.address, pid=h.pid, key_file=self.machine_key_file, known_hosts=self.dir / "known_hosts"
+            )
+        )
+        with self._lock:
+            self.hosts[h.name] = h
+            self._write_ssh_config()
+
+    def _write_ssh_config(self) -> None:
+        text = "".join((h.hostdir / "ssh_config").read_text() + "\n" for h in self.hosts.values())
+        (self.dir / "ssh_config").write_text(text)
+
+    def _boot(self) -> None:
+        keydir = self.dir / "keys"
+        keydir.mkdir(mode=0o700)
+        _, machine_pub = _keygen(self.machine_key_file, f"unidesk-rig-{self.id}-machine")
+        master_key, master_pub = _keygen(keydir / "master_id_ed25519", f"root@master.{DOMAIN}")
+        d601, d601_pub = self._prepare_host(
+            "d601",
+            authorized=[machine_pub, master_pub],
+            peers={"master": self.master_link_addr},
+            extra={
+                "etc/unidesk-rig/k3s-containerd.toml": K3S_CONTAINERD_CONFIG,
+                f"etc/systemd/system/{K3S_UNIT}": K3S_CONTAINERD_UNIT,
+            },
+            symlinks={f"etc/systemd/system/multi-user.target.wants/{K3S_UNIT}": f"/etc/systemd/system/{K3S_UNIT}"},
+            binds=(("k3s-containerd", "/var/lib/rancher/k3s/agent/containerd"),),
+        )
+        master, _ = self._prepare_host(
+            "master",
+            authorized=[machine_pub],
+            peers={"d601": self.d601_link_addr},
+            extra={
+                "root/.ssh/id_ed25519": master_key,
+                "root/.ssh/id_ed25519.pub": master_pub + "\n",
+                "root/.ssh/known_hosts": f"d601.{DOMAIN} {d601_pub}\n",
+            },
+            extra_modes={"root/.ssh/id_ed25519": 0o600},
+        )
+        self._spawn(d601)
+        self._spawn(master)
+        self._link(master, d601)
+        _parallel(
+            lambda: hostmod.wait_booted(d601, units=(*BASE_UNITS, K3S_UNIT)),
+            lambda: hostmod.wait_booted(master, units=BASE_UNITS),
+        )
+        images.build_registry_image(d601, self.dir)
+        install_registry(d601, self.registry_config())
+
+    def _link(self, master: Host, d601: Host) -> None:
+        """The private point-to-point link: a veth pair created straight inside the two netns."""
+        m_if, d_if = f"r{self.id[:6]}m", f"r{self.id[:6]}d"
+        subprocess.run(
+            ["ip", "link", "add", "name", m_if, "netns", str(master.pid), "type", "veth",
+             "peer", "name", d_if, "netns", str(d601.pid)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        for h, ifname, addr in ((master, m_if, self.master_link_addr), (d601, d_if, self.d601_link_addr)):
+            subprocess.run([*h.netns_argv(), "ip", "addr", "add", f"{addr}/30", "dev", ifname], check=True)
+            subprocess.run([*h.netns_argv(), "ip", "link", "set", ifname, "up"], check=True)
+        self._write_state(self._owner(), link={"master": m_if, "d601": d_if})
+
+    def _owner(self) -> int:
+        state = json.loads((self.dir / "rig.json").read_text())
+        return int(state["owner"]["pid"])
+
+    def down(self) -> list[str]:
+        """Tear everything down; returns what could not be cleaned (empty when all is gone)."""
+        return teardown(self.dir)
+
+    # ------------------------------------------------------------------ services
+
+    @staticmethod
+    def registry_config() -> RegistryConfig:
+        """The rig's registry settings: R1 defaults, Compose v1 (the only Compose packaged here)."""
+        return RegistryConfig(compose_command="/usr/bin/docker-compose")
+
+    def publish_test_image(
+        self, service_id: str, commit: str, *, variant: str = "standard", pad_bytes: int = 0
+    ) -> dict[str, str]:
+        with self._publish_lock:
+            return images.publish_test_image(
+                self.d601, self.dir / "build", self.registry, service_id, commit, variant=variant, pad_bytes=pad_bytes
+            )
+
+    def stack_config(self, env: str = "dev", services: dict[str, str] | None = None) -> dict[str, Any]:
+        """A raw config dict (for ``parse_stack_config(raw, env)``) pointing at this rig."""
+        if env not in ("dev", "prod"):
+            raise RigError(f"env must be dev or prod, not {env!r}")
+        base = f"/srv/unidesk-{env}"
+        for h in (self.d601, self.master):
+            h.sh('mkdir -p -- "$1"', base)
+        project = {"projectDir": base, "projectName": f"unidesk-{env}", "envFile": f"{base}/.env.deploy"}
+        return {
+            "env": env,
+            "hosts": {
+                name: {"host": h.address, "user": h.user, "port": h.port, "hostKey": h.host_key}
+                for name, h in (("d601", self.d601), ("master", self.master))
+            },
+            "registry": {
+                "manage": True,
+                "endpoint": self.registry,
+                "image": images.REGISTRY_IMAGE,
+                "composeCommand": "/usr/bin/docker-compose",
+            },
+            "compose": {"master": dict(project), "d601": dict(project)},
+            "transfer": {"mode": "tunnel", "d601SshTarget": self.d601_from_master, "d601SshPort": 22},
+            "k3s": {"containerdSocket": K3S_SOCKET, "containerdNamespace": "k8s.io", "rolloutTimeoutSeconds": 60},
+            "frontendAuth": {"configPath": f"{base}/config.json"},
+            "services": {sid: {"commit": commit} for sid, commit in (services or {}).items()},
+        }
+
+    @contextlib.contextmanager
+    def fresh_host(self, name: str) -> Iterator[Host]:
+        """An extra systemd host in its own private netns: docker.service, ssh.service and the local
+        ``registry:2.8.3`` image; nothing installed. Torn down when the block ends."""
+        if name in self.hosts or not hostmod.NAME_RE.fullmatch(name):
+            raise RigError(f"fresh host name {name!r} is taken or invalid ({hostmod.NAME_RE.pattern})")
+        h, _ = self._prepare_host(name, authorized=[self.machine_key_file.with_suffix(".pub").read_text().strip()], peers={})
+        try:
+            self._spawn(h)
+            hostmod.wait_booted(h, units=BASE_UNITS)
+            with self._lock:
+                if self._registry_tar is None:
+                    tar = self.dir / "build" / "registry-image.tar"
+                    tar.parent.mkdir(parents=True, exist_ok=True)
+                    images.save_image(self.d601, images.REGISTRY_IMAGE, tar)
+                    self._registry_tar = tar
+            images.load_image(h, self._registry_tar)
+            yield h
+        finally:
+            problems = hostmod.teardown_host_dir(h.hostdir)
+            with self._lock:
+                self.hosts.pop(name, None)
+                self._write_ssh_config()
+                known = self.dir / "known_hosts"
+                kept = [line for line in known.read_text().splitlines(True) if not line.startswith(h.address + " ")]
+                known.write_text("".join(kept))
+            shutil.rmtree(h.hostdir, ignore_errors=True)
+            if problems:
+                raise RigError(f"fresh host {name} teardown left: {problems}")
+
+
+# --------------------------------------------------------------------------- registry bootstrap
+
+
+def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) -> None:
+    """Install the registry from the project's own rendered files (R5), the way an operator would:
+    write config/compose/unit, daemon-reload, enable --now, wait for ``/v2/`` 200. One function, so
+    the issue-5 ``registry-install.sh`` can replace it."""
+    files = render_all(registry)
+    dirs = sorted({str(Path(f.path).parent) for f in files} | {registry.storage_path})
+    h.sh('mkdir -p -- "$@"', *dirs)
+    for f in files:
+        h.write_file(f.path, f.content, mode=f.mode)
+    h.sh('systemctl daemon-reload && systemctl enable --now -- "$1"', registry.unit_name)
+    deadline = time.monotonic() + timeout
+    url = f"http://{registry.endpoint}/v2/"
+    while images.http_status(h, url, timeout=2) != 200:
+        if time.monotonic() > deadline:
+            journal = h.sh('journalctl -u "$1" --no-pager -n 40 || true', registry.unit_name, check=False).stdout
+            raise RigError(f"registry on {h.name} did not answer {url} with 200 in {timeout} s:\n{journal}")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- teardown
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mountpoint = line.split(" ")[4]
+        if mountpoint == str(path) or mountpoint.startswith(prefix):
+            found.append(mountpoint)
+    return found
+
+
+def _rig_cgroups(rig_id: str) -> list[Path]:
+    found = []
+    for h in hostmod.hierarchies():
+        base = h.mount / h.own.lstrip("/")
+        found += [p for p in base.glob(f"{hostmod.CGROUP_PREFIX}{rig_id}-*") if p.is_dir()]
+    return found
+
+
+def teardown(rigdir: Path) -> list[str]:
+    """Stop and remove everything of the rig in ``rigdir``: host processes, cgroups, namespaces
+    (veth, mounts go with them), the reaper, the directory. Idempotent; works on a stale dir from a
+    killed run. Returns what could not be cleaned."""
+    rigdir = rigdir.resolve()
+    if not rigdir.exists():
+        return []
+    problems: list[str] = []
+    state: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads((rigdir / "rig.json").read_text())
+    hostdirs = [p.parent for p in rigdir.glob("*/cgroups.list")]
+    results: dict[str, list[str]] = {}
+
+    def stop(d: Path) -> None:
+        results[d.name] = hostmod.teardown_host_dir(d)
+
+    _parallel(*(lambda d=d: stop(d) for d in hostdirs))
+    for leftover in results.values():
+        problems += leftover
+    rig_id = state.get("id")
+    if isinstance(rig_id, str) and rig_id:
+        stray = _rig_cgroups(rig_id)
+        if stray:
+            for pid in hostmod.cgroup_pids(stray):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            problems += [f"cgroup not removed: {d}" for d in hostmod.remove_cgroups(stray)]
+    for mountpoint in _mounts_under(rigdir):
+        subprocess.run(["umount", "-l", mountpoint], check=False, capture_output=True)
+    reaper = state.get("reaper") or {}
+    reaper_pid = int(reaper.get("pid", 0))
+    if reaper_pid and reaper_pid != os.getpid() and process_matches(reaper_pid, str(reaper.get("start", ""))):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(reaper_pid, 15)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(reaper_pid, 0)
+    if not problems:
+        shutil.rmtree(rigdir, ignore_errors=True)
+        if rigdir.exists():
+            problems.append(f"{rigdir} could not be removed")
+    return problems
+
+
+def stale_rig_dirs(base: Path = BASE_DIR) -> list[Path]:
+    """Rig dirs under ``base`` whose owner and reaper are both gone (a killed run)."""
+    stale = []
+    for d in base.glob(DIR_PREFIX + "*"):
+        try:
+            state = json.loads((d / "rig.json").read_text())
+        except (OSError, ValueError):
+            continue
+        owner, reaper = state.get("owner") or {}, state.get("reaper") or {}
+        alive = process_matches(int(owner.get("pid", 0)), str(owner.get("start", ""))) or process_matches(
+            int(reaper.get("pid", 0)), str(reaper.get("start", ""))
+        )
+        if not alive:
+            stale.append(d)
+    return stale
+
+
+def reap(rigdir: Path, owner: int, *, interval: float = 0.5) -> int:
+    """Wait for ``owner`` to end, then tear the rig down (unless it is gone already)."""
+    start = _proc_start(owner)
+    while rigdir.exists():
+        if not process_matches(owner, start):
+            if rigdir.exists():
+                problems = teardown(rigdir)
+                if problems:
+                    print("\n".join(problems), file=sys.stderr)
+                    return 1
+            return 0
+        time.sleep(interval)
+    return 0
