@@ -1,0 +1,253 @@
+"""The Pulumi program (``__main__.py`` calls :func:`main`).
+
+Order of business, and nothing is registered before the refusals:
+
+1. read every config key of the project namespace; :func:`artifact_cd.config.parse_stack_config`
+   refuses unknown keys and bad values exactly as the offline ``plan`` does;
+2. plan every service of the stack (:func:`artifact_cd.plan.plan_services`) with the gates'
+   :class:`ApplyContext` (``live`` = not a preview; Code Queue task detection from the environment);
+3. in a live run (``pulumi up``) any ``gated`` service fails the program, naming the approval;
+4. the secrets the planned resources need must be set, encrypted;
+5. register the registry host (only when ``registry.manage``) and one consumer per ``planned``
+   service; plan-only / gated / unsupported / not-configured services register nothing;
+6. export ``plans`` ({service: plan document}), ``registryHost`` (its plan), ``results`` and, when
+   the registry is managed, ``registryAcceptance``. In a preview the plan documents equal
+   ``python -m artifact_cd plan --stack <stack>``; after ``up`` ``registry.digest`` is the live one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi.runtime import config as runtime_config
+
+from artifact_cd import plan as core_plan
+from artifact_cd.catalog import TargetKind
+from artifact_cd.config import (
+    PLAIN_KEYS,
+    PROJECT,
+    SECRET_KEYS,
+    ConfigError,
+    Problem,
+    StackConfig,
+    parse_stack_config,
+)
+from artifact_cd.gates import ApplyContext, Decision
+from artifact_cd.plan import RegistryHostPlan, ServicePlan, plan_registry_host, plan_services
+
+from .compose_consumer import ComposeServiceConsumer, ComposeServiceConsumerArgs
+from .k3s_consumer import K3sServiceConsumer, K3sServiceConsumerArgs
+from .registry_host import ArtifactRegistryHost, ArtifactRegistryHostArgs
+from .steps import connections
+
+REGISTRY_COMPONENT = "artifact-registry"
+K8S_PROVIDER = "d601-k3s"
+HOST_SECRET = {core_plan.HOST_D601: "d601PrivateKey", core_plan.HOST_MASTER: "masterPrivateKey"}
+KUBECONFIG = "kubeconfig"
+
+
+class ProgramRefused(pulumi.RunError):
+    """The program refused before registering any resource (config, gate or missing secret)."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _all_config() -> tuple[dict[str, Any], frozenset[str]]:
+    """Every config value the engine handed this program, and which keys are secret.
+
+    The language host passes config in ``PULUMI_CONFIG`` (+ ``PULUMI_CONFIG_SECRET_KEYS``); the SDK
+    (and ``set_all_config`` under mocks) may also hold it in the runtime map. Both are read.
+    """
+    values: dict[str, Any] = dict(runtime_config.get_config_env())
+    values.update(runtime_config.CONFIG.get())
+    secret = {k for k in values if runtime_config.is_config_secret(k)}
+    secret |= set(runtime_config.get_config_secret_keys_env())
+    return values, frozenset(secret)
+
+
+def read_raw_config(project: str = PROJECT) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+    """(plain keys → decoded values, secret keys present, secret keys stored as secrets).
+
+    Object-valued keys arrive as JSON text. Unknown keys are kept as they are so the parser
+    refuses them with its usual message.
+    """
+    values, secret = _all_config()
+    prefix = project + ":"
+    raw: dict[str, Any] = {}
+    present: set[str] = set()
+    encrypted: set[str] = set()
+    problems: list[Problem] = []
+    for full_key, value in values.items():
+        if not isinstance(full_key, str) or not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix) :]
+        if key in SECRET_KEYS:
+            if value not in (None, ""):
+                present.add(key)
+                if full_key in secret:
+                    encrypted.add(key)
+            continue
+        if key in PLAIN_KEYS and key != "env" and isinstance(value, str):
+            try:
+                raw[key] = json.loads(value)
+            except json.JSONDecodeError:
+                problems.append(
+                    Problem(
+                        key,
+                        "is not a structured value",
+                        f"pulumi config set --path '{key}.<field>' <value> (see Pulumi.yaml)",
+                    )
+                )
+            continue
+        raw[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return raw, frozenset(present), frozenset(encrypted)
+
+
+def _refuse(title: str, lines: list[str]) -> ProgramRefused:
+    return ProgramRefused(title + "\n" + "\n".join(f"  - {line}" for line in lines))
+
+
+# --------------------------------------------------------------------------- what to register
+
+
+def needed_secrets(cfg: StackConfig, planned: list[ServicePlan]) -> dict[str, list[str]]:
+    """Secret key → who needs it, for the resources this run registers."""
+    need: dict[str, list[str]] = {}
+    if cfg.registry.manage:
+        need.setdefault(HOST_SECRET[core_plan.HOST_D601], []).append("registry host")
+    for p in planned:
+        for step in p.steps:
+            key = KUBECONFIG if step.host == core_plan.HOST_K8S_API else HOST_SECRET[step.host]
+            users = need.setdefault(key, [])
+            if p.service not in users:
+                users.append(p.service)
+    return need
+
+
+def check_secrets(need: Mapping[str, list[str]], present: frozenset[str], encrypted: frozenset[str]) -> None:
+    problems: list[str] = []
+    for key, users in sorted(need.items()):
+        full = f"{PROJECT}:{key}"
+        if key not in present:
+            problems.append(
+                f"{full} is required by {', '.join(users)}. Fix: pulumi config set --secret {key} < FILE"
+            )
+        elif key not in encrypted:
+            problems.append(
+                f"{full} is stored in plaintext. "
+                f"Fix: pulumi config rm {key} && pulumi config set --secret {key} < FILE"
+            )
+    if problems:
+        raise _refuse("secrets missing or not encrypted; nothing was registered:", problems)
+
+
+def check_gates(plans: list[ServicePlan], ctx: ApplyContext) -> None:
+    if not ctx.live:
+        return
+    gated = [p for p in plans if p.decision == Decision.GATED]
+    if gated:
+        raise _refuse(
+            "pulumi up refused: gated services need an approval for exactly their commit; "
+            "nothing was registered:",
+            [f"{p.service} ({p.commit}): {p.reason}. Fix: {p.fix}" for p in gated],
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _doc_with_digest(doc: dict[str, Any], digest: pulumi.Output[str] | None) -> Any:
+    if digest is None or doc.get("registry") is None:
+        return doc
+    registry = dict(doc["registry"])
+    return {**doc, "registry": digest.apply(lambda d: {**registry, "digest": d})}
+
+
+def main(environ: Mapping[str, str] | None = None) -> None:
+    stack = pulumi.get_stack()
+    try:
+        raw, present, encrypted = read_raw_config()
+        cfg = parse_stack_config(raw, stack)
+    except ConfigError as error:
+        raise _refuse(
+            f"stack {stack!r}: config refused; nothing was registered:", str(error).splitlines()
+        ) from None
+
+    ctx = ApplyContext.from_environ(
+        os.environ if environ is None else environ, live=not pulumi.runtime.is_dry_run()
+    )
+    plans = plan_services(cfg, ctx)
+    registry_plan: RegistryHostPlan = plan_registry_host(cfg)
+    check_gates(plans, ctx)
+    planned = [p for p in plans if p.decision == Decision.PLANNED]
+    need = needed_secrets(cfg, planned)
+    check_secrets(need, present, encrypted)
+
+    config = pulumi.Config(PROJECT)
+    keys = {host: config.require_secret(key) for host, key in HOST_SECRET.items() if key in need}
+    conns = connections(cfg, keys)
+
+    acceptance: pulumi.Output[dict[str, Any]] | None = None
+    if cfg.registry.manage:
+        registry = ArtifactRegistryHost(
+            REGISTRY_COMPONENT, ArtifactRegistryHostArgs(plan=registry_plan, connections=conns)
+        )
+        acceptance = registry.acceptance
+
+    provider: k8s.Provider | None = None
+    if KUBECONFIG in need:
+        provider = k8s.Provider(
+            K8S_PROVIDER,
+            kubeconfig=config.require_secret(KUBECONFIG),
+            enable_server_side_apply=True,
+        )
+
+    consumers: dict[str, ComposeServiceConsumer | K3sServiceConsumer] = {}
+    for p in planned:
+        kind = p.target.get("kind")
+        if kind == TargetKind.K3S.value:
+            assert provider is not None
+            consumers[p.service] = K3sServiceConsumer(
+                p.service, K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider)
+            )
+        elif kind in (TargetKind.COMPOSE_MASTER.value, TargetKind.COMPOSE_D601.value):
+            consumers[p.service] = ComposeServiceConsumer(
+                p.service, ComposeServiceConsumerArgs(plan=p, connections=conns)
+            )
+        else:  # a planned service always has a target; refuse loudly if the catalog ever says otherwise
+            raise ProgramRefused(f"{p.service}: planned but its target kind {kind!r} has no consumer")
+
+    pulumi.export(
+        "plans",
+        {
+            # preview: the plan document as the offline plan prints it (registry.digest null);
+            # up: the same document with the digest the manifest check read live
+            p.service: _doc_with_digest(
+                p.to_json(), consumers[p.service].digest if ctx.live and p.service in consumers else None
+            )
+            for p in plans
+        },
+    )
+    pulumi.export("registryHost", registry_plan.to_json())
+    pulumi.export(
+        "results",
+        {
+            p.service: {
+                "commit": p.commit,
+                "digest": consumers[p.service].digest,
+                "imageId": consumers[p.service].image_id,
+                "verdict": consumers[p.service].verdict,
+            }
+            for p in planned
+        },
+    )
+    if acceptance is not None:
+        pulumi.export("registryAcceptance", acceptance)

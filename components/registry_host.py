@@ -1,0 +1,122 @@
+"""ArtifactRegistryHost: the D601 artifact registry install (R1-R3, R6, R7).
+
+The steps come from ``artifact_cd.plan.plan_registry_host``, in order: ``registry-dirs`` →
+``registry-config`` → ``registry-compose`` → ``registry-unit`` → ``registry-activate`` →
+``registry-acceptance``. Each is a remote Command on D601 whose triggers are content hashes (a
+file write re-runs only when its rendered SHA-256 changes; the script itself writes only when the
+remote hash differs).
+
+Nothing here can delete the registry storage: no Command has a ``delete``, every child is
+``retain_on_delete``, so ``pulumi destroy`` (or dropping ``registry.manage``) forgets the
+resources and leaves the host, the unit, the container and the storage as they are.
+
+Acceptance: the probe's facts are decided by ``artifact_cd.health.decide(facts, mode="health")``;
+a non-preview run fails unless the decision is ``healthy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi_command import remote
+
+from artifact_cd.plan import RegistryHostPlan
+
+from .steps import Connections, last_json_line, remote_step, result_of
+
+TYPE = "unidesk:registry:ArtifactRegistryHost"
+STEP_IDS: tuple[str, ...] = (
+    "registry-dirs",
+    "registry-config",
+    "registry-compose",
+    "registry-unit",
+    "registry-activate",
+    "registry-acceptance",
+)
+
+Decide = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class RegistryUnhealthy(RuntimeError):
+    """The acceptance probe after the install did not decide ``healthy``."""
+
+
+def health_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """``artifact_cd.health.decide(facts, mode="health")``, imported only when a probe returned."""
+    try:
+        from artifact_cd import health
+    except ImportError as error:  # the module is part of the project; say so instead of guessing
+        raise RegistryUnhealthy(
+            f"artifact_cd.health is not importable ({error}); cannot accept the install"
+        ) from None
+    result: dict[str, Any] = health.decide(facts, mode="health")
+    return result
+
+
+def accept(stdout: str | None, decide: Decide) -> dict[str, Any]:
+    """Decide the acceptance probe's facts; anything but ``healthy`` fails the run."""
+    facts = last_json_line(stdout, "registry-acceptance")
+    verdict = decide(facts)
+    if not isinstance(verdict, dict) or verdict.get("decision") != "healthy":
+        decision = verdict.get("decision") if isinstance(verdict, dict) else verdict
+        failed = verdict.get("failedScopes") if isinstance(verdict, dict) else None
+        action = verdict.get("recommendedAction") if isinstance(verdict, dict) else None
+        raise RegistryUnhealthy(
+            f"registry install acceptance: decision {decision!r} (failed scopes: {failed}); "
+            "the install is not done. "
+            + str(action or "Run python -m artifact_cd health --stack <stack> for details.")
+        )
+    return verdict
+
+
+def _default_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
+    return health_decide(facts)  # looked up at call time (tests may replace health_decide)
+
+
+@dataclass(frozen=True)
+class ArtifactRegistryHostArgs:
+    plan: RegistryHostPlan
+    connections: Connections
+    decide: Decide | None = None  # default: artifact_cd.health.decide(facts, mode="health")
+
+
+class ArtifactRegistryHost(pulumi.ComponentResource):
+    acceptance: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self, name: str, args: ArtifactRegistryHostArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(TYPE, name, None, opts)
+        plan = args.plan
+        ids = tuple(s.id for s in plan.steps)
+        if ids != STEP_IDS:
+            raise ValueError(f"registry host plan steps {ids} differ from {STEP_IDS}")
+        if not plan.managed_by_this_stack:
+            raise ValueError("registry.manage is false: this stack does not own the registry install")
+        subject = f"registry-host:{plan.paths['image']}"
+        previous: list[pulumi.Resource] = []
+        commands: dict[str, remote.Command] = {}
+        for step in plan.steps:
+            cmd = remote_step(
+                self, name, step, args.connections, subject, depends_on=previous, retain_on_delete=True
+            )
+            commands[step.id] = cmd
+            previous = [cmd]
+
+        decide: Decide = args.decide or _default_decide
+        self.acceptance = commands["registry-acceptance"].stdout.apply(lambda out: accept(out, decide))
+        self.register_outputs(
+            {
+                "host": plan.host_address,
+                "endpoint": plan.paths["endpoint"],
+                "files": plan.files,
+                "writes": {
+                    sid: result_of(commands[sid], sid)
+                    for sid in ("registry-config", "registry-compose", "registry-unit")
+                },
+                "acceptance": self.acceptance,
+            }
+        )
