@@ -73,6 +73,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError([Problem("--commit", problem, "pass the full 40-hex sha of a pushed commit")])
         if args.service is None:
             raise ConfigError([Problem("--commit", "needs --service", "add --service <id>")])
+    if getattr(args, "resources", False):
+        return _plan_resources(args)
     if args.service is None:
         emit(plan_stack(cfg, ctx))
         return EXIT_OK
@@ -107,6 +109,24 @@ def _upstream_refusal(service_id: str, cfg: StackConfig) -> dict[str, Any] | Non
     except ci.CIError:
         return None
     return None if upstream is None else ci.upstream_plan_refusal(upstream, cfg.env, cfg.registry.endpoint)
+
+
+def _plan_resources(args: argparse.Namespace) -> int:
+    """``plan --resources``: the program itself, previewed in-process (components/mockengine.py)."""
+    if args.service is not None or args.commit is not None:
+        raise ConfigError(
+            [Problem("--resources", "lists the whole stack", "drop --service/--commit or --resources")]
+        )
+    if str(PROJECT_DIR) not in sys.path:  # components/ sits beside artifact_cd/ (the Pulumi project root)
+        sys.path.insert(0, str(PROJECT_DIR))
+    from components.mockengine import resources_document, run_program  # Pulumi is imported only here
+
+    run = run_program(args.stack, preview=True, project_dir=_project_dir(args))
+    if run.error is not None:
+        emit({"ok": False, "decision": "program-refused", "retryable": False, "reason": str(run.error)})
+        return EXIT_INVALID
+    sys.stdout.write(json.dumps(resources_document(run), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return EXIT_OK
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -179,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--service", help="one service id (default: every service of the stack + the registry host)"
     )
     p.add_argument("--commit", help="plan this commit instead of the stack's (with --service)")
+    p.add_argument(
+        "--resources",
+        action="store_true",
+        help="run the Pulumi program under the mock engine (preview); list every resource it registers",
+    )
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("render", help="the registry config, compose file and systemd unit with SHA-256")
