@@ -1,0 +1,281 @@
+"""What the program refuses, and that it refuses before registering anything.
+
+R9/R10/R20 gates (supervisor approvals, the self-bootstrap guard, unsupported/plan-only), hostile
+or unknown config (the same parser as the offline plan), secrets that are missing or stored in
+plaintext, and the registry install's acceptance (R7, R21/R22: ``health.decide`` must say healthy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from program_support import FAKE_SECRETS, FakeHosts, stack_config
+
+from artifact_cd.config import ConfigError, parse_stack_config
+
+COMMAND = "command:remote:Command"
+
+
+def _approve(cfg: dict[str, Any], service: str, commit: str | None = None) -> dict[str, Any]:
+    cfg.setdefault("approvals", {})[service] = {
+        "commit": commit or cfg["services"][service]["commit"],
+        "by": "supervisor",
+        "reason": "reviewed the dry-run",
+    }
+    return cfg
+
+
+def _nothing_registered(run: Any) -> bool:
+    return not run.program_resources
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def test_r20_up_with_a_gated_service_and_no_approval_fails_before_any_resource(cached_run: Any) -> None:
+    run = cached_run("prod", preview=False)
+    assert run.error is not None and type(run.error).__name__ == "ProgramRefused"
+    commit = stack_config("prod")["services"]["code-queue-mgr"]["commit"]
+    message = str(run.error)
+    assert "code-queue-mgr" in message and commit in message
+    assert f"pulumi config set --path 'approvals.code-queue-mgr.commit' {commit}" in message
+    assert _nothing_registered(run)
+
+
+def test_r20_preview_of_a_gated_service_registers_nothing_for_it_but_plans_it(cached_run: Any) -> None:
+    run = cached_run("prod")
+    assert run.error is None
+    doc = run.outputs["plans"]["code-queue-mgr"]
+    assert doc["decision"] == "gated" and doc["requiresSupervisorApproval"] is True
+    assert doc["approval"]["status"] == "missing"
+    assert not [r for r in run.resources if r.name == "code-queue-mgr" or r.parent == "code-queue-mgr"]
+    assert [r for r in run.resources if r.parent == "backend-core"]  # the others are registered
+
+
+def test_r20_up_with_a_matching_approval_registers_the_consumer(
+    engine: Any, healthy_registry: list[Mapping[str, Any]]
+) -> None:
+    hosts = FakeHosts()
+    cfg = _approve(stack_config("prod"), "code-queue-mgr")
+    run = engine.run_program(
+        "prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=hosts
+    )
+    assert run.error is None, run.error
+    assert run.named("code-queue-mgr").type == "unidesk:cd:ComposeServiceConsumer"
+    assert {"code-queue-mgr-manifest-check", "code-queue-mgr-transfer", "code-queue-mgr-deploy"} <= set(
+        hosts.names()
+    )
+    assert run.outputs["plans"]["code-queue-mgr"]["approval"]["status"] == "approved"
+    assert healthy_registry  # the install's acceptance was decided from the probe's facts
+
+
+def test_r20_a_stale_approval_fails_before_any_resource(cached_run: Any) -> None:
+    stale = "0" * 39 + "1"
+    cfg = _approve(stack_config("prod"), "code-queue-mgr", commit=stale)
+    run = cached_run("prod", preview=False, config=cfg)
+    assert type(run.error).__name__ == "ProgramRefused"
+    assert stale in str(run.error) and "code-queue-mgr" in str(run.error)
+    assert _nothing_registered(run)
+    preview = cached_run("prod", config=cfg)
+    assert preview.outputs["plans"]["code-queue-mgr"]["approval"]["status"] == "stale"
+
+
+def test_r20_code_queue_is_refused_inside_a_code_queue_task(cached_run: Any) -> None:
+    cfg = _approve(stack_config("dev"), "code-queue")
+    inside = {"UNIDESK_CODE_QUEUE_TASK_ID": "task-4711"}
+    run = cached_run("dev", preview=False, config=cfg, environ=inside)
+    assert type(run.error).__name__ == "ProgramRefused"
+    assert "code-queue" in str(run.error) and "self-bootstrap" in str(run.error)
+    assert _nothing_registered(run)
+    preview = cached_run("dev", config=cfg, environ=inside)
+    doc = preview.outputs["plans"]["code-queue"]
+    assert doc["decision"] == "gated" and doc["selfBootstrapGuard"]["runningInsideCodeQueueTask"] is True
+    assert not preview.children("code-queue")
+    outside = cached_run("dev", preview=False, config=cfg)  # the same approval, applied by a human outside
+    assert outside.error is None, outside.error
+    assert outside.named("code-queue").type == "unidesk:cd:K3sServiceConsumer"
+
+
+def test_r10_unsupported_and_plan_only_services_never_register_even_in_up(
+    engine: Any, healthy_registry: list[Mapping[str, Any]]
+) -> None:
+    cfg = _approve(stack_config("prod"), "code-queue-mgr")
+    run = engine.run_program(
+        "prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=FakeHosts()
+    )
+    assert run.error is None, run.error
+    plans = run.outputs["plans"]
+    assert plans["code-queue"]["decision"] == "unsupported" and plans["code-queue"]["steps"] == []
+    for service in ("met-nonlinear", "k3sctl-adapter"):
+        assert plans[service]["decision"] == "plan-only" and plans[service]["reason"]
+    for service in ("code-queue", "met-nonlinear", "k3sctl-adapter"):
+        assert not [r for r in run.resources if service in (r.name, r.parent)], service
+
+
+def test_not_configured_service_is_planned_with_its_reason_and_registers_nothing(cached_run: Any) -> None:
+    cfg = stack_config("prod")
+    del cfg["services"]["pipeline"]
+    run = cached_run("prod", config=cfg)
+    assert run.error is None
+    doc = run.outputs["plans"]["pipeline"]
+    assert doc["decision"] == "not-configured" and "services.pipeline.commit" in doc["fix"]
+    assert not [r for r in run.resources if "pipeline" in (r.name, r.parent)]
+
+
+# --------------------------------------------------------------------------- hostile config
+
+
+def _set(cfg: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    node = cfg
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return cfg
+
+
+HOSTILE = [
+    ("services.backend-core.commit", "$(reboot)"),
+    ("services.findjob.commit", "latest"),
+    ("services.findjob.commit", "a626628"),
+    ("hosts.d601.host", "d601.internal;rm -rf /"),
+    ("hosts.master.user", "root -oProxyCommand=x"),
+    ("hosts.master.port", "22; reboot"),
+    ("registry.endpoint", "0.0.0.0:5000"),
+    ("registry.storagePath", "/home/ubuntu/$(id)"),
+    ("compose.master.envFile", "/home/ubuntu/../../etc/passwd"),
+    ("transfer.d601SshTarget", "-oProxyCommand=evil"),
+    ("services.not-a-service.commit", "0" * 40),
+    ("env", "prod"),
+]
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+@pytest.mark.parametrize(("key", "value"), HOSTILE, ids=[k for k, _ in HOSTILE])
+def test_hostile_config_fails_before_any_resource(
+    cached_run: Any, key: str, value: Any, preview: bool
+) -> None:
+    run = cached_run("dev", preview=preview, config=_set(stack_config("dev"), key, value))
+    assert type(run.error).__name__ == "ProgramRefused"
+    top = key.split(".", maxsplit=1)[0]
+    assert f"unidesk-artifact-cd:{top}" in str(run.error)
+    assert "Fix:" in str(run.error)
+    assert _nothing_registered(run)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [
+        ("d601SshKey", "hunter2", "pulumi config set --secret"),
+        ("registryUrl", "http://0.0.0.0:5000", "pulumi config rm registryUrl"),
+        ("hosts", "{not json", "is not a structured value"),
+    ],
+)
+def test_unknown_or_malformed_keys_of_the_namespace_are_refused_like_the_offline_loader(
+    cached_run: Any, key: str, value: str, hint: str
+) -> None:
+    cfg = stack_config("dev")
+    cfg[key] = value
+    run = cached_run("dev", config=cfg)
+    assert type(run.error).__name__ == "ProgramRefused"
+    assert f"unidesk-artifact-cd:{key}" in str(run.error) and hint in str(run.error)
+    assert "hunter2" not in str(run.error)
+    assert _nothing_registered(run)
+    if key != "hosts":  # the offline loader reads YAML objects, never JSON text: same refusal otherwise
+        with pytest.raises(ConfigError) as offline:
+            parse_stack_config(cfg, "dev")
+        for line in str(offline.value).splitlines():
+            assert line in str(run.error)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("preview", [True, False], ids=["preview", "up"])
+def test_a_missing_secret_is_named_before_any_resource(cached_run: Any, preview: bool) -> None:
+    secrets = {k: v for k, v in FAKE_SECRETS.items() if k != "kubeconfig"}
+    run = cached_run(
+        "dev", preview=preview, config=_approve(stack_config("dev"), "code-queue"), secrets=secrets
+    )
+    assert type(run.error).__name__ == "ProgramRefused"
+    assert "unidesk-artifact-cd:kubeconfig is required by backend-core" in str(run.error)
+    assert "pulumi config set --secret kubeconfig" in str(run.error)
+    assert _nothing_registered(run)
+
+
+def test_a_secret_stored_in_plaintext_is_refused_and_not_echoed(cached_run: Any) -> None:
+    cfg = stack_config("dev")
+    cfg["masterPrivateKey"] = "PLAINTEXT-KEY-0a1b2c"
+    secrets = {k: v for k, v in FAKE_SECRETS.items() if k != "masterPrivateKey"}
+    run = cached_run("dev", config=cfg, secrets=secrets)
+    assert type(run.error).__name__ == "ProgramRefused"
+    assert "masterPrivateKey is stored in plaintext" in str(run.error)
+    assert "PLAINTEXT-KEY-0a1b2c" not in str(run.error)
+    assert _nothing_registered(run)
+
+
+def test_only_the_secrets_the_registered_resources_need_are_required(cached_run: Any) -> None:
+    cfg = stack_config("dev")
+    cfg["services"] = {"findjob": cfg["services"]["findjob"]}  # D601-direct only: no master, no k8s
+    run = cached_run("dev", config=cfg, secrets={"d601PrivateKey": FAKE_SECRETS["d601PrivateKey"]})
+    assert run.error is None, run.error
+    assert [r.name for r in run.resources if r.parent == "findjob"] == [
+        "findjob-manifest-check",
+        "findjob-pull",
+        "findjob-deploy",
+    ]
+
+
+# --------------------------------------------------------------------------- registry acceptance
+
+
+def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components import registry_host
+
+    facts = {"ok": True, "probe": "registry-probe", "marker": "facts-under-test"}
+    seen: list[Mapping[str, Any]] = []
+
+    def degraded(given: Mapping[str, Any]) -> dict[str, Any]:
+        seen.append(given)
+        return {
+            "decision": "service-degraded",
+            "failedScopes": ["unit"],
+            "recommendedAction": "start the unit",
+        }
+
+    monkeypatch.setattr(registry_host, "health_decide", degraded)
+    cfg = _approve(stack_config("prod"), "code-queue-mgr")
+    hosts = FakeHosts(probe_facts=facts)
+    run = engine.run_program(
+        "prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=hosts
+    )
+    assert type(run.error).__name__ == "RegistryUnhealthy"
+    assert "service-degraded" in str(run.error) and "start the unit" in str(run.error)
+    assert seen == [facts]
+
+
+def test_r7_acceptance_uses_artifact_cd_health_decide_and_refuses_incomplete_facts(engine: Any) -> None:
+    cfg = stack_config("prod")
+    cfg["services"] = {}
+    hosts = FakeHosts(probe_facts={"ok": True})  # a probe result missing every fact
+    run = engine.run_program(
+        "prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=hosts
+    )
+    assert type(run.error).__name__ == "RegistryUnhealthy"
+    assert "artifact-registry-registry-acceptance" in hosts.names()
+
+
+def test_r6_preview_never_decides_the_acceptance(cached_run: Any) -> None:
+    run = cached_run("prod")
+    assert run.error is None
+    assert run.outputs["registryAcceptance"] is run_unknown(run)
+
+
+def run_unknown(run: Any) -> Any:
+    from components.mockengine import UNKNOWN
+
+    return UNKNOWN
