@@ -1,0 +1,343 @@
+"""CI publish on the real rig, then CD of that very commit (R25, R26, R11, R14).
+
+`python -m artifact_cd publish` runs as CI does on D601: inside D601's network namespace (so
+127.0.0.1:5000 is D601's registry) with D601's dockerd (``DOCKER_HOST``). The source is a temporary
+git repository with a bare "remote"; its Dockerfile builds FROM scratch with busybox-static (no hub
+pulls). Then the commit is planned and deployed with the Compose consumer steps exactly as the plan
+gives them, and the digest the deploy verified must be the one the publish summary printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from artifact_cd import catalog
+from artifact_cd.catalog import ComposeTarget, Env, ServiceEntry
+from artifact_cd.config import parse_stack_config
+from artifact_cd.gates import Decision
+from artifact_cd.plan import plan_service
+from tests.rig import Host, Rig
+from tests.rig.images import fetch_manifest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV: Env = "prod"
+SERVICE = "oa-event-flow"  # master-server Compose consumer: D601 registry -> SSH -> master
+PROJECT_DIR = "/srv/unidesk-publish-test"  # a Compose project of its own on the master
+PROJECT_NAME = "unidesk-publish-test"
+
+
+def _entry() -> ServiceEntry:
+    entry = catalog.get(SERVICE)
+    assert entry is not None
+    return entry
+
+
+def _target() -> ComposeTarget:
+    target = ENTRY.target(ENV)
+    assert isinstance(target, ComposeTarget)
+    return target
+
+
+ENTRY = _entry()
+TARGET = _target()
+SUMMARY_KEYS = (
+    "serviceId",
+    "sourceCommit",
+    "sourceRepo",
+    "dockerfile",
+    "imageRef",
+    "tag",
+    "digest",
+    "digestRef",
+)
+APPLETS = ("sh", "nc", "cat", "tr", "printf", "env", "sleep", "kill", "wget")
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "ci",
+    "GIT_AUTHOR_EMAIL": "ci@example.invalid",
+    "GIT_COMMITTER_NAME": "ci",
+    "GIT_COMMITTER_EMAIL": "ci@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+# The service as its own repository would ship it: the commit comes in as a build argument that
+# `publish` passes (UNIDESK_SOURCE_COMMIT) and the health payload reports it next to the
+# requested commit the consumer wrote into the env file.
+DOCKERFILE = """\
+FROM scratch
+COPY rootfs/ /
+ARG UNIDESK_SOURCE_COMMIT
+ENV PATH=/bin UNIDESK_BUILT_COMMIT=${UNIDESK_SOURCE_COMMIT}
+EXPOSE 8080
+ENTRYPOINT ["/app/entry.sh"]
+"""
+
+ENTRYPOINT = f"""\
+#!/bin/sh
+trap 'kill "$server" 2>/dev/null; exit 0' TERM INT
+nc -ll -p {ENTRY.health.port} -e /app/health.sh &
+server=$!
+wait "$server"
+"""
+
+HEALTH = f"""\
+#!/bin/sh
+# GET {ENTRY.health.path} -> {{"status":"ok","deploy":{{"commit":<built>,"requestedCommit":<env>}}}}
+read -r method target proto || exit 0
+while read -r line; do
+  case "$line" in "" | "$(printf '\\r')") break ;; esac
+done
+requested=$(printf '%s' "${{{ENTRY.compose_env_prefix}COMMIT:-}}" | tr -cd '0-9a-f')
+built=$(printf '%s' "${{UNIDESK_BUILT_COMMIT:-}}" | tr -cd '0-9a-f')
+if [ "${{target%%\\?*}}" = "{ENTRY.health.path}" ]; then
+  body=$(printf '{{"status":"ok","deploy":{{"commit":"%s","requestedCommit":"%s"}}}}' "$built" "$requested")
+  status="200 OK"
+else
+  body='{{"error":"not found"}}'
+  status="404 Not Found"
+fi
+printf 'HTTP/1.1 %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' \\
+  "$status" "${{#body}}" "$body"
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+    )
+    return proc.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    remote: Path
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    """A checkout of the service's repository with the Dockerfile at the catalog path."""
+    base = tmp_path_factory.mktemp("publish-src")
+    remote, path = base / "remote.git", base / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    git(path, "remote", "add", "origin", str(remote))
+    rootfs = path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "app").mkdir()
+    for name, text in (("entry.sh", ENTRYPOINT), ("health.sh", HEALTH)):
+        (rootfs / "app" / name).write_text(text, encoding="utf-8")
+        (rootfs / "app" / name).chmod(0o755)
+    dockerfile = path / ENTRY.dockerfile
+    dockerfile.parent.mkdir(parents=True)
+    dockerfile.write_text(DOCKERFILE, encoding="utf-8")
+    (path / ".gitignore").write_text("node_modules/\n", encoding="utf-8")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "service source")
+    return Source(path, remote)
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    doc: dict[str, Any]
+    stderr: str
+
+
+def publish(rig: Rig, repo: Path, *, docker_log: Path | None = None) -> Run:
+    """`python -m artifact_cd publish` as CI runs it on D601 (its netns, its dockerd)."""
+    env = {
+        **os.environ,
+        "DOCKER_HOST": rig.d601.docker_host,
+        "DOCKER_BUILDKIT": "0",
+        "DOCKER_CLI_HINTS": "false",
+    }
+    if docker_log is not None:
+        # a recording `docker` first on PATH: proves what publish asked Docker to do
+        shim_dir = docker_log.parent / "shim"
+        shim_dir.mkdir(exist_ok=True)
+        real = shutil.which("docker")
+        assert real is not None
+        shim = shim_dir / "docker"
+        shim.write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{docker_log}"\nexec "{real}" "$@"\n', encoding="utf-8"
+        )
+        shim.chmod(0o755)
+        env["PATH"] = f"{shim_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+    argv = [*rig.d601.netns_argv(), sys.executable, "-m", "artifact_cd", "publish", "--service", SERVICE]
+    argv += ["--repo", str(repo), "--registry", rig.registry]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(
+            f"publish printed no JSON (exit {proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+        )
+    return Run(proc.returncode, doc, proc.stderr)
+
+
+def registry_digest(rig: Rig, commit: str) -> str:
+    manifest = fetch_manifest(rig.d601, rig.registry, ENTRY.repository, commit)
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def published(rig: Rig, source: Source, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Unpushed and dirty are refused before Docker is touched; the pushed clean commit publishes."""
+    log = tmp_path_factory.mktemp("docker-log") / "refused.log"
+    refused = publish(rig, source.path, docker_log=log)
+    assert refused.code == 3 and refused.doc["error"] == "commit-not-pushed", refused.doc
+    assert not log.exists()  # refused before any docker command
+
+    git(source.path, "push", "-q", "origin", "HEAD:main")
+    (source.path / "notes.txt").write_text("not committed\n", encoding="utf-8")
+    dirty = publish(rig, source.path, docker_log=log)
+    assert dirty.code == 3 and dirty.doc["error"] == "dirty-worktree", dirty.doc
+    assert dirty.doc["dirtyPaths"] == ["?? notes.txt"] and dirty.doc["headPushed"] is True
+    assert not log.exists()
+    (source.path / "notes.txt").unlink()
+
+    first = publish(rig, source.path)
+    assert first.code == 0, (first.doc, first.stderr[-3000:])
+    yield first.doc
+
+
+def test_publish_summary_matches_the_registry(rig: Rig, source: Source, published: dict[str, Any]) -> None:
+    """R26: the summary contract; the digest is the live registry manifest's digest."""
+    commit = git(source.path, "rev-parse", "HEAD")
+    doc = published
+    for key in SUMMARY_KEYS:
+        assert key in doc, key
+    ref = f"{rig.registry}/{ENTRY.repository}:{commit}"
+    assert doc["serviceId"] == SERVICE and doc["sourceCommit"] == commit and doc["tag"] == commit
+    assert doc["sourceRepo"] == ENTRY.source_repo and doc["dockerfile"] == ENTRY.dockerfile
+    assert doc["imageRef"] == ref
+    assert doc["digest"] == registry_digest(rig, commit)
+    assert doc["digestRef"] == f"{rig.registry}/{ENTRY.repository}@{doc['digest']}"
+    manifest = json.loads(fetch_manifest(rig.d601, rig.registry, ENTRY.repository, commit))
+    assert manifest["config"]["digest"] == doc["imageId"]
+    inspect = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", doc["imageId"]],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_HOST": rig.d601.docker_host},
+        check=True,
+    )
+    labels = json.loads(inspect.stdout)
+    assert labels[catalog.REVISION_LABEL] == commit
+    assert labels[catalog.SOURCE_LABEL] == ENTRY.source_repo
+    assert labels[catalog.SERVICE_LABEL] == SERVICE
+
+
+def test_republish_is_idempotent_and_a_different_image_is_refused(
+    rig: Rig, source: Source, published: dict[str, Any], tmp_path: Path
+) -> None:
+    """Same commit, same image: same summary, nothing pushed. Same commit, another image
+    (a fresh build without cache): refused, the registry keeps the first artifact."""
+    commit = published["sourceCommit"]
+    log = tmp_path / "docker.log"
+    again = publish(rig, source.path, docker_log=log)
+    assert again.code == 0, again.doc
+    assert again.doc == published
+    verbs = [line.split()[0] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert "build" in verbs and "push" not in verbs, verbs
+
+    # a CI host without the build cache: the rebuild gets new timestamps, hence a new image ID
+    docker_env = {**os.environ, "DOCKER_HOST": rig.d601.docker_host}
+    subprocess.run(
+        ["docker", "rmi", "-f", published["imageRef"]], env=docker_env, capture_output=True, check=True
+    )
+    log.unlink()
+    other = publish(rig, source.path, docker_log=log)
+    assert other.code == 3, other.doc
+    assert other.doc["error"] == "tag-immutable" and other.doc["decision"] == "refused"
+    assert other.doc["existingDigest"] == published["digest"]
+    assert other.doc["existingImageId"] == published["imageId"] != other.doc["builtImageId"]
+    verbs = [line.split()[0] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert "push" not in verbs
+    assert registry_digest(rig, commit) == published["digest"]
+
+
+COMPOSE_FILE = f"""\
+version: "2.4"
+services:
+  {TARGET.compose_service}:
+    image: {TARGET.retag_name}
+    container_name: {TARGET.container_name}
+    init: true
+    restart: "no"
+    env_file: [.env.deploy]
+"""
+
+
+@pytest.fixture
+def compose_project(rig: Rig) -> Iterator[str]:
+    """The master's Compose project for the service; brought down afterwards (container names are
+    global on the master's dockerd)."""
+    rig.master.write_file(f"{PROJECT_DIR}/docker-compose.yml", COMPOSE_FILE)
+    rig.master.sh('touch -- "$1"', f"{PROJECT_DIR}/.env.deploy")
+    yield PROJECT_DIR
+    rig.master.sh(
+        'cd -- "$1" && docker-compose -p "$2" down --remove-orphans', PROJECT_DIR, PROJECT_NAME, check=False
+    )
+
+
+def test_the_published_commit_deploys_with_the_verified_digest(
+    rig: Rig, published: dict[str, Any], compose_project: str
+) -> None:
+    """CI -> CD: plan the published commit, run the Compose consumer steps for real; the digest the
+    deploy verified equals the publish summary's digest (R11, R14, R26)."""
+    commit = published["sourceCommit"]
+    raw = rig.stack_config(ENV, {SERVICE: commit})
+    raw["compose"]["master"] = {
+        "projectDir": compose_project,
+        "projectName": PROJECT_NAME,
+        "envFile": f"{compose_project}/.env.deploy",
+    }
+    cfg = parse_stack_config(raw, ENV)
+    plan = plan_service(cfg, SERVICE)
+    assert plan.decision == Decision.PLANNED, plan.reason
+    assert [s.id for s in plan.steps] == ["manifest-check", "transfer", "deploy"]
+    assert plan.build["willRunDockerBuild"] is False  # CD never builds (R25)
+
+    check = rig.d601.run_step(plan.steps[0])
+    assert check.returncode == 0 and check.json is not None, check.stderr
+    assert check.json["digest"] == published["digest"]
+    assert check.json["imageId"] == published["imageId"]
+    results = {}
+    for step in plan.steps[1:]:
+        host: Host = getattr(rig, step.host)
+        result = host.run_step(step, digest=check.json["digest"], image_id=check.json["imageId"])
+        assert result.returncode == 0 and result.json is not None, (
+            step.id,
+            result.stdout[-2000:],
+            result.stderr[-3000:],
+        )
+        results[step.id] = result.json
+    assert results["transfer"]["digest"] == published["digest"]
+    verdict = results["deploy"]
+    assert verdict["ok"] is True
+    assert verdict["registryDigest"] == published["digest"]
+    assert verdict["imageId"] == published["imageId"] == verdict["containerImageId"]
+    assert verdict["revisionLabel"] == commit
+    assert verdict["health"]["deployCommit"] == commit == verdict["health"]["requestedCommit"]
