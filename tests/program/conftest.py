@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
-from program_support import FAKE_SECRETS, stack_config
+
+from .program_support import FAKE_SECRETS, stack_config
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from program_support import FAKE_SECRETS, FakeHosts, stack_config
 
 from artifact_cd.config import ConfigError, parse_stack_config
+
+from .program_support import FAKE_SECRETS, FakeHosts, stack_config
 
 COMMAND = "command:remote:Command"
 

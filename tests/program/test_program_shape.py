@@ -11,12 +11,13 @@ import json
 from typing import Any
 
 import pytest
-from program_support import FAKE_SECRETS, FakeHosts, fake_digest, stack_config
 
 from artifact_cd import plan as core_plan
 from artifact_cd import scripts
 from artifact_cd.config import parse_stack_config
 from artifact_cd.plan import plan_registry_host, plan_services, registry_probe_args
+
+from .program_support import FAKE_SECRETS, FakeHosts, fake_digest, stack_config
 
 COMMAND = "command:remote:Command"
 DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"

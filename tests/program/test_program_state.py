@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 import pytest
-from program_support import FAKE_AUTH_SECRET, FAKE_SECRETS, FakeHosts, stack_config
 
 from artifact_cd import scripts
+
+from .program_support import FAKE_AUTH_SECRET, FAKE_SECRETS, FakeHosts, stack_config
 
 COMMAND = "command:remote:Command"
 FAKES = [*FAKE_SECRETS.values(), FAKE_AUTH_SECRET]
