@@ -8,7 +8,7 @@
 # --timeout=SECONDS` (rollout-failed, exit 6), then its pod template must carry the annotation
 # unidesk.io/deploy-commit == SHA (the patch landed). Then GET
 # /api/v1/namespaces/NS/services/SVC:P/proxy<PATH> through the Kubernetes API service proxy (no
-# NodePort, hostPort or public port) until it answers JSON: deploy.commit and
+# NodePort, hostPort or public port) until it answers JSON (again up to SECONDS): deploy.commit and
 # deploy.requestedCommit must both equal SHA. A different commit is retried for a short grace
 # (old pods leaving the Service), then fails commit-mismatch: an old healthy revision is rejected.
 # Failures: infra-blocked (5: no kubectl / API unreachable), rollout-failed, commit-mismatch,
@@ -20,7 +20,7 @@ set -euo pipefail
 NAMESPACE="" SERVICE="" PORT="" HEALTH_PATH="" COMMIT="" TIMEOUT=""
 DEPLOYMENTS=()
 KUBECTL=()
-MISMATCH_GRACE=10
+MISMATCH_GRACE=5
 
 # shellcheck disable=SC2016 # Python program text
 DEPLOY_PY='
@@ -104,7 +104,7 @@ main() {
 
   local path="/api/v1/namespaces/$NAMESPACE/services/$SERVICE:$PORT/proxy$HEALTH_PATH"
   local deadline mismatch_deadline="" kind="" live="" requested="" last=""
-  deadline=$(($(date +%s) + (TIMEOUT > 30 ? TIMEOUT : 30)))
+  deadline=$(($(date +%s) + TIMEOUT))
   while :; do
     if "${KUBECTL[@]}" get --raw "$path" >"$TMP/health" 2>"$TMP/health.err"; then
       IFS=$'\x1f' read -r kind live requested < <(python3 -c "$DEPLOY_PY" "$TMP/health") || true

@@ -1,0 +1,236 @@
+"""manifest-check.sh against an in-process FAKE registry (R11): every answer a registry can give.
+
+The fake is a Python HTTP server on 127.0.0.1 serving content-addressed manifests and blobs as the
+distribution API does; it records each request so the Accept headers can be checked. The real
+registry (CNCF distribution in the rig) is exercised in tests/integration/test_deploy_*.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from artifact_cd.plan import ACCEPT_MEDIA_TYPES
+from artifact_cd.scripts import command_line, script_text
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "unidesk/svc"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+BASH = shutil.which("bash") or "/bin/bash"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class FakeRegistry:
+    port: int = 0
+    # path -> (status, content type, body, extra headers)
+    routes: dict[str, tuple[int, str, bytes, dict[str, str]]] = field(default_factory=dict)
+    requests: list[tuple[str, str, list[str]]] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def blob(self, data: bytes) -> str:
+        digest = sha(data)
+        self.routes[f"/v2/{REPO}/blobs/{digest}"] = (200, "application/octet-stream", data, {})
+        return digest
+
+    def manifest(self, doc: dict[str, Any], media: str, *, tag: str | None = None) -> tuple[str, bytes]:
+        body = json.dumps(doc, indent=3).encode()
+        digest = sha(body)
+        route = (200, media, body, {"Docker-Content-Digest": digest})
+        self.routes[f"/v2/{REPO}/manifests/{digest}"] = route
+        if tag:
+            self.routes[f"/v2/{REPO}/manifests/{tag}"] = route
+        return digest, body
+
+    def image(self, *, revision: str = COMMIT, media: str = DOCKER_MANIFEST, arch: str = "amd64") -> tuple[str, str, int]:
+        """One image: config + one layer + manifest. Returns (manifest digest, config digest, manifest size)."""
+        config = json.dumps(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "config": {
+                    "Labels": {
+                        "org.opencontainers.image.revision": revision,
+                        "org.opencontainers.image.source": "https://example.invalid/repo",
+                        "io.unidesk.service": "svc",
+                    }
+                },
+            }
+        ).encode()
+        config_digest = self.blob(config)
+        layer = self.blob(b"layer-" + arch.encode())
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": media,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config), "digest": config_digest},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 13, "digest": layer}],
+        }
+        digest, body = self.manifest(doc, media)
+        return digest, config_digest, len(body)
+
+
+@pytest.fixture
+def registry() -> Iterator[FakeRegistry]:
+    fake = FakeRegistry()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, with_body: bool) -> None:
+            fake.requests.append((self.command, self.path, self.headers.get_all("Accept") or []))
+            status, media, body, extra = fake.routes.get(self.path, (404, "application/json", b'{"errors":[]}', {}))
+            self.send_response(status)
+            self.send_header("Content-Type", media)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            self._answer(False)
+
+        def do_GET(self) -> None:
+            self._answer(True)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def check(endpoint: str, tag: str = COMMIT) -> tuple[int, dict[str, Any], str]:
+    proc = subprocess.run(
+        [BASH, "-c", command_line(["--registry", endpoint, "--repository", REPO, "--tag", tag])],
+        input=script_text("manifest-check.sh"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, (proc.stdout, proc.stderr)
+    return proc.returncode, json.loads(lines[0]), proc.stderr
+
+
+def test_docker_manifest_gives_digest_image_id_and_labels(registry: FakeRegistry) -> None:
+    digest, config_digest, size = registry.image()
+    registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = registry.routes[f"/v2/{REPO}/manifests/{digest}"]
+    code, doc, _ = check(registry.endpoint)
+    assert code == 0, doc
+    assert doc["digest"] == digest and doc["imageId"] == config_digest
+    assert doc["mediaType"] == DOCKER_MANIFEST and doc["platform"] == "linux/amd64"
+    assert doc["repository"] == REPO and doc["tag"] == COMMIT
+    assert doc["labels"]["org.opencontainers.image.revision"] == COMMIT
+    assert doc["layers"] == 1 and doc["layerBytes"] == 13
+    head = [r for r in registry.requests if r[0] == "HEAD"]
+    assert head and head[0][1] == f"/v2/{REPO}/manifests/{COMMIT}"
+    accepted = {part.strip() for value in head[0][2] for part in value.split(",")}
+    assert accepted == set(ACCEPT_MEDIA_TYPES), "all four media types, else schema1 digests or 404s"
+    assert ("GET", f"/v2/{REPO}/blobs/{config_digest}") in [(m, p) for m, p, _ in registry.requests]
+    assert size > 0
+
+
+def test_an_index_resolves_to_this_hosts_platform(registry: FakeRegistry) -> None:
+    arm, arm_config, arm_size = registry.image(arch="arm64", media=OCI_MANIFEST)
+    amd, amd_config, amd_size = registry.image(arch="amd64", media=OCI_MANIFEST)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_size, "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_size, "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_size, "platform": {"os": "unknown", "architecture": "unknown"}},
+        ],
+    }
+    digest, _ = registry.manifest(index, OCI_INDEX, tag=COMMIT)
+    code, doc, _ = check(registry.endpoint)
+    assert code == 0, doc
+    assert doc["digest"] == digest, "the digest is the tag's (the index), as ctr/docker pull it"
+    assert doc["mediaType"] == OCI_INDEX and doc["platform"] == "linux/amd64"
+    assert doc["imageId"] == amd_config != arm_config
+
+
+def test_an_index_without_a_usable_platform_is_a_registry_error(registry: FakeRegistry) -> None:
+    arm, _, arm_size = registry.image(arch="s390x", media=OCI_MANIFEST)
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_size, "platform": {"os": "linux", "architecture": "s390x"}}]}
+    registry.manifest(index, OCI_INDEX, tag=COMMIT)
+    code, doc, _ = check(registry.endpoint)
+    assert code == 5 and doc["error"] == "registry-error" and "linux/amd64" in doc["detail"]
+
+
+def test_missing_tag_is_manifest_missing(registry: FakeRegistry) -> None:
+    registry.image()
+    code, doc, stderr = check(registry.endpoint)
+    assert code == 3
+    assert doc == {**doc, "ok": False, "error": "manifest-missing", "retryable": False, "tag": COMMIT}
+    assert "manifest-missing" in stderr
+
+
+@pytest.mark.parametrize(("status", "exit_code", "retryable"), [(503, 4, True), (401, 5, False)])
+def test_registry_errors_are_distinct_from_missing(registry: FakeRegistry, status: int, exit_code: int, retryable: bool) -> None:
+    registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = (status, "application/json", b"{}", {})
+    code, doc, _ = check(registry.endpoint)
+    assert code == exit_code, doc
+    assert doc["error"] == "registry-error" and doc["retryable"] is retryable and doc["httpStatus"] in (status, str(status))
+
+
+def test_unreachable_registry_is_retryable(registry: FakeRegistry) -> None:
+    with socket.socket() as s:  # a port that is certainly closed: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        code, doc, _ = check(f"127.0.0.1:{port}")
+    assert code == 4
+    assert doc["error"] == "registry-unreachable" and doc["retryable"] is True
+
+
+def test_a_manifest_that_does_not_hash_to_its_digest_is_refused(registry: FakeRegistry) -> None:
+    digest, _, _ = registry.image()
+    status, media, body, extra = registry.routes[f"/v2/{REPO}/manifests/{digest}"]
+    tampered = body.replace(b'"size": 13', b'"size": 14')
+    assert tampered != body
+    registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = (status, media, body, extra)
+    registry.routes[f"/v2/{REPO}/manifests/{digest}"] = (status, media, tampered, extra)
+    code, doc, _ = check(registry.endpoint)
+    assert code == 5 and doc["error"] == "registry-error" and "hashes to" in doc["detail"]
+
+
+def test_head_without_a_digest_header_is_refused(registry: FakeRegistry) -> None:
+    digest, _, _ = registry.image()
+    status, media, body, _ = registry.routes[f"/v2/{REPO}/manifests/{digest}"]
+    registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = (status, media, body, {})
+    code, doc, _ = check(registry.endpoint)
+    assert code == 5 and doc["error"] == "registry-error" and "Docker-Content-Digest" in doc["detail"]
+
+
+def test_an_image_whose_revision_label_is_another_commit_is_refused(registry: FakeRegistry) -> None:
+    digest, _, _ = registry.image(revision="f" * 40)
+    registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = registry.routes[f"/v2/{REPO}/manifests/{digest}"]
+    code, doc, _ = check(registry.endpoint)
+    assert code == 3 and doc["error"] == "label-mismatch"
+    assert doc["labels"]["org.opencontainers.image.revision"] == "f" * 40
+    assert doc["digest"] == digest
