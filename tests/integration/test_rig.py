@@ -24,7 +24,7 @@ from artifact_cd import catalog, scripts
 from artifact_cd.config import parse_stack_config
 from artifact_cd.plan import Step
 from artifact_cd.render import render_all
-from tests.rig import Host, Rig, teardown
+from tests.rig import Host, Rig, install_registry, teardown
 from tests.rig.images import STALE_COMMIT, fetch_manifest
 
 pytestmark = pytest.mark.integration
@@ -341,6 +341,26 @@ def test_write_file_onto_a_host(rig: Rig) -> None:
     rig.master.write_file("/srv/rig-test/a b.env", "K=v\n", mode="0600")
     assert rig.master.sh("stat -c %a '/srv/rig-test/a b.env' && cat '/srv/rig-test/a b.env'").stdout == "600\nK=v\n"
     assert rig.d601.sh("test -e '/srv/rig-test/a b.env'", check=False).returncode == 1
+
+
+def test_install_registry_is_idempotent_and_ensure_ready_repairs_faults(rig: Rig) -> None:
+    d601 = rig.d601
+    container = 'docker inspect -f "{{.Id}} {{.State.StartedAt}}" unidesk-artifact-registry'
+    before = d601.sh(container).stdout
+    result = install_registry(d601, rig.registry_config())
+    assert set(result.values()) == {"unchanged"}
+    assert d601.sh(container).stdout == before  # nothing restarted
+    # faults other tests may leave: drifted config, sshd stopped, registry container stopped
+    config_path = rig.registry_config().config_path
+    d601.sh('echo "# hand edit" >>"$1"', config_path)
+    d601.sh("systemctl stop ssh.service && docker stop unidesk-artifact-registry >/dev/null")
+    assert d601.ssh("true", timeout=30).returncode == 255
+    rig.ensure_ready()
+    assert d601.ssh("hostname").stdout.strip() == "d601"
+    assert d601.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5000/v2/").stdout == "200"
+    rendered = {f.path: f.sha256 for f in render_all(rig.registry_config())}
+    assert d601.sh('sha256sum -- "$1"', config_path).stdout.split()[0] == rendered[config_path]
+    assert d601.systemctl_state("unidesk-artifact-registry.service") == "active"
 
 
 # --------------------------------------------------------------------------- fresh hosts and teardown

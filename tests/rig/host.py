@@ -93,6 +93,17 @@ def parse_last_json(stdout: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class CommandError(subprocess.CalledProcessError):
+    """A failed host command; ``str()`` shows the command's head and its stderr tail."""
+
+    def __str__(self) -> str:
+        args = self.cmd if isinstance(self.cmd, list) else [str(self.cmd)]
+        shown = " ".join(str(a) for a in args)
+        shown = shown if len(shown) <= 300 else shown[:297] + "..."
+        stderr = str(self.stderr or "").strip()[-1500:]
+        return f"exit {self.returncode}: {shown}\nstderr: {stderr}"
+
+
 def _completed(argv: Sequence[str], proc: subprocess.CompletedProcess[bytes], check: bool) -> subprocess.CompletedProcess[str]:
     out = subprocess.CompletedProcess(
         list(argv),
@@ -101,7 +112,7 @@ def _completed(argv: Sequence[str], proc: subprocess.CompletedProcess[bytes], ch
         proc.stderr.decode("utf-8", "replace") if proc.stderr is not None else "",
     )
     if check and out.returncode != 0:
-        raise subprocess.CalledProcessError(out.returncode, out.args, out.stdout, out.stderr)
+        raise CommandError(out.returncode, out.args, out.stdout, out.stderr)
     return out
 
 

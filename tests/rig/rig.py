@@ -92,6 +92,40 @@ WantedBy=multi-user.target
 """
 
 
+MACHINE_TOOLS = {
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "ip": "iproute2",
+    "dockerd": "docker.io",
+    "containerd": "docker.io (containerd)",
+    "ctr": "docker.io (containerd)",
+    "docker": "docker.io",
+    "docker-registry": "docker-registry",
+    "docker-compose": "docker-compose",
+    "skopeo": "skopeo",
+    "sshd": "openssh-server",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "busybox": "busybox-static",
+    "curl": "curl",
+}
+
+
+def preflight() -> None:
+    """Refuse clearly when the machine cannot host a rig (missing tool, not root, no systemd)."""
+    if os.geteuid() != 0:
+        raise RigError("the rig needs root (namespaces, cgroups, mounts)")
+    missing = sorted({pkg for tool, pkg in MACHINE_TOOLS.items() if shutil.which(tool) is None})
+    if not Path("/lib/systemd/systemd").exists():
+        missing.append("systemd")
+    if not Path("/usr/bin/docker-registry").exists() and "docker-registry" not in missing:
+        missing.append("docker-registry")
+    if missing:
+        raise RigError(
+            "missing Debian packages for the rig: " + ", ".join(missing) + " (./run tests installs them)"
+        )
+
+
 def _keygen(path: Path, comment: str) -> tuple[str, str]:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
@@ -177,6 +211,7 @@ class Rig:
     def up(cls, rigdir: Path | None = None, *, owner_pid: int | None = None, reaper: bool = True) -> Rig:
         """Start a rig in ``rigdir`` (a fresh temp dir when None). Torn down again on failure."""
         start = time.monotonic()
+        preflight()
         if rigdir is None:
             rigdir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=BASE_DIR))
         else:
@@ -368,6 +403,19 @@ class Rig:
         state = json.loads((self.dir / "rig.json").read_text())
         return int(state["owner"]["pid"])
 
+    def ensure_ready(self) -> None:
+        """Bring D601 and the master back to the rig's baseline after a fault test (via nsenter, so a
+        stopped sshd is no obstacle): docker, ssh (and on D601 the k3s containerd) active; the registry
+        files as rendered, its unit running and ``/v2/`` answering 200."""
+        start = 'for u in "$@"; do systemctl is-active -q -- "$u" || systemctl start -- "$u"; done'
+        self.master.sh(start, *BASE_UNITS)
+        self.d601.sh(start, *BASE_UNITS, K3S_UNIT)
+        registry = self.registry_config()
+        if images.http_status(self.d601, f"http://{registry.endpoint}/v2/", timeout=2) != 200:
+            # e.g. the container was stopped under a still-active unit: don't wait for Restart=
+            self.d601.sh('systemctl reset-failed -- "$1"; systemctl restart -- "$1"', registry.unit_name)
+        install_registry(self.d601, registry)
+
     def down(self) -> list[str]:
         """Tear everything down; returns what could not be cleaned (empty when all is gone)."""
         return teardown(self.dir)
@@ -448,16 +496,31 @@ class Rig:
 # --------------------------------------------------------------------------- registry bootstrap
 
 
-def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) -> None:
+def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) -> dict[str, str]:
     """Install the registry from the project's own rendered files (R5), the way an operator would:
-    write config/compose/unit, daemon-reload, enable --now, wait for ``/v2/`` 200. One function, so
-    the issue-5 ``registry-install.sh`` can replace it."""
+    write the config/compose/unit files whose SHA-256 differs, daemon-reload, enable --now (restart
+    when a file changed under a running unit), wait for ``/v2/`` 200. Returns {path: written|unchanged}.
+    One function, so the issue-5 ``registry-install.sh`` can replace it."""
     files = render_all(registry)
     dirs = sorted({str(Path(f.path).parent) for f in files} | {registry.storage_path})
     h.sh('mkdir -p -- "$@"', *dirs)
+    remote = h.sh('for f in "$@"; do sha256sum -- "$f" 2>/dev/null || echo "- $f"; done', *(f.path for f in files))
+    remote_sha = {line.split(None, 1)[1]: line.split(None, 1)[0] for line in remote.stdout.splitlines()}
+    result = {}
     for f in files:
-        h.write_file(f.path, f.content, mode=f.mode)
-    h.sh('systemctl daemon-reload && systemctl enable --now -- "$1"', registry.unit_name)
+        if remote_sha.get(f.path) == f.sha256:
+            result[f.path] = "unchanged"
+        else:
+            h.write_file(f.path, f.content, mode=f.mode)
+            result[f.path] = "written"
+    changed = "written" in result.values()
+    h.sh(
+        'unit=$1; changed=$2; systemctl daemon-reload; systemctl enable -q -- "$unit"; '
+        'if [ "$changed" = yes ] && systemctl is-active -q -- "$unit"; then systemctl restart -- "$unit"; '
+        'else systemctl start -- "$unit"; fi',
+        registry.unit_name,
+        "yes" if changed else "no",
+    )
     deadline = time.monotonic() + timeout
     url = f"http://{registry.endpoint}/v2/"
     while images.http_status(h, url, timeout=2) != 200:
@@ -465,6 +528,7 @@ def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) 
             journal = h.sh('journalctl -u "$1" --no-pager -n 40 || true', registry.unit_name, check=False).stdout
             raise RigError(f"registry on {h.name} did not answer {url} with 200 in {timeout} s:\n{journal}")
         time.sleep(0.1)
+    return result
 
 
 # --------------------------------------------------------------------------- teardown
