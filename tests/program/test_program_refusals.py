@@ -55,7 +55,7 @@ def test_r20_preview_of_a_gated_service_registers_nothing_for_it_but_plans_it(ca
     assert [r for r in run.resources if r.parent == "backend-core"]  # the others are registered
 
 
-def test_r20_up_with_a_matching_approval_registers_the_consumer(
+def test_r20_up_with_a_matching_approval_registers_the_consumer_fake_hosts(
     engine: Any, healthy_registry: list[Mapping[str, Any]]
 ) -> None:
     hosts = FakeHosts()
@@ -99,7 +99,7 @@ def test_r20_code_queue_is_refused_inside_a_code_queue_task(cached_run: Any) -> 
     assert outside.named("code-queue").type == "unidesk:cd:K3sServiceConsumer"
 
 
-def test_r10_unsupported_and_plan_only_services_never_register_even_in_up(
+def test_r10_unsupported_and_plan_only_services_never_register_even_in_up_fake_hosts(
     engine: Any, healthy_registry: list[Mapping[str, Any]]
 ) -> None:
     cfg = _approve(stack_config("prod"), "code-queue-mgr")
@@ -232,7 +232,7 @@ def test_only_the_secrets_the_registered_resources_need_are_required(cached_run:
 # --------------------------------------------------------------------------- registry acceptance
 
 
-def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy(
+def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy_fake_hosts(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from components import registry_host
@@ -259,7 +259,7 @@ def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy(
     assert seen == [facts]
 
 
-def test_r7_acceptance_uses_artifact_cd_health_decide_and_refuses_incomplete_facts(engine: Any) -> None:
+def test_r7_acceptance_uses_artifact_cd_health_decide_and_refuses_incomplete_fake_facts(engine: Any) -> None:
     cfg = stack_config("prod")
     cfg["services"] = {}
     hosts = FakeHosts(probe_facts={"ok": True})  # a probe result missing every fact

@@ -171,7 +171,9 @@ def test_r10_component_type_and_children_per_service_in_preview(cached_run: Any,
         assert {c.type for c in children} <= {COMMAND, DEPLOYMENT_PATCH, SECRET_PATCH, CONFIGMAP_PATCH}
 
 
-def test_r10_code_queue_dev_with_approval_patches_only_the_execution_slice(approved_up_runs: Any) -> None:
+def test_r10_code_queue_dev_with_approval_patches_only_the_execution_slice_fake_hosts(
+    approved_up_runs: Any,
+) -> None:
     run, _ = approved_up_runs["dev"]
     patches = [r for r in run.children("code-queue") if r.type == DEPLOYMENT_PATCH]
     assert sorted(p.inputs["metadata"]["name"] for p in patches) == [
@@ -184,7 +186,9 @@ def test_r10_code_queue_dev_with_approval_patches_only_the_execution_slice(appro
     assert run.named("code-queue").type == K3S
 
 
-def test_r10_code_queue_mgr_prod_with_approval_is_a_single_compose_service(approved_up_runs: Any) -> None:
+def test_r10_code_queue_mgr_prod_with_approval_is_a_single_compose_service_fake_hosts(
+    approved_up_runs: Any,
+) -> None:
     run, hosts = approved_up_runs["prod"]
     assert run.named("code-queue-mgr").type == COMPOSE
     deploy = next(c for c in hosts.calls if c.name == "code-queue-mgr-deploy")
@@ -215,7 +219,7 @@ def _expected_triggers(commit: str, step: core_plan.Step) -> list[str]:
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_r11_each_command_runs_exactly_the_plan_step_script_and_argv(
+def test_r11_each_command_runs_exactly_the_plan_step_script_and_argv_fake_hosts(
     approved_up_runs: Any, stack: str
 ) -> None:
     run, hosts = approved_up_runs[stack]
@@ -269,7 +273,9 @@ def test_r6_preview_commands_that_need_the_live_digest_are_unknown_the_others_ex
             assert res.inputs["stdin"] == scripts.script_text(step.script)
 
 
-def test_r11_dependency_order_manifest_check_first_then_move_then_deploy(approved_up_runs: Any) -> None:
+def test_r11_dependency_order_manifest_check_first_then_move_then_deploy_fake_hosts(
+    approved_up_runs: Any,
+) -> None:
     for stack in ("dev", "prod"):
         run, hosts = approved_up_runs[stack]
         order = hosts.names()
@@ -288,7 +294,7 @@ def test_r11_dependency_order_manifest_check_first_then_move_then_deploy(approve
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_r13_deployment_patch_image_env_annotations_forced_and_retained(
+def test_r13_deployment_patch_image_env_annotations_forced_and_retained_fake_hosts(
     approved_up_runs: Any, stack: str
 ) -> None:
     run, _ = approved_up_runs[stack]
@@ -327,7 +333,7 @@ def test_r13_deployment_patch_image_env_annotations_forced_and_retained(
         )
 
 
-def test_r17_frontend_dev_auth_sync_patches_secret_and_configmap_before_the_rollout(
+def test_r17_frontend_dev_auth_sync_patches_secret_and_configmap_before_the_rollout_fake_hosts(
     approved_up_runs: Any,
 ) -> None:
     run, hosts = approved_up_runs["dev"]
@@ -414,7 +420,7 @@ def test_r12_preview_plan_outputs_equal_the_offline_plan(
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_r12_up_exports_the_live_digest_and_verdicts(
+def test_r12_up_with_fake_hosts_exports_the_live_digest_and_verdicts(
     approved_up_runs: Any, cached_run: Any, stack: str
 ) -> None:
     run, _ = approved_up_runs[stack]
@@ -437,7 +443,7 @@ def test_r12_up_exports_the_live_digest_and_verdicts(
         assert "registryAcceptance" not in run.outputs
 
 
-def test_canned_outputs_without_executor_give_a_wellformed_live_digest(cached_run: Any) -> None:
+def test_canned_fake_outputs_without_executor_give_a_wellformed_live_digest(cached_run: Any) -> None:
     cfg = stack_config("dev")
     cfg["services"] = {"findjob": cfg["services"]["findjob"]}
     run = cached_run("dev", preview=False, config=cfg)
@@ -445,3 +451,16 @@ def test_canned_outputs_without_executor_give_a_wellformed_live_digest(cached_ru
     digest = run.outputs["plans"]["findjob"]["registry"]["digest"]
     assert digest.startswith("sha256:") and len(digest) == 71
     assert digest in run.named("findjob-deploy").inputs["create"]
+
+
+def test_a_configured_host_key_is_pinned_on_that_hosts_connections(cached_run: Any) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTestsOnly0000000000000000000"
+    cfg = stack_config("prod")
+    cfg["hosts"]["d601"]["hostKey"] = key
+    run = cached_run("prod", config=cfg)
+    assert run.error is None, run.error
+    for r in run.of_type(COMMAND):
+        pinned = r.inputs["connection"].get("hostKey")
+        assert pinned == (key if r.inputs["connection"]["host"] == cfg["hosts"]["d601"]["host"] else None), (
+            r.name
+        )

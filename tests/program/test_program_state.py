@@ -38,7 +38,9 @@ def dev_up(engine: Any) -> tuple[Any, FakeHosts]:
 # --------------------------------------------------------------------------- secrets
 
 
-def test_no_secret_value_appears_in_any_input_not_marked_secret(cached_run: Any, dev_up: Any) -> None:
+def test_no_secret_value_appears_in_any_input_not_marked_secret_fake_hosts(
+    cached_run: Any, dev_up: Any
+) -> None:
     run, _ = dev_up
     runs = [run, cached_run("dev"), cached_run("prod"), cached_run("prod", config=_approved("prod"))]
     seen_in_secret: set[str] = set()
@@ -55,7 +57,7 @@ def test_no_secret_value_appears_in_any_input_not_marked_secret(cached_run: Any,
             assert fake not in json.dumps(one.outputs, default=str)
 
 
-def test_secret_bearing_stdout_is_a_secret_output_and_not_logged(dev_up: Any) -> None:
+def test_secret_bearing_stdout_is_a_secret_output_and_not_logged_fake_hosts(dev_up: Any) -> None:
     run, _ = dev_up
     for r in run.of_type(COMMAND):
         secret_stdout = r.name == "frontend-auth-read"
@@ -66,7 +68,7 @@ def test_secret_bearing_stdout_is_a_secret_output_and_not_logged(dev_up: Any) ->
     assert run.named("d601-k3s").input_is_secret("kubeconfig")
 
 
-def test_a_failing_secret_step_does_not_echo_its_stdout(engine: Any) -> None:
+def test_a_failing_secret_step_does_not_echo_its_stdout_fake_hosts(engine: Any) -> None:
     leak = json.dumps({"ok": False, "error": "x", "auth": {"token": FAKE_AUTH_SECRET}})
     hosts = FakeHosts(fail={"frontend-auth-read": (3, leak + "\n")})
     run = engine.run_program(
@@ -125,7 +127,7 @@ def test_triggers_are_content_hashes_of_script_and_argv(cached_run: Any) -> None
 # --------------------------------------------------------------------------- executor
 
 
-def test_executor_failure_stops_the_dependants_only(engine: Any) -> None:
+def test_executor_failure_stops_the_dependants_only_fake_hosts(engine: Any) -> None:
     missing = json.dumps({"ok": False, "error": "manifest-missing", "retryable": False})
     hosts = FakeHosts(fail={"findjob-manifest-check": (3, missing + "\n")})
     run = engine.run_program(
@@ -139,7 +141,9 @@ def test_executor_failure_stops_the_dependants_only(engine: Any) -> None:
     assert "pipeline-deploy" in names  # an independent service still deploys, as with the real engine
 
 
-def test_commands_are_executed_from_worker_threads_with_each_call_recorded_once(dev_up: Any) -> None:
+def test_commands_are_executed_from_worker_threads_with_each_call_recorded_once_fake_hosts(
+    dev_up: Any,
+) -> None:
     run, hosts = dev_up
     names = hosts.names()
     assert len(names) == len(set(names)) == len(run.of_type(COMMAND))
