@@ -23,7 +23,7 @@ from artifact_cd.catalog import TargetKind
 from artifact_cd.gates import Decision
 from artifact_cd.plan import ServicePlan
 
-from .steps import Connections, LiveValues, manifest_facts, ok_result, remote_step
+from .steps import Connections, LiveValues, manifest_facts, ok_result, remote_step, step_script
 
 TYPE = "unidesk:cd:ComposeServiceConsumer"
 STEP_IDS: dict[str, tuple[str, ...]] = {
@@ -38,6 +38,24 @@ class ComposeServiceConsumerArgs:
     connections: Connections
 
 
+def check_plan(plan: ServicePlan) -> tuple[str, ...]:
+    """The plan is one this component can translate (else ValueError); returns its step ids."""
+    kind = plan.target.get("kind")
+    if plan.decision != Decision.PLANNED or plan.commit is None:
+        raise ValueError(
+            f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
+        )
+    expected = STEP_IDS.get(str(kind))
+    if expected is None or tuple(s.id for s in plan.steps) != expected:
+        raise ValueError(
+            f"{plan.service}: a Compose consumer runs steps {expected}, the plan has "
+            f"{tuple(s.id for s in plan.steps)} (target kind {kind!r})"
+        )
+    for step in plan.steps:
+        step_script(step)
+    return expected
+
+
 class ComposeServiceConsumer(pulumi.ComponentResource):
     digest: pulumi.Output[str]
     image_id: pulumi.Output[str]
@@ -48,18 +66,9 @@ class ComposeServiceConsumer(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
+        expected = check_plan(plan)
         kind = plan.target.get("kind")
-        if plan.decision != Decision.PLANNED or plan.commit is None:
-            raise ValueError(
-                f"{plan.service}: decision {plan.decision.value}; "
-                "a consumer is only built for planned services"
-            )
-        expected = STEP_IDS.get(str(kind))
-        if expected is None or tuple(s.id for s in plan.steps) != expected:
-            raise ValueError(
-                f"{plan.service}: a Compose consumer runs steps {expected}, the plan has "
-                f"{tuple(s.id for s in plan.steps)} (target kind {kind!r})"
-            )
+        assert plan.commit is not None
         commit = plan.commit
         steps = plan.step_by_id
         check = remote_step(self, name, steps["manifest-check"], args.connections, commit)

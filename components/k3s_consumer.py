@@ -33,6 +33,7 @@ from .steps import (
     ok_result,
     remote_step,
     replace_placeholder,
+    step_script,
 )
 
 TYPE = "unidesk:cd:K3sServiceConsumer"
@@ -58,7 +59,12 @@ def _auth_from(stdout: str | None, what: str) -> str:
     return canonical_auth(result["auth"])
 
 
-def _check_steps(plan: ServicePlan) -> None:
+def check_plan(plan: ServicePlan) -> None:
+    """The plan is one this component can translate (else ValueError)."""
+    if plan.decision != Decision.PLANNED or plan.commit is None:
+        raise ValueError(
+            f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
+        )
     ids = [s.id for s in plan.steps]
     patches = [s for s in plan.steps if s.id.startswith("patch-")]
     head = ["manifest-check", "import"]
@@ -74,6 +80,9 @@ def _check_steps(plan: ServicePlan) -> None:
         annotations = step.patch.get("metadata", {}).get("annotations", {})
         if annotations.get("pulumi.com/patchForce") != "true":
             raise ValueError(f"{plan.service}: step {step.id} is not a forced patch")
+    for step in plan.steps:
+        if step.script is not None:
+            step_script(step)
 
 
 class K3sServiceConsumer(pulumi.ComponentResource):
@@ -86,12 +95,8 @@ class K3sServiceConsumer(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
-        if plan.decision != Decision.PLANNED or plan.commit is None:
-            raise ValueError(
-                f"{plan.service}: decision {plan.decision.value}; "
-                "a consumer is only built for planned services"
-            )
-        _check_steps(plan)
+        check_plan(plan)
+        assert plan.commit is not None
         commit = plan.commit
         conns = args.connections
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import pulumi
@@ -40,10 +41,11 @@ from artifact_cd.config import (
 from artifact_cd.gates import ApplyContext, Decision
 from artifact_cd.plan import RegistryHostPlan, ServicePlan, plan_registry_host, plan_services
 
+from . import compose_consumer, k3s_consumer, registry_host
 from .compose_consumer import ComposeServiceConsumer, ComposeServiceConsumerArgs
 from .k3s_consumer import K3sServiceConsumer, K3sServiceConsumerArgs
 from .registry_host import ArtifactRegistryHost, ArtifactRegistryHostArgs
-from .steps import connections
+from .steps import MissingScript, connections
 
 REGISTRY_COMPONENT = "artifact-registry"
 K8S_PROVIDER = "d601-k3s"
@@ -161,6 +163,30 @@ def check_gates(plans: list[ServicePlan], ctx: ApplyContext) -> None:
         )
 
 
+def check_translatable(cfg: StackConfig, planned: list[ServicePlan], registry_plan: RegistryHostPlan) -> None:
+    """Every plan to register is one a component can translate and every script exists — checked
+    before the first resource, so a broken checkout never leaves a half-registered program."""
+    problems: list[str] = []
+    checks: list[tuple[str, Callable[[], object]]] = []
+    if cfg.registry.manage:
+        checks.append(("registry host", partial(registry_host.check_plan, registry_plan)))
+    for p in planned:
+        kind = p.target.get("kind")
+        if kind == TargetKind.K3S.value:
+            checks.append((p.service, partial(k3s_consumer.check_plan, p)))
+        elif kind in (TargetKind.COMPOSE_MASTER.value, TargetKind.COMPOSE_D601.value):
+            checks.append((p.service, partial(compose_consumer.check_plan, p)))
+        else:
+            problems.append(f"{p.service}: planned, but target kind {kind!r} has no consumer component")
+    for who, check in checks:
+        try:
+            check()
+        except (ValueError, MissingScript) as error:
+            problems.append(f"{who}: {error}")
+    if problems:
+        raise _refuse("the plans cannot be translated into resources; nothing was registered:", problems)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -188,6 +214,7 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     registry_plan: RegistryHostPlan = plan_registry_host(cfg)
     check_gates(plans, ctx)
     planned = [p for p in plans if p.decision == Decision.PLANNED]
+    check_translatable(cfg, planned, registry_plan)
     need = needed_secrets(cfg, planned)
     check_secrets(need, present, encrypted)
 
@@ -212,18 +239,15 @@ def main(environ: Mapping[str, str] | None = None) -> None:
 
     consumers: dict[str, ComposeServiceConsumer | K3sServiceConsumer] = {}
     for p in planned:
-        kind = p.target.get("kind")
-        if kind == TargetKind.K3S.value:
+        if p.target.get("kind") == TargetKind.K3S.value:
             assert provider is not None
             consumers[p.service] = K3sServiceConsumer(
                 p.service, K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider)
             )
-        elif kind in (TargetKind.COMPOSE_MASTER.value, TargetKind.COMPOSE_D601.value):
+        else:
             consumers[p.service] = ComposeServiceConsumer(
                 p.service, ComposeServiceConsumerArgs(plan=p, connections=conns)
             )
-        else:  # a planned service always has a target; refuse loudly if the catalog ever says otherwise
-            raise ProgramRefused(f"{p.service}: planned but its target kind {kind!r} has no consumer")
 
     pulumi.export(
         "plans",

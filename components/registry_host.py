@@ -25,7 +25,7 @@ from pulumi_command import remote
 
 from artifact_cd.plan import RegistryHostPlan
 
-from .steps import Connections, last_json_line, remote_step, result_of
+from .steps import Connections, last_json_line, remote_step, result_of, step_script
 
 TYPE = "unidesk:registry:ArtifactRegistryHost"
 STEP_IDS: tuple[str, ...] = (
@@ -72,6 +72,17 @@ def accept(stdout: str | None, decide: Decide) -> dict[str, Any]:
     return verdict
 
 
+def check_plan(plan: RegistryHostPlan) -> None:
+    """The plan is one this component can translate (else ValueError)."""
+    ids = tuple(s.id for s in plan.steps)
+    if ids != STEP_IDS:
+        raise ValueError(f"registry host plan steps {ids} differ from {STEP_IDS}")
+    if not plan.managed_by_this_stack:
+        raise ValueError("registry.manage is false: this stack does not own the registry install")
+    for step in plan.steps:
+        step_script(step)
+
+
 def _default_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
     return health_decide(facts)  # looked up at call time (tests may replace health_decide)
 
@@ -91,11 +102,7 @@ class ArtifactRegistryHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
-        ids = tuple(s.id for s in plan.steps)
-        if ids != STEP_IDS:
-            raise ValueError(f"registry host plan steps {ids} differ from {STEP_IDS}")
-        if not plan.managed_by_this_stack:
-            raise ValueError("registry.manage is false: this stack does not own the registry install")
+        check_plan(plan)
         subject = f"registry-host:{plan.paths['image']}"
         previous: list[pulumi.Resource] = []
         commands: dict[str, remote.Command] = {}

@@ -280,3 +280,24 @@ def run_unknown(run: Any) -> Any:
     from components.mockengine import UNKNOWN
 
     return UNKNOWN
+
+
+def test_a_missing_step_script_is_refused_before_any_resource(
+    engine: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import shutil
+
+    from artifact_cd import scripts
+
+    for path in scripts.SCRIPT_DIR.glob("*.sh"):
+        if path.name != "k3s-verify.sh":
+            shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setattr(scripts, "SCRIPT_DIR", tmp_path)
+    scripts.script_text.cache_clear()
+    try:
+        run = engine.run_program("dev", config=stack_config("dev"), secrets=FAKE_SECRETS, environ={})
+    finally:
+        scripts.script_text.cache_clear()
+    assert type(run.error).__name__ == "ProgramRefused"
+    assert "k3s-verify.sh, which is missing" in str(run.error) and "backend-core" in str(run.error)
+    assert _nothing_registered(run)
