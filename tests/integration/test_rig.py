@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from artifact_cd import catalog, scripts
 from artifact_cd.config import parse_stack_config
 from artifact_cd.plan import Step
 from artifact_cd.render import render_all
-from tests.rig import Host, Rig, install_registry, teardown
-from tests.rig.images import STALE_COMMIT, fetch_manifest
+from tests.rig import Host, Rig, RigError, install_registry, teardown
+from tests.rig.images import STALE_COMMIT, VARIANTS, entry_script, fetch_manifest, handler_script
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +119,26 @@ def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, mo
         "host": "d601",
         "args": ["--digest", "sha256:" + "1" * 64, "--image-id", "sha256:" + "2" * 64, "it's $(not) run", ""],
     }
+
+
+@dataclass(frozen=True)
+class _Call:  # the shape of components.mockengine.CommandCall
+    name: str
+    host: str
+    port: int
+    user: str
+    create: str
+    stdin: str
+
+
+def test_execute_replays_a_command_over_ssh_on_the_host_it_names(rig: Rig) -> None:
+    cfg = parse_stack_config(rig.stack_config("prod"), "prod")
+    call = _Call("c", cfg.hosts.master.host, cfg.hosts.master.port, cfg.hosts.master.user, "bash -s -- x", "echo $(hostname) $1")
+    assert rig.execute(call) == {"stdout": "master x\n", "stderr": "", "returncode": 0}
+    failing = _Call("c", cfg.hosts.d601.host, 22, "root", "exit 3", "")
+    assert rig.execute(failing)["returncode"] == 3
+    with pytest.raises(RigError):
+        rig.execute(_Call("c", cfg.hosts.d601.host, 22, "ubuntu", "true", ""))
 
 
 # --------------------------------------------------------------------------- registry and topology
@@ -248,6 +269,17 @@ def test_published_image_has_labels_digest_and_answers_health(rig: Rig) -> None:
     assert body["deploy"]["requestedCommit"] == COMMIT_A
     code, body = _health(rig.d601, published["ref"], {}, "/health")
     assert body["deploy"] == {"commit": COMMIT_A, "requestedCommit": None}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generated_image_scripts_are_shellcheck_clean(tmp_path: Path, variant: str) -> None:
+    sid = {"todo-note": "todo-note", "baidu": "baidu-netdisk"}.get(variant, "findjob")
+    (tmp_path / "handler.sh").write_text(handler_script(sid, variant))
+    (tmp_path / "entry.sh").write_text(entry_script(8080))
+    proc = subprocess.run(
+        ["shellcheck", "-s", "sh", "handler.sh", "entry.sh"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout
 
 
 def test_image_variants(rig: Rig) -> None:

@@ -108,51 +108,60 @@ def load_image(host: Host, tar: Path) -> None:
 # --------------------------------------------------------------------------- test service images
 
 
-def _handler(service_id: str, variant: str) -> str:
+def handler_script(service_id: str, variant: str) -> str:
+    """The busybox-sh CGI-ish handler ``nc -ll -e`` runs per connection (shellcheck-clean)."""
     entry = catalog.get(service_id)
     if entry is None:
         raise RigError(f"{service_id!r} is not in the catalog")
     prefix = entry.compose_env_prefix
     if not _ENV_RE.fullmatch(prefix):
         raise RigError(f"unexpected env prefix {prefix!r}")
-    path = entry.health.path
     deploy = '"deploy":{"commit":"%s","requestedCommit":%s}'
-    if variant == "todo-note":
-        ok_body = "'{\"status\":\"ok\"}'"
-    else:
-        ok_body = f"$(printf '{{\"status\":\"ok\",\"service\":\"%s\",{deploy}%s}}' \"$SERVICE\" \"$built\" \"$reqj\" \"$auth\")"
     status = "500 Internal Server Error" if variant == "unhealthy" else "200 OK"
-    if variant == "unhealthy":
-        ok_body = f"$(printf '{{\"status\":\"error\",\"service\":\"%s\",{deploy}}}' \"$SERVICE\" \"$built\" \"$reqj\")"
-    auth = ""
-    if variant == "baidu":
-        auth = (
-            "b() { if [ -n \"$1\" ]; then echo true; else echo false; fi; }\n"
-            "cid=$(b \"${UNIDESK_BAIDU_NETDISK_CLIENT_ID:-}\")\n"
-            "csec=$(b \"${UNIDESK_BAIDU_NETDISK_CLIENT_SECRET:-}\")\n"
-            "tkey=$(b \"${UNIDESK_BAIDU_NETDISK_TOKEN_KEY:-}\")\n"
-            "conf=false\n"
-            "if [ \"$cid\" = true ] && [ \"$csec\" = true ] && [ \"$tkey\" = true ]; then conf=true; fi\n"
-            "auth=$(printf ',\"auth\":{\"configured\":%s,\"clientIdConfigured\":%s,\"clientSecretConfigured\":%s,"
-            "\"tokenKeyConfigured\":%s,\"loggedIn\":%s}' \"$conf\" \"$cid\" \"$csec\" \"$tkey\" \"$conf\")\n"
-        )
+    lines = []
+    if variant == "todo-note":
+        lines.append("body='{\"status\":\"ok\"}'")
+    else:
+        lines += [
+            f"service={service_id}",
+            "built=$(cat /app/build/commit)",
+            f"req=${{UNIDESK_DEPLOY_COMMIT:-${{{prefix}COMMIT:-}}}}",
+            "req=$(printf '%s' \"$req\" | tr -cd 'A-Za-z0-9._-')",
+            'if [ -n "$req" ]; then reqj="\\"$req\\""; else reqj=null; fi',
+        ]
+        word = "error" if variant == "unhealthy" else "ok"
+        if variant == "baidu":
+            lines += [
+                'b() { if [ -n "$1" ]; then echo true; else echo false; fi; }',
+                'cid=$(b "${UNIDESK_BAIDU_NETDISK_CLIENT_ID:-}")',
+                'csec=$(b "${UNIDESK_BAIDU_NETDISK_CLIENT_SECRET:-}")',
+                'tkey=$(b "${UNIDESK_BAIDU_NETDISK_TOKEN_KEY:-}")',
+                "conf=false",
+                'if [ "$cid" = true ] && [ "$csec" = true ] && [ "$tkey" = true ]; then conf=true; fi',
+                "auth=$(printf ',\"auth\":{\"configured\":%s,\"clientIdConfigured\":%s,"
+                "\"clientSecretConfigured\":%s,\"tokenKeyConfigured\":%s,\"loggedIn\":%s}' "
+                '"$conf" "$cid" "$csec" "$tkey" "$conf")',
+                f"body=$(printf '{{\"status\":\"{word}\",\"service\":\"%s\",{deploy}%s}}' "
+                '"$service" "$built" "$reqj" "$auth")',
+            ]
+        else:
+            lines.append(
+                f"body=$(printf '{{\"status\":\"{word}\",\"service\":\"%s\",{deploy}}}' "
+                '"$service" "$built" "$reqj")'
+            )
+    ok = "\n  ".join(lines)
     return f"""#!/bin/sh
-# unidesk rig test service {service_id} ({variant}): answers GET {path}
-SERVICE={service_id}
-CR=$(printf '\\r')
-read -r method path proto || exit 0
+# unidesk rig test service {service_id} ({variant}): answers GET {entry.health.path}
+cr=$(printf '\\r')
+read -r method path _ || exit 0
+# shellcheck disable=SC3045 # busybox read has -t
 while read -r -t 5 line; do
-  case "$line" in ""|"$CR") break ;; esac
+  case "$line" in ""|"$cr") break ;; esac
 done
 path=${{path%%\\?*}}
-built=$(cat /app/build/commit)
-req=${{UNIDESK_DEPLOY_COMMIT:-${{{prefix}COMMIT:-}}}}
-req=$(printf '%s' "$req" | tr -cd 'A-Za-z0-9._-')
-if [ -n "$req" ]; then reqj="\\"$req\\""; else reqj=null; fi
-auth=""
-{auth}if [ "$path" = "{path}" ] && [ "$method" = GET -o "$method" = HEAD ]; then
+if [ "$path" = "{entry.health.path}" ] && {{ [ "$method" = GET ] || [ "$method" = HEAD ]; }}; then
   status="{status}"
-  body={ok_body}
+  {ok}
 else
   status="404 Not Found"
   body='{{"error":"not found"}}'
@@ -163,7 +172,7 @@ printf 'HTTP/1.1 %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %s\
 """
 
 
-def _entry(port: int) -> str:
+def entry_script(port: int) -> str:
     # PID 1 or not (compose uses init: true), exit at once on SIGTERM.
     return f"""#!/bin/sh
 trap 'kill "$child" 2>/dev/null; exit 0' TERM INT
@@ -235,8 +244,8 @@ def publish_test_image(
     shutil.copytree(_busybox_root(workdir), ctx / "rootfs", symlinks=True)
     app = ctx / "app"
     app.mkdir()
-    (app / "handler.sh").write_text(_handler(service_id, variant))
-    (app / "entry.sh").write_text(_entry(entry.health.port))
+    (app / "handler.sh").write_text(handler_script(service_id, variant))
+    (app / "entry.sh").write_text(entry_script(entry.health.port))
     for name in ("handler.sh", "entry.sh"):
         (app / name).chmod(0o755)
     (ctx / "build").mkdir()

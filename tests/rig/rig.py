@@ -178,6 +178,7 @@ class Rig:
         self._publish_lock = threading.Lock()
         self._registry_tar: Path | None = None
         self.boot_seconds = 0.0
+        self.timings: dict[str, float] = {}
         octet2, octet3 = random.randint(64, 127), random.randint(0, 255)  # noqa: S311 - not crypto
         self.link_net = f"10.{octet2}.{octet3}"
         self.master_link_addr = f"{self.link_net}.1"
@@ -204,6 +205,15 @@ class Rig:
             if name_or_address in (h.name, h.address):
                 return h
         raise KeyError(name_or_address)
+
+    def execute(self, call: Any) -> dict[str, Any]:
+        """An executor for ``components.mockengine.run_program``: run ``call.create`` over real SSH on
+        the rig host ``call.host`` names (user and port must match), ``call.stdin`` on stdin."""
+        h = self.host(str(call.host))
+        if (str(call.user), int(call.port)) != (h.user, h.port):
+            raise RigError(f"{call.user}@{call.host}:{call.port} is not how the rig's {h.name} is reached")
+        proc = h.ssh(str(call.create), input=call.stdin)
+        return {"stdout": proc.stdout, "stderr": proc.stderr, "returncode": proc.returncode}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -376,6 +386,7 @@ class Rig:
             },
             extra_modes={"root/.ssh/id_ed25519": 0o600},
         )
+        t0 = time.monotonic()
         self._spawn(d601)
         self._spawn(master)
         self._link(master, d601)
@@ -383,8 +394,13 @@ class Rig:
             lambda: hostmod.wait_booted(d601, units=(*BASE_UNITS, K3S_UNIT)),
             lambda: hostmod.wait_booted(master, units=BASE_UNITS),
         )
+        t1 = time.monotonic()
         images.build_registry_image(d601, self.dir)
+        t2 = time.monotonic()
         install_registry(d601, self.registry_config())
+        t3 = time.monotonic()
+        self.timings = {"hostsBooted": t1 - t0, "registryImage": t2 - t1, "registryInstalled": t3 - t2}
+        self._write_state(self._owner(), timings={k: round(v, 2) for k, v in self.timings.items()})
 
     def _link(self, master: Host, d601: Host) -> None:
         """The private point-to-point link: a veth pair created straight inside the two netns."""
