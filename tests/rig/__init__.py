@@ -11,6 +11,9 @@ API (others code against exactly this)::
     rig.publish_test_image(id, commit, variant=..., pad_bytes=...) -> {"digest", "imageId", "ref"}
     rig.stack_config(env, {id: commit}) -> raw dict for artifact_cd.config.parse_stack_config
     with rig.fresh_host("h1") as h: ...
+    rig.host("d601.rig")            # a Host by name or stack-config address
+    rig.execute(call)               # executor for components.mockengine.run_program (real SSH)
+    rig.ensure_ready()              # back to baseline after a fault test (units, registry files, /v2/)
     rig.down()
 
 Humans: ``python -m tests.rig up --dir DIR`` / ``python -m tests.rig down --dir DIR``.

@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  registry: {rig.registry} on d601's loopback; docker: DOCKER_HOST={rig.d601.docker_host}")
     print(f"stop with Ctrl-C, or: python -m tests.rig down --dir {rig.dir}", flush=True)
     try:
-        stop.wait()
+        while not stop.wait(1.0):
+            if not rig.dir.exists():  # taken down from elsewhere (`down --dir`)
+                print("rig was taken down", flush=True)
+                return 0
     finally:
         problems = rig.down()
         for problem in problems:
