@@ -195,7 +195,7 @@ fields += [b(auth.get(k)) for k in ("configured", "clientIdConfigured", "clientS
 print(US.join(fields))
 '
 
-log() { printf 'compose-deploy: %s\n' "$*" >&2; }
+log() { printf 'compose-deploy [%ss]: %s\n' "$(elapsed_since "$START")" "$*" >&2; }
 
 compose() {
   (cd "$PROJECT_DIR" && "${COMPOSE[@]}" "${COMPOSE_ARGS[@]}" "$@")
@@ -398,8 +398,9 @@ verify() {
     fi
     (($(date +%s) < deadline)) || after_change_fail unhealthy "$CONTAINER did not answer $HEALTH_PATH healthy within ${HEALTH_TIMEOUT}s: $last" \
       health "$(json_obj httpStatus "$(json_str "$code")")"
-    sleep 1
+    sleep 0.5
   done
+  log "health answered: $HEALTH_PATH on $addr:$HEALTH_PORT"
 
   if [[ $VERIFY == todo-note-synthetic ]]; then
     [[ $status == ok ]] || after_change_fail unhealthy "$HEALTH_PATH answered status '${status:-<none>}', not ok"
@@ -446,8 +447,10 @@ main() {
   make_tmp
   COMPOSE_ARGS=(--project-directory "$PROJECT_DIR" -p "$PROJECT_NAME")
   take_lock
+  log "lock taken; preflight"
   preflight
   change
+  log "recreated; verifying"
   verify
 }
 
