@@ -119,7 +119,7 @@ if mode == "set":
         out[-1] += b"\n"
     new = b"".join(out + extra)
     if new == data and not created:
-        print(json.dumps({"changed": False, "created": False}))
+        print(json.dumps({"changed": False, "created": False}, separators=(",", ":")))
         sys.exit(0)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix="." + os.path.basename(real) + ".")
     try:
@@ -141,7 +141,7 @@ if mode == "set":
     dfd = os.open(os.path.dirname(real), os.O_RDONLY)
     os.fsync(dfd)
     os.close(dfd)
-    print(json.dumps({"changed": True, "created": created}))
+    print(json.dumps({"changed": True, "created": created}, separators=(",", ":")))
     sys.exit(0)
 sys.exit(2)
 '

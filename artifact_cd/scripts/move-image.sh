@@ -85,6 +85,11 @@ open_tunnel() {
       fi
       code=$(curl -s -o /dev/null --max-time 5 -w '%{http_code}' "http://127.0.0.1:$TUNNEL_PORT/v2/" 2>/dev/null || true)
       [[ $code == 200 ]] && return 0
+      if grep -q 'administratively prohibited' "$TMP/ssh.log"; then
+        close_tunnel
+        fail 5 infra-blocked "the sshd of $D601 refuses TCP forwarding (AllowTcpForwarding); use transfer mode stream" false \
+          channel '"ssh-forwarding"' d601 "$(json_str "$D601")"
+      fi
       if grep -q 'open failed' "$TMP/ssh.log"; then
         close_tunnel
         fail 4 registry-unreachable "the SSH tunnel to $D601 is up but its registry $REGISTRY refuses connections" true \
