@@ -440,7 +440,8 @@ class _Evaluation:
             )
         if "containerRunning" in failed and self.restarting:
             actions.append(
-                f"systemd is restarting {unit}: retry the query shortly; if it stays down: journalctl -u {unit}"
+                f"systemd is restarting {unit}: retry the query shortly; "
+                f"if it stays down: journalctl -u {unit}"
             )
         elif "containerRunning" in failed:
             actions.append(f"start the registry: systemctl restart {unit}; if it fails: journalctl -u {unit}")

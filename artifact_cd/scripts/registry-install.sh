@@ -7,9 +7,16 @@
 # Sent as `bash -s -- <args>` with lib.sh prepended (artifact_cd/scripts/__init__.py).
 # `dirs` creates missing directories and never touches what is inside them (storage included);
 # `write` replaces a file only when its SHA-256 differs from H (temp file + rename, verified);
-# `activate` reloads systemd only when the unit is new or changed on disk, enables the unit,
-# starts it when inactive and restarts it only when the running container's spec label differs
-# from H (or after a reload of a running unit). Nothing here ever deletes storage.
+# `activate` runs `daemon-reload` only when systemd says the unit needs it (new or changed on
+# disk), enables the unit, starts it when inactive, and restarts it only when
+#   - the unit was reloaded while running, or the running container's spec label differs from H
+#     (then the outdated container is removed first, so Compose recreates it; never its volumes), or
+#   - a bind-mounted file (the registry config) was rewritten after the container started (the
+#     container still reads the old inode, e.g. after a drift fix), or
+#   - the unit is active but no current container shows up within 20 s.
+# It then waits until the unit is active and the container runs the spec H (and /v2/ answers).
+# A second activate with the same inputs changes nothing. Nothing here ever deletes storage.
+# A non-root SSH user needs passwordless sudo (infra-blocked channel "sudo" otherwise).
 # Output: one JSON line. Exit codes as docs/contracts.md.
 set -euo pipefail
 
