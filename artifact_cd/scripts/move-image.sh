@@ -125,6 +125,9 @@ layer_bytes() {
 pull_failed() {
   local log=$1 why
   why=$(grep -v '^[0-9a-f]\{12\}: ' "$log" | tail -n 2 | tr '\n' ' ' | head -c 400)
+  if grep -qiE 'connection refused|no route to host|i/o timeout' "$log" && [[ $MODE == local ]]; then
+    fail 4 registry-unreachable "the registry $REGISTRY does not answer: $why" true
+  fi
   if grep -qiE 'manifest unknown|not found' "$log"; then
     fail 3 manifest-missing "the registry no longer has $REPOSITORY@$DIGEST: $why" false
   fi

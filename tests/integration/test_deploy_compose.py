@@ -400,6 +400,11 @@ def test_registry_stopped(rig: Rig, projects: None, published: dict[str, dict[st
         )
         assert transfer.returncode == 4 and transfer.json is not None, transfer.stderr
         assert transfer.json["error"] == "registry-unreachable"
+        findjob = plan_service(stack(rig, "findjob", C["findjob-b"]), "findjob").step_by_id["pull"]
+        rig.d601.sh('docker image rm "$1" >/dev/null 2>&1 || true', f"127.0.0.1:5000/unidesk/findjob:{C['findjob-b']}")
+        pull = rig.d601.run_step(findjob, digest=published["findjob-b"]["digest"], image_id=published["findjob-b"]["imageId"])
+        assert pull.returncode == 4 and pull.json is not None, pull.stdout
+        assert pull.json["error"] == "registry-unreachable" and pull.json["retryable"] is True
     finally:
         rig.d601.sh(
             "systemctl start unidesk-artifact-registry.service; for i in $(seq 150); do "
