@@ -343,8 +343,10 @@ preflight() {
 
 change() {
   log "retag $IMAGE -> $RETAG, $RETAG:$COMMIT"
-  docker tag "$IMAGE" "$RETAG:$COMMIT" >&2
-  docker tag "$IMAGE" "$RETAG" >&2
+  if ! docker tag "$IMAGE" "$RETAG:$COMMIT" >&2 || ! docker tag "$IMAGE" "$RETAG" >&2; then
+    fail 5 infra-blocked "docker could not tag $IMAGE as $RETAG (the running container is untouched)" false \
+      channel '"docker"'
+  fi
   local out rc=0
   out=$(python3 -c "$ENVFILE_PY" set "$ENV_FILE" "$LOCK_DIR" "${ENV_PREFIX}COMMIT=$COMMIT" "${ENV_PREFIX}IMAGE=$IMAGE" \
     "${ENV_PREFIX}DIGEST=$DIGEST") || rc=$?

@@ -21,7 +21,9 @@ json_str() {
 
 # json_obj KEY VALUE [KEY VALUE ...]: print one JSON object. VALUEs are raw JSON
 # (use json_str for strings, `true`/`false`/`null`/numbers as they are).
+_JSON_PRINTED=""
 json_obj() {
+  _JSON_PRINTED=1 # in the main shell: a result line was printed (see _run_at_exit)
   local out="{" sep=""
   while (($# >= 2)); do
     out+="${sep}$(json_str "$1"):$2"
@@ -130,8 +132,13 @@ at_exit() {
   trap _run_at_exit EXIT
 }
 _run_at_exit() {
-  local f
+  local rc=$? f
   for f in "${_AT_EXIT[@]}"; do "$f" >&2 || true; done
+  # A command failed under `set -e` before any result line: still answer with one JSON line.
+  if ((rc != 0)) && [[ -z $_JSON_PRINTED ]]; then
+    json_obj ok false error '"unexpected-failure"' \
+      detail "$(json_str "a command failed (exit $rc) before a result; see stderr")" retryable false
+  fi
 }
 
 # make_tmp: set TMP to a fresh private directory removed when the script exits.

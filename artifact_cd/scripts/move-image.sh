@@ -142,7 +142,8 @@ tag_verified() {
     fail 6 digest-mismatch "the moved image has ID ${id:-<none>}, expected $IMAGE_ID (manifest $DIGEST)" false \
       imageId "$(json_str "$id")" expectedImageId "$(json_str "$IMAGE_ID")"
   fi
-  docker tag "$source" "$LOCAL_REF" >&2
+  docker tag "$source" "$LOCAL_REF" >&2 ||
+    fail 5 infra-blocked "docker could not tag the verified image as $LOCAL_REF" false channel '"docker"'
   json_obj ok true mode "$(json_str "$MODE")" image "$(json_str "$LOCAL_REF")" imageId "$(json_str "$id")" \
     digest "$(json_str "$DIGEST")" alreadyPresent false bytesMoved "$bytes" bytesMethod "$(json_str "$method")" \
     seconds "$(elapsed_since "$START")" "$@"

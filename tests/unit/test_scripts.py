@@ -467,3 +467,20 @@ def test_missing_secret_is_refused_with_presence_only(fake_host: dict[str, Any])
     assert "id-value-123" not in run.stdout + run.stderr
     assert env_file.read_text() == content
     assert mutations(fake_host["log"]) == []
+
+
+def test_a_command_failing_before_any_result_still_answers_one_json_line(tmp_path: Path) -> None:
+    """lib.sh's exit handler: `set -e` stops a script mid-way; the caller still gets a structured line,
+    the exit status is kept and the private temp dir is removed."""
+    snippet = 'main() {\n  exec </dev/null\n  make_tmp\n  printf "%s" "$TMP" >&2\n  false\n}\nmain "$@"\n'
+    text = (SCRIPT_DIR / "lib.sh").read_text(encoding="utf-8") + snippet
+    proc = subprocess.run([BASH, "-s", "--"], input=text, capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert Run(proc.returncode, proc.stdout, proc.stderr).json == {
+        "ok": False,
+        "error": "unexpected-failure",
+        "detail": "a command failed (exit 1) before a result; see stderr",
+        "retryable": False,
+    }
+    assert proc.stderr.startswith(str(tmp_path)) and not Path(proc.stderr.split()[0]).exists()
