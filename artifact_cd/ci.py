@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from . import catalog
 from .catalog import PRODUCER_BACKEND_CORE, PRODUCER_USER_SERVICE, ServiceEntry
-from .config import LoopbackEndpoint
+from .config import MUTABLE_TAGS, LoopbackEndpoint
 
 CI_PATH = Path(__file__).resolve().parent.parent / "CI.json"
 
@@ -45,7 +45,7 @@ _UPSTREAM_RE = re.compile(
     r"(?P<name>[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)*)"
     r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
 )
-MUTABLE_TAGS = frozenset({"latest", "stable", "main", "master", "dev", "prod", "edge", "nightly"})
+
 PRODUCERS = (PRODUCER_BACKEND_CORE, PRODUCER_USER_SERVICE)
 
 

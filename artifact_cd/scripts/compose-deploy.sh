@@ -169,32 +169,6 @@ fields = ["found", doc.get("Id", ""), doc.get("Image", ""), state.get("Status", 
 print(US.join(str(f).replace(US, " ").replace("\n", " ") for f in fields))
 '
 
-# HEALTH_PY FILE: the health body -> US-separated deploy.commit, deploy.requestedCommit, status,
-# then the five auth booleans as true/false/null. Nothing else of the body is printed.
-# shellcheck disable=SC2016
-HEALTH_PY='
-import json, re, sys
-US = "\x1f"
-try:
-    doc = json.load(open(sys.argv[1], "rb"))
-    assert isinstance(doc, dict)
-except Exception:
-    print("invalid")
-    sys.exit(0)
-def s(v):
-    return v if isinstance(v, str) and re.fullmatch(r"[0-9A-Za-z._:-]{0,100}", v) else ("" if v is None else "<other>")
-def b(v):
-    return "true" if v is True else ("false" if v is False else "null")
-deploy = doc.get("deploy") if isinstance(doc.get("deploy"), dict) else {}
-auth = doc.get("auth") if isinstance(doc.get("auth"), dict) else {}
-status = doc.get("status")
-if status is None and doc.get("ok") is True:
-    status = "ok"
-fields = ["json", s(deploy.get("commit")), s(deploy.get("requestedCommit")), s(status)]
-fields += [b(auth.get(k)) for k in ("configured", "clientIdConfigured", "clientSecretConfigured", "tokenKeyConfigured", "loggedIn")]
-print(US.join(fields))
-'
-
 log() { printf 'compose-deploy [%ss]: %s\n' "$(elapsed_since "$START")" "$*" >&2; }
 
 compose() {
@@ -389,7 +363,7 @@ verify() {
         "http://$addr:$HEALTH_PORT$HEALTH_PATH" 2>/dev/null || true)
       if [[ $code == 200 ]]; then
         IFS=$'\x1f' read -r kind deploy_commit requested status a1 a2 a3 a4 a5 \
-          < <(python3 -c "$HEALTH_PY" "$TMP/health") || true
+          < <(health_fields "$TMP/health") || true
         [[ $kind == json ]] && break
         last="HTTP 200 but the body is not a JSON object"
       else

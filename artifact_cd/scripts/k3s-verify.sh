@@ -22,21 +22,6 @@ DEPLOYMENTS=()
 KUBECTL=()
 MISMATCH_GRACE=5
 
-# shellcheck disable=SC2016 # Python program text
-DEPLOY_PY='
-import json, re, sys
-try:
-    doc = json.load(open(sys.argv[1], "rb"))
-    deploy = doc["deploy"]
-    assert isinstance(deploy, dict)
-except Exception:
-    print("invalid")
-    sys.exit(0)
-def s(v):
-    return v if isinstance(v, str) and re.fullmatch(r"[0-9A-Za-z._:-]{0,100}", v) else ("" if v is None else "<other>")
-print("\x1f".join(["json", s(deploy.get("commit")), s(deploy.get("requestedCommit"))]))
-'
-
 k8s_name() { [[ $1 =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]]; }
 
 # api_down LOG: fail infra-blocked when LOG shows the API server itself is unreachable.
@@ -107,7 +92,7 @@ main() {
   deadline=$(($(date +%s) + TIMEOUT))
   while :; do
     if "${KUBECTL[@]}" get --raw "$path" >"$TMP/health" 2>"$TMP/health.err"; then
-      IFS=$'\x1f' read -r kind live requested < <(python3 -c "$DEPLOY_PY" "$TMP/health") || true
+      IFS=$'\x1f' read -r kind live requested _ < <(health_fields "$TMP/health") || true
       if [[ $kind == json ]]; then
         [[ $live == "$COMMIT" && $requested == "$COMMIT" ]] && break
         last="health reports deploy.commit '${live:-<none>}' and requestedCommit '${requested:-<none>}', expected $COMMIT"

@@ -251,3 +251,49 @@ image_id_of() {
 image_is() {
   [[ -n $1 && ($1 == "$2" || $1 == "$3") ]]
 }
+
+# ---------------------------------------------------------------------------- registry host helpers
+
+is_sha256_hex() { [[ $1 =~ ^[0-9a-f]{64}$ ]]; }
+is_unit_name() { [[ $1 =~ ^[A-Za-z0-9_.@-]{1,240}\.service$ ]]; }
+is_managed_path() { is_abs_path "$1" && [[ $1 != / && $1 != */ ]]; }
+
+# json_list VALUE...: a JSON array of strings.
+json_list() {
+  local out="[" sep="" v
+  for v in "$@"; do
+    out+="$sep$(json_str "$v")"
+    sep=","
+  done
+  printf '%s]' "$out"
+}
+
+# ---------------------------------------------------------------------------- health payloads
+
+# health_fields FILE: the health body -> one US-separated line: "json" (or "invalid"),
+# deploy.commit, deploy.requestedCommit, status, then the five auth booleans as true/false/null.
+# Only these fields, each reduced to a safe charset, ever leave the body. Needs python3.
+# shellcheck disable=SC2016 # Python program text
+_HEALTH_PY='
+import json, re, sys
+US = "\x1f"
+try:
+    doc = json.load(open(sys.argv[1], "rb"))
+    assert isinstance(doc, dict)
+except Exception:
+    print("invalid")
+    sys.exit(0)
+def s(v):
+    return v if isinstance(v, str) and re.fullmatch(r"[0-9A-Za-z._:-]{0,100}", v) else ("" if v is None else "<other>")
+def b(v):
+    return "true" if v is True else ("false" if v is False else "null")
+deploy = doc.get("deploy") if isinstance(doc.get("deploy"), dict) else {}
+auth = doc.get("auth") if isinstance(doc.get("auth"), dict) else {}
+status = doc.get("status")
+if status is None and doc.get("ok") is True:
+    status = "ok"
+fields = ["json", s(deploy.get("commit")), s(deploy.get("requestedCommit")), s(status)]
+fields += [b(auth.get(k)) for k in ("configured", "clientIdConfigured", "clientSecretConfigured", "tokenKeyConfigured", "loggedIn")]
+print(US.join(fields))
+'
+health_fields() { python3 -c "$_HEALTH_PY" "$1"; }

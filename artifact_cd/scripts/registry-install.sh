@@ -23,21 +23,8 @@ set -euo pipefail
 SPEC_LABEL=io.unidesk.artifact-registry.spec-sha256
 READY_TIMEOUT=90 # seconds for the unit to run the current container after a start/restart
 
-is_sha256_hex() { [[ $1 =~ ^[0-9a-f]{64}$ ]]; }
 is_file_mode() { [[ $1 =~ ^0[0-7]{3}$ ]]; }
-is_unit_name() { [[ $1 =~ ^[A-Za-z0-9_.@-]{1,240}\.service$ ]]; }
 is_base64() { [[ $1 =~ ^[A-Za-z0-9+/]*={0,2}$ ]] && ((${#1} % 4 == 0)); }
-is_managed_path() { is_abs_path "$1" && [[ $1 != / && $1 != */ ]]; }
-
-# json_list VALUE...: a JSON array of strings.
-json_list() {
-  local out="[" sep="" v
-  for v in "$@"; do
-    out+="$sep$(json_str "$v")"
-    sep=","
-  done
-  printf '%s]' "$out"
-}
 
 # run_root CMD...: run CMD as root (directly, or with non-interactive sudo for a non-root user).
 SUDO=()
@@ -52,9 +39,6 @@ need_root() {
 }
 
 # value_of FLAG ARGC: the usage check for a flag that takes one value.
-need_value() {
-  (($2 >= 2)) || fail 2 invalid-argument "$1 needs a value" false argument "$(json_str "$1")"
-}
 
 once() {
   [[ -z $2 ]] || fail 2 invalid-argument "$1 given twice" false argument "$(json_str "$1")"
@@ -72,8 +56,8 @@ do_dirs() {
   local dirs=() storage="" d
   while (($#)); do
     case $1 in
-      --dir) need_value "$1" $#; dirs+=("$2"); shift 2 ;;
-      --storage) need_value "$1" $#; once "$1" "$storage"; storage=$2; shift 2 ;;
+      --dir) arg_value $# "$1"; dirs+=("$2"); shift 2 ;;
+      --storage) arg_value $# "$1"; once "$1" "$storage"; storage=$2; shift 2 ;;
       *) fail 2 invalid-argument "unknown argument for dirs" false argument "$(json_str "$1")" ;;
     esac
   done
@@ -109,10 +93,10 @@ do_write() {
   local path="" mode="" sha="" b64="" have_b64=""
   while (($#)); do
     case $1 in
-      --path) need_value "$1" $#; once "$1" "$path"; path=$2; shift 2 ;;
-      --mode) need_value "$1" $#; once "$1" "$mode"; mode=$2; shift 2 ;;
-      --sha256) need_value "$1" $#; once "$1" "$sha"; sha=$2; shift 2 ;;
-      --content-b64) need_value "$1" $#; once "$1" "$have_b64"; b64=$2; have_b64=1; shift 2 ;;
+      --path) arg_value $# "$1"; once "$1" "$path"; path=$2; shift 2 ;;
+      --mode) arg_value $# "$1"; once "$1" "$mode"; mode=$2; shift 2 ;;
+      --sha256) arg_value $# "$1"; once "$1" "$sha"; sha=$2; shift 2 ;;
+      --content-b64) arg_value $# "$1"; once "$1" "$have_b64"; b64=$2; have_b64=1; shift 2 ;;
       *) fail 2 invalid-argument "unknown argument for write" false argument "$(json_str "$1")" ;;
     esac
   done
@@ -266,9 +250,9 @@ do_activate() {
   local unit="" container="" spec=""
   while (($#)); do
     case $1 in
-      --unit) need_value "$1" $#; once "$1" "$unit"; unit=$2; shift 2 ;;
-      --container) need_value "$1" $#; once "$1" "$container"; container=$2; shift 2 ;;
-      --spec-sha256) need_value "$1" $#; once "$1" "$spec"; spec=$2; shift 2 ;;
+      --unit) arg_value $# "$1"; once "$1" "$unit"; unit=$2; shift 2 ;;
+      --container) arg_value $# "$1"; once "$1" "$container"; container=$2; shift 2 ;;
+      --spec-sha256) arg_value $# "$1"; once "$1" "$spec"; spec=$2; shift 2 ;;
       *) fail 2 invalid-argument "unknown argument for activate" false argument "$(json_str "$1")" ;;
     esac
   done

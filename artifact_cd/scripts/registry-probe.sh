@@ -14,28 +14,11 @@ PROBE_VERSION=1
 SPEC_LABEL=io.unidesk.artifact-registry.spec-sha256
 PROJECT_LABEL=com.docker.compose.project
 
-is_sha256_hex() { [[ $1 =~ ^[0-9a-f]{64}$ ]]; }
-is_unit_name() { [[ $1 =~ ^[A-Za-z0-9_.@-]{1,240}\.service$ ]]; }
-is_managed_path() { is_abs_path "$1" && [[ $1 != / && $1 != */ ]]; }
-
-json_list() {
-  local out="[" sep="" v
-  for v in "$@"; do
-    out+="$sep$(json_str "$v")"
-    sep=","
-  done
-  printf '%s]' "$out"
-}
-
 # tf A B: true when A equals B, else false (JSON booleans).
 tf() { if [[ $1 == "$2" ]]; then printf true; else printf false; fi; }
 ft() { if [[ $1 == "$2" ]]; then printf false; else printf true; fi; }
 
 json_str_or_null() { if [[ -n $1 ]]; then json_str "$1"; else printf null; fi; }
-
-need_value() {
-  (($2 >= 2)) || fail 2 invalid-argument "$1 needs a value" false argument "$(json_str "$1")"
-}
 
 # --------------------------------------------------------------------------- systemd
 
@@ -276,7 +259,7 @@ main() {
     esac
     [[ -z ${given[$1]-} ]] || fail 2 invalid-argument "$1 given twice" false argument "$(json_str "$1")"
     given[$1]=1
-    need_value "$1" $#
+    arg_value $# "$1"
     case $1 in
       --unit) unit=$2 ;;
       --unit-path) unit_path=$2 ;;
