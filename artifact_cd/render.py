@@ -129,7 +129,9 @@ def render_unit(registry: RegistryConfig) -> str:
         "TimeoutStopSec=60\n"
         "\n"
         "[Install]\n"
-        "WantedBy=multi-user.target\n"
+        # docker.service too: a stop+start of Docker brings the registry back (Requires= alone
+        # only propagates the stop)
+        "WantedBy=multi-user.target docker.service\n"
     )
 
 

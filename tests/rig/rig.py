@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from artifact_cd.config import RegistryConfig
-from artifact_cd.render import render_all
+from artifact_cd.config import HostConfig, Hosts, RegistryConfig, StackConfig
+from artifact_cd.plan import plan_registry_host
+from artifact_cd.scripts import script_text
 
 from . import host as hostmod
 from . import images
@@ -513,30 +514,26 @@ class Rig:
 
 
 def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) -> dict[str, str]:
-    """Install the registry from the project's own rendered files (R5), the way an operator would:
-    write the config/compose/unit files whose SHA-256 differs, daemon-reload, enable --now (restart
-    when a file changed under a running unit), wait for ``/v2/`` 200. Returns {path: written|unchanged}.
-    One function, so the issue-5 ``registry-install.sh`` can replace it."""
-    files = render_all(registry)
-    dirs = sorted({str(Path(f.path).parent) for f in files} | {registry.storage_path})
-    h.sh('mkdir -p -- "$@"', *dirs)
-    remote = h.sh('for f in "$@"; do sha256sum -- "$f" 2>/dev/null || echo "- $f"; done', *(f.path for f in files))
-    remote_sha = {line.split(None, 1)[1]: line.split(None, 1)[0] for line in remote.stdout.splitlines()}
-    result = {}
-    for f in files:
-        if remote_sha.get(f.path) == f.sha256:
-            result[f.path] = "unchanged"
-        else:
-            h.write_file(f.path, f.content, mode=f.mode)
-            result[f.path] = "written"
-    changed = "written" in result.values()
-    h.sh(
-        'unit=$1; changed=$2; systemctl daemon-reload; systemctl enable -q -- "$unit"; '
-        'if [ "$changed" = yes ] && systemctl is-active -q -- "$unit"; then systemctl restart -- "$unit"; '
-        'else systemctl start -- "$unit"; fi',
-        registry.unit_name,
-        "yes" if changed else "no",
+    """Install the registry with the project's own install steps (R5, R7): the registry host plan's
+    ``registry-install.sh`` steps (dirs, write x3, activate), the same script text and argv the
+    Pulumi Commands send, run inside the host (nsenter, so it also works while sshd is stopped by a
+    fault test). Then wait for ``/v2/`` 200. Returns {path: written|unchanged}."""
+    cfg = StackConfig(
+        env="prod",
+        hosts=Hosts(d601=HostConfig(host=h.address), master=HostConfig(host=h.address)),
+        registry=registry,
     )
+    result: dict[str, str] = {}
+    for step in plan_registry_host(cfg).steps:
+        if step.script != "registry-install.sh":
+            continue  # the acceptance probe is the health tests' business
+        proc = h.sh('bash -s -- "$@"', *step.args, input=script_text(step.script), check=False, timeout=timeout)
+        lines = proc.stdout.strip().splitlines()
+        doc = json.loads(lines[-1]) if lines else {}
+        if proc.returncode != 0 or not doc.get("ok"):
+            raise RigError(f"registry install step {step.id} failed on {h.name}: {proc.stdout}{proc.stderr}")
+        if doc.get("action") == "write":
+            result[doc["path"]] = doc["result"]
     deadline = time.monotonic() + timeout
     url = f"http://{registry.endpoint}/v2/"
     while images.http_status(h, url, timeout=2) != 200:

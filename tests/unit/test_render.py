@@ -52,7 +52,7 @@ def test_unit_runs_the_compose_project() -> None:
     assert "Requires=docker.service" in unit
     assert f"ExecStart=/usr/bin/docker-compose -p unidesk-artifact-registry -f {reg.compose_path} up" in unit
     assert "--no-build" in unit
-    assert "WantedBy=multi-user.target" in unit
+    assert "WantedBy=multi-user.target docker.service" in unit
 
 
 def test_spec_hash_follows_every_input() -> None:
