@@ -14,6 +14,7 @@ Kubernetes object is ever created here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,9 @@ STEP_IDS: dict[str, tuple[str, ...]] = {
 class ComposeServiceConsumerArgs:
     plan: ServicePlan
     connections: Connections
+    # what the manifest check waits for (the registry install's decided acceptance, when this
+    # stack manages the registry)
+    after: Sequence[pulumi.Input[pulumi.Resource]] = ()
 
 
 def check_plan(plan: ServicePlan) -> tuple[str, ...]:
@@ -71,7 +75,9 @@ class ComposeServiceConsumer(pulumi.ComponentResource):
         assert plan.commit is not None
         commit = plan.commit
         steps = plan.step_by_id
-        check = remote_step(self, name, steps["manifest-check"], args.connections, commit)
+        check = remote_step(
+            self, name, steps["manifest-check"], args.connections, commit, depends_on=args.after
+        )
         facts = check.stdout.apply(lambda out: manifest_facts(out, f"{plan.service} manifest-check"))
         live = LiveValues(digest=facts.apply(lambda f: f.digest), image_id=facts.apply(lambda f: f.image_id))
         move_id = expected[1]

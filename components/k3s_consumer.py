@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -45,6 +46,8 @@ class K3sServiceConsumerArgs:
     plan: ServicePlan
     connections: Connections
     provider: k8s.Provider
+    # what the manifest check waits for (see ComposeServiceConsumerArgs.after)
+    after: Sequence[pulumi.Input[pulumi.Resource]] = ()
 
 
 def canonical_auth(auth: Any) -> str:
@@ -102,7 +105,7 @@ class K3sServiceConsumer(pulumi.ComponentResource):
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
 
         steps = plan.step_by_id
-        check = remote_step(self, name, steps["manifest-check"], conns, commit)
+        check = remote_step(self, name, steps["manifest-check"], conns, commit, depends_on=args.after)
         facts = check.stdout.apply(lambda out: manifest_facts(out, f"{plan.service} manifest-check"))
         live = LiveValues(digest=facts.apply(lambda f: f.digest), image_id=facts.apply(lambda f: f.image_id))
         imported = remote_step(self, name, steps["import"], conns, commit, live=live, depends_on=[check])

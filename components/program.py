@@ -223,11 +223,13 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     conns = connections(cfg, keys)
 
     acceptance: pulumi.Output[dict[str, Any]] | None = None
+    after: list[pulumi.Input[pulumi.Resource]] = []
     if cfg.registry.manage:
         registry = ArtifactRegistryHost(
             REGISTRY_COMPONENT, ArtifactRegistryHostArgs(plan=registry_plan, connections=conns)
         )
         acceptance = registry.acceptance
+        after = [registry.ready]
 
     provider: k8s.Provider | None = None
     if KUBECONFIG in need:
@@ -242,11 +244,11 @@ def main(environ: Mapping[str, str] | None = None) -> None:
         if p.target.get("kind") == TargetKind.K3S.value:
             assert provider is not None
             consumers[p.service] = K3sServiceConsumer(
-                p.service, K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider)
+                p.service, K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider, after=after)
             )
         else:
             consumers[p.service] = ComposeServiceConsumer(
-                p.service, ComposeServiceConsumerArgs(plan=p, connections=conns)
+                p.service, ComposeServiceConsumerArgs(plan=p, connections=conns, after=after)
             )
 
     pulumi.export(

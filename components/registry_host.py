@@ -96,6 +96,10 @@ class ArtifactRegistryHostArgs:
 
 class ArtifactRegistryHost(pulumi.ComponentResource):
     acceptance: pulumi.Output[dict[str, Any]]
+    # The acceptance Command, released only once its probe was decided healthy: consumers put it
+    # in depends_on, so no consumer step starts before the registry is installed and healthy, and
+    # none starts at all when the acceptance fails (CD flow step 1; R9's common guardrail).
+    ready: pulumi.Output[pulumi.Resource]
 
     def __init__(
         self, name: str, args: ArtifactRegistryHostArgs, opts: pulumi.ResourceOptions | None = None
@@ -115,6 +119,8 @@ class ArtifactRegistryHost(pulumi.ComponentResource):
 
         decide: Decide = args.decide or _default_decide
         self.acceptance = commands["registry-acceptance"].stdout.apply(lambda out: accept(out, decide))
+        acceptance_command: pulumi.Resource = commands["registry-acceptance"]
+        self.ready = self.acceptance.apply(lambda _decided: acceptance_command)
         self.register_outputs(
             {
                 "host": plan.host_address,

@@ -164,7 +164,7 @@ def remote_step(
     subject: str,
     *,
     live: LiveValues | None = None,
-    depends_on: Sequence[pulumi.Resource] = (),
+    depends_on: Sequence[pulumi.Input[pulumi.Resource]] = (),
     retain_on_delete: bool = False,
 ) -> remote.Command:
     """One remote Command for ``step``: exact argv, script text on stdin, content-hash triggers."""

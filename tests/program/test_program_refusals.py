@@ -257,6 +257,26 @@ def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy_fake_hosts(
     assert type(run.error).__name__ == "RegistryUnhealthy"
     assert "service-degraded" in str(run.error) and "start the unit" in str(run.error)
     assert seen == [facts]
+    # CD flow step 1: no consumer step ran against an unhealthy registry
+    ran = hosts.names()
+    assert "artifact-registry-registry-acceptance" in ran
+    assert [n for n in ran if not n.startswith("artifact-registry-")] == []
+
+
+def test_r9_consumers_wait_for_the_decided_registry_acceptance_fake_hosts(
+    engine: Any, healthy_registry: list[Mapping[str, Any]]
+) -> None:
+    cfg = _approve(stack_config("prod"), "code-queue-mgr")
+    hosts = FakeHosts()
+    run = engine.run_program("prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=hosts)
+    assert run.error is None, run.error
+    checks = [r for r in run.resources if r.name.endswith("-manifest-check")]
+    assert checks
+    for check in checks:
+        assert "artifact-registry-registry-acceptance" in check.options["dependsOn"], check.name
+    ran = hosts.names()
+    acceptance = ran.index("artifact-registry-registry-acceptance")
+    assert all(ran.index(c.name) > acceptance for c in checks)
 
 
 def test_r7_acceptance_uses_artifact_cd_health_decide_and_refuses_incomplete_fake_facts(engine: Any) -> None:
