@@ -319,6 +319,8 @@ class ComposeProject(_Model):
     project_name: Name
     env_file: AbsPath  # the controlled env file (seed: providerGateway.upgrade.composeEnvFile)
     command: ComposeCommand | None = None  # None: `docker compose` (v2) when present, else docker-compose
+    # how long a recreated container may take to answer its health path before the deploy fails
+    health_timeout_seconds: Annotated[int, Field(ge=5, le=900, strict=True)] = 45
 
 
 class ComposeConfig(_Model):

@@ -287,6 +287,8 @@ def _compose_steps(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget,
         entry.health.path,
         "--health-port",
         str(entry.health.port),
+        "--health-timeout",
+        str(project.health_timeout_seconds),
     ]
     if project.command is not None:
         deploy_args += ["--compose-command", project.command]

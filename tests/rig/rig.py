@@ -459,7 +459,12 @@ class Rig:
         base = f"/srv/unidesk-{env}"
         for h in (self.d601, self.master):
             h.sh('mkdir -p -- "$1"', base)
-        project = {"projectDir": base, "projectName": f"unidesk-{env}", "envFile": f"{base}/.env.deploy"}
+        project = {
+            "projectDir": base,
+            "projectName": f"unidesk-{env}",
+            "envFile": f"{base}/.env.deploy",
+            "healthTimeoutSeconds": 20,  # test containers answer in about a second
+        }
         return {
             "env": env,
             "hosts": {

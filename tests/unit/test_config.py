@@ -153,6 +153,8 @@ HOSTILE: list[tuple[str, str, object, str]] = [
     ("prod", "compose.master.envFile", "/home/ubuntu/unidesk/.env\n", "compose.master.envFile"),
     ("prod", "compose.master", DELETE, "compose.master"),
     ("prod", "compose.d601", DELETE, "compose.d601"),
+    ("prod", "compose.master.healthTimeoutSeconds", 1, "compose.master.healthTimeoutSeconds"),
+    ("prod", "compose.master.healthTimeoutSeconds", "45s", "compose.master.healthTimeoutSeconds"),
     # transfer and k3s
     ("prod", "transfer.mode", "rsync", "transfer.mode"),
     ("prod", "transfer.d601SshTarget", "-oProxyCommand=sh", "transfer.d601SshTarget"),
