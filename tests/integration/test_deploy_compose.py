@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 ENV: Env = "prod"
 BASE = "/srv/unidesk-deploy-tests"
-PROJECT = {"projectDir": BASE, "projectName": "unidesk-deploy-tests", "envFile": f"{BASE}/.env.deploy", "healthTimeoutSeconds": 20}
+PROJECT: dict[str, Any] = {"projectDir": BASE, "projectName": "unidesk-deploy-tests", "envFile": f"{BASE}/.env.deploy", "healthTimeoutSeconds": 20}
 SECRETS = {
     "UNIDESK_BAIDU_NETDISK_CLIENT_ID": "cid-7Hq2-not-for-logs",
     "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET": "csec-Xw91-not-for-logs",

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 ENV: Env = "prod"
 BASE = "/srv/unidesk-replay-tests"
-PROJECT = {"projectDir": BASE, "projectName": "unidesk-replay-tests", "envFile": f"{BASE}/.env.deploy", "healthTimeoutSeconds": 20}
+PROJECT: dict[str, Any] = {"projectDir": BASE, "projectName": "unidesk-replay-tests", "envFile": f"{BASE}/.env.deploy", "healthTimeoutSeconds": 20}
 SECRETS = {
     "UNIDESK_BAIDU_NETDISK_CLIENT_ID": "rp-cid-Q1",
     "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET": "rp-csec-Q2",
