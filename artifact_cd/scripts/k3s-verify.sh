@@ -97,7 +97,8 @@ main() {
         [[ $live == "$COMMIT" && $requested == "$COMMIT" ]] && break
         last="health reports deploy.commit '${live:-<none>}' and requestedCommit '${requested:-<none>}', expected $COMMIT"
         [[ -n $mismatch_deadline ]] || mismatch_deadline=$(($(date +%s) + MISMATCH_GRACE))
-        if (($(date +%s) >= mismatch_deadline)); then
+        # the grace ends early when the overall timeout does: the last answer decides the error
+        if (($(date +%s) >= mismatch_deadline || $(date +%s) >= deadline)); then
           fail 6 commit-mismatch "$last (an old revision still answers)" false \
             health "$(json_obj deployCommit "$(json_str "$live")" requestedCommit "$(json_str "$requested")")"
         fi
