@@ -76,7 +76,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if getattr(args, "resources", False):
         return _plan_resources(args)
     if args.service is None:
-        emit(plan_stack(cfg, ctx))
+        doc = plan_stack(cfg, ctx)
+        doc["upstreamImages"] = _upstream_refusals(cfg)
+        emit(doc)
         return EXIT_OK
     entry = catalog.get(args.service)
     if entry is None:
@@ -109,6 +111,17 @@ def _upstream_refusal(service_id: str, cfg: StackConfig) -> dict[str, Any] | Non
     except ci.CIError:
         return None
     return None if upstream is None else ci.upstream_plan_refusal(upstream, cfg.env, cfg.registry.endpoint)
+
+
+def _upstream_refusals(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Every ``upstream-image`` entry of CI.json, each with why CD does not deploy it (R26)."""
+    from . import ci
+
+    try:
+        upstream = ci.load_ci().upstream
+    except ci.CIError as error:
+        return [{"ok": False, "decision": "invalid-ci-catalog", "reason": str(error)}]
+    return [ci.upstream_plan_refusal(a, cfg.env, cfg.registry.endpoint) for _, a in sorted(upstream.items())]
 
 
 def _plan_resources(args: argparse.Namespace) -> int:

@@ -423,7 +423,9 @@ def _cross_check(cfg: StackConfig, stack: str) -> list[Problem]:
             problems.append(
                 Problem(
                     key,
-                    "is not a service in the catalog (known: " + ", ".join(catalog.service_ids()) + ")",
+                    "is not a service in the catalog (known: "
+                    + ", ".join(catalog.service_ids())
+                    + "; CI.json upstream-image entries are catalog-only and never deployable)",
                     f"pulumi config rm --path '{key}'",
                 )
             )

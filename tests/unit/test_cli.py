@@ -31,6 +31,11 @@ def test_plan_stack_covers_r10(capsys: pytest.CaptureFixture[str], stack: str) -
     assert {s["service"] for s in doc["services"]} == {e.id for e in catalog.services_for(doc["env"])}
     assert doc["registryHost"]["paths"]["unit"] == "unidesk-artifact-registry.service"
     assert sum(len(v) for v in doc["summary"].values()) == len(doc["services"])
+    # R26: upstream-image entries of CI.json are listed, each refused with the reason
+    upstream = {u["service"]: u for u in doc["upstreamImages"]}
+    assert "artifact-registry" in upstream
+    assert all(u["decision"] == "unsupported" and u["steps"] == [] for u in upstream.values())
+    assert not set(upstream) & {s["service"] for s in doc["services"]}
 
 
 def test_plan_one_service_with_commit_override(capsys: pytest.CaptureFixture[str]) -> None:
