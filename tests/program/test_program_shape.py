@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,28 +86,6 @@ def _plans(stack: str) -> dict[str, Any]:
     return {p.service: p for p in plan_services(_cfg(stack))}
 
 
-@pytest.fixture(scope="module")
-def up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
-    """`pulumi up` of both stacks against fake hosts; the registry acceptance decides healthy."""
-    from components import registry_host
-
-    original = registry_host.health_decide
-    registry_host.health_decide = lambda facts: {"decision": "healthy"}
-    try:
-        out = {}
-        for stack in ("dev", "prod"):
-            hosts = FakeHosts()
-            run = engine.run_program(
-                stack, preview=False, config=stack_config(stack), secrets=FAKE_SECRETS, environ={},
-                executor=hosts,
-            )  # fmt: skip
-            out[stack] = (run, hosts)
-        # gated services make `up` refuse: run it again with them approved by a supervisor
-        return out
-    finally:
-        registry_host.health_decide = original
-
-
 def _approved(stack: str) -> dict[str, Any]:
     cfg = stack_config(stack)
     gated = {"dev": "code-queue", "prod": "code-queue-mgr"}[stack]
@@ -116,8 +95,8 @@ def _approved(stack: str) -> dict[str, Any]:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def approved_up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
+def _up_both_stacks(engine: Any, configure: Callable[[str], dict[str, Any]]) -> dict[str, tuple[Any, FakeHosts]]:
+    """`pulumi up` of dev and prod against fake hosts; the registry acceptance decides healthy."""
     from components import registry_host
 
     original = registry_host.health_decide
@@ -127,18 +106,27 @@ def approved_up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
         for stack in ("dev", "prod"):
             hosts = FakeHosts()
             run = engine.run_program(
-                stack,
-                preview=False,
-                config=_approved(stack),
-                secrets=FAKE_SECRETS,
-                environ={},
+                stack, preview=False, config=configure(stack), secrets=FAKE_SECRETS, environ={},
                 executor=hosts,
-            )
-            assert run.error is None, run.error
+            )  # fmt: skip
             out[stack] = (run, hosts)
         return out
     finally:
         registry_host.health_decide = original
+
+
+@pytest.fixture(scope="module")
+def up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
+    """As configured: gated services make `up` refuse (approved_up_runs approves them)."""
+    return _up_both_stacks(engine, stack_config)
+
+
+@pytest.fixture(scope="module")
+def approved_up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
+    out = _up_both_stacks(engine, _approved)
+    for run, _hosts in out.values():
+        assert run.error is None, run.error
+    return out
 
 
 # --------------------------------------------------------------------------- R10 shapes
