@@ -11,7 +11,9 @@
 # E/R:SHA there. Order (nothing is changed before step 4):
 #   1. per-service lock: flock on /run/lock/unidesk-deploy.<project>.<service>.lock (project dir
 #      when /run/lock is missing). A second deploy of the same service WAITS up to --lock-wait
-#      seconds for the first to finish, then fails lock-busy (exit 7, retryable).
+#      seconds for the first to finish, then fails lock-busy (exit 7, retryable). Steps 4-5 also
+#      hold a per-project lock (unidesk-compose.<project>.lock): two services of one project are
+#      never recreated at the same time (concurrent `compose up` duplicates the project network).
 #   2. preflight: the image E/R:SHA is here with ID --image-id and revision label SHA; the Compose
 #      project knows the service; required secret keys are present and non-empty in the env file
 #      (reported as present/length only; missing -> secret-missing, exit 3, nothing touched).
@@ -315,7 +317,24 @@ preflight() {
   fi
 }
 
+# project_lock: serialize the change + recreate of every service of one Compose project. Pulumi
+# deploys independent services concurrently, and two `compose up` runs in one project race on
+# creating its default network: Docker does not keep network names unique, and a second
+# `<project>_default` makes every later start fail as "ambiguous". Released once `up` returned.
+project_lock() {
+  local lock_file="$LOCK_DIR/unidesk-compose.$PROJECT_NAME.lock" t0=$EPOCHREALTIME
+  exec {PROJECT_LOCK_FD}>>"$lock_file"
+  if ! flock -n "$PROJECT_LOCK_FD"; then
+    log "another deploy in Compose project $PROJECT_NAME is recreating; waiting up to ${LOCK_WAIT}s"
+    flock -w "$LOCK_WAIT" "$PROJECT_LOCK_FD" ||
+      fail 7 lock-busy "another deploy in Compose project $PROJECT_NAME held it for ${LOCK_WAIT}s; nothing was changed" \
+        true lock "$(json_str "$lock_file")"
+    LOCK_WAITED=$(elapsed_since "$t0")
+  fi
+}
+
 change() {
+  project_lock
   log "retag $IMAGE -> $RETAG, $RETAG:$COMMIT"
   if ! docker tag "$IMAGE" "$RETAG:$COMMIT" >&2 || ! docker tag "$IMAGE" "$RETAG" >&2; then
     fail 5 infra-blocked "docker could not tag $IMAGE as $RETAG (the running container is untouched)" false \
@@ -336,6 +355,7 @@ change() {
     inspect_container
     after_change_fail recreate-failed "compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"
   fi
+  flock -u "$PROJECT_LOCK_FD"
   cat "$TMP/up.log" >&2
 }
 

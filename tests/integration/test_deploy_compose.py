@@ -264,13 +264,16 @@ def published(rig: Rig) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def projects(rig: Rig, published: dict[str, dict[str, str]]) -> Iterator[None]:
     """The Compose projects: master (baidu-netdisk, oa-event-flow, todo-note) and D601 (findjob)."""
-    for h, services in ((rig.master, MASTER_SERVICES), (rig.d601, D601_SERVICES)):
+    hosts = ((rig.master, MASTER_SERVICES), (rig.d601, D601_SERVICES))
+    for h, services in hosts:
+        h.remove_containers(*(container_of(s) for s in services))  # other modules use the same names
         h.sh('mkdir -p "$1" && cat > "$1/docker-compose.yml"', BASE, input=compose_file(services))
         write_env_file(h, ENV_FILE_BASE)
     yield
-    for h in (rig.master, rig.d601):
+    for h, services in hosts:
         h.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1 || true',
              BASE, PROJECT["projectName"], check=False)
+        h.remove_containers(*(container_of(s) for s in services))
 
 
 # --------------------------------------------------------------------------- deploy A -> B -> A
@@ -548,6 +551,42 @@ def test_two_deploys_of_one_service_at_once(rig: Rig, projects: None) -> None:
     assert docs[last]["previousCommit"] == C[first], "the waiter ran after the holder finished"  # type: ignore[index]
     assert answers(live(rig, "oa-event-flow"), C[last])
     assert f"UNIDESK_OA_EVENT_FLOW_DEPLOY_COMMIT={C[last]}\n" in read_env_file(rig.master)[1]
+
+
+def test_two_services_of_one_fresh_project_deploy_at_once(rig: Rig, projects: None) -> None:
+    """Pulumi runs independent consumers concurrently. Two services of one Compose project recreated
+    at once, on a project whose network does not exist yet, both succeed and leave ONE project
+    network (two concurrent `compose up` would create two, and every later start fails "ambiguous")."""
+    ensure_at(rig, "oa-event-flow", C["oa-a"])
+    ensure_at(rig, "todo-note", C["todo-a"])
+    network = f"{PROJECT['projectName']}_default"
+    rig.master.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1',
+                  BASE, PROJECT["projectName"])
+    assert network not in rig.master.sh('docker network ls --format "{{.Name}}"').stdout.split()
+    prepared: dict[str, tuple[Any, Any]] = {}
+    for service, label in (("oa-event-flow", "oa-b"), ("todo-note", "todo-b")):
+        plan = plan_service(stack(rig, service, C[label]), service)
+        check = rig.d601.run_step(plan.steps[0])
+        assert check.json is not None and check.returncode == 0, check.stderr
+        moved = rig.master.run_step(plan.step_by_id["transfer"], digest=check.json["digest"], image_id=check.json["imageId"])
+        assert moved.returncode == 0, moved.stderr
+        prepared[service] = (plan.step_by_id["deploy"], check.json)
+    results: dict[str, StepResult] = {}
+
+    def go(service: str) -> None:
+        step, facts = prepared[service]
+        results[service] = rig.master.run_step(step, digest=facts["digest"], image_id=facts["imageId"])
+
+    threads = [threading.Thread(target=go, args=(service,)) for service in prepared]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert all(r.returncode == 0 for r in results.values()), {k: (r.stdout, r.stderr[-2000:]) for k, r in results.items()}
+    names = rig.master.sh('docker network ls --format "{{.Name}}"').stdout.split()
+    assert names.count(network) == 1, names
+    assert answers(live(rig, "oa-event-flow"), C["oa-b"])
+    assert results["todo-note"].json is not None and results["todo-note"].json["commit"] == C["todo-b"]
 
 
 # --------------------------------------------------------------------------- faults after the recreate

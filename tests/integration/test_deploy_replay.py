@@ -64,8 +64,10 @@ def replay_rig(rig: Rig) -> Iterator[Rig]:
         variant = "baidu" if sid == "baidu-netdisk" else "standard"
         for commits in (R1, R2):
             rig.publish_test_image(sid, commits[sid], variant=variant)
+    names = [target(sid).container_name for sid in SERVICES]
     for host_name in ("master", "d601"):
         h: Host = getattr(rig, host_name)
+        h.remove_containers(*names)  # other modules deploy the same catalog services
         lines = ['version: "2.4"', "services:"]
         for sid, where in SERVICES.items():
             if where != host_name:
@@ -79,6 +81,7 @@ def replay_rig(rig: Rig) -> Iterator[Rig]:
     for h in (rig.master, rig.d601):
         h.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1 || true',
              BASE, PROJECT["projectName"], check=False)
+        h.remove_containers(*names)
 
 
 def config(rig: Rig, commits: Mapping[str, str]) -> dict[str, Any]:

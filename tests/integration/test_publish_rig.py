@@ -294,12 +294,14 @@ services:
 def compose_project(rig: Rig) -> Iterator[str]:
     """The master's Compose project for the service; brought down afterwards (container names are
     global on the master's dockerd)."""
+    rig.master.remove_containers(TARGET.container_name)  # other modules deploy the same service
     rig.master.write_file(f"{PROJECT_DIR}/docker-compose.yml", COMPOSE_FILE)
     rig.master.sh('touch -- "$1"', f"{PROJECT_DIR}/.env.deploy")
     yield PROJECT_DIR
     rig.master.sh(
         'cd -- "$1" && docker-compose -p "$2" down --remove-orphans', PROJECT_DIR, PROJECT_NAME, check=False
     )
+    rig.master.remove_containers(TARGET.container_name)
 
 
 def test_the_published_commit_deploys_with_the_verified_digest(

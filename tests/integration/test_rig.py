@@ -521,3 +521,20 @@ def test_killed_run_is_reaped(tmp_path: Path) -> None:
         safety_net = teardown(rigdir)  # only matters when the reaper failed (asserted below)
     assert reaped, f"the reaper did not tear down {rigdir}; teardown afterwards: {safety_net}"
     _assert_nothing_left(fp)
+
+
+def test_remove_containers_takes_exact_and_compose_renamed_names_only(rig: Rig) -> None:
+    """Test modules share catalog container names on one dockerd; the cleanup must take the name and
+    Compose v1's ``<id>_<name>`` leftover, and nothing that merely looks alike."""
+    d = rig.d601
+    names = ["rigtest-backend", "0123abcd_rigtest-backend", "rigtest-backend-2", "x-rigtest-backend"]
+    for name in names:
+        d.sh('docker create --name "$1" registry:2.8.3 >/dev/null', name)
+    try:
+        removed = d.remove_containers("rigtest-backend")
+        assert sorted(removed) == ["0123abcd_rigtest-backend", "rigtest-backend"]
+        left = d.sh('docker ps -a --format "{{.Names}}"').stdout.split()
+        assert {"rigtest-backend-2", "x-rigtest-backend"} <= set(left)
+        assert "rigtest-backend" not in left
+    finally:
+        d.sh('docker rm -f "$@" >/dev/null 2>&1 || true', *names, check=False)

@@ -318,6 +318,19 @@ class Host:
             input=content,
         )
 
+    def remove_containers(self, *names: str) -> list[str]:
+        """Force-remove every container named NAME, or ``<id>_NAME`` (Compose v1 renames the old
+        container so during a recreate; an interrupted one leaves it behind). Container names are
+        global per Docker daemon, so test modules sharing a catalog service clean up with this on
+        setup and teardown. Returns the names removed. Test setup only, never a product step."""
+        proc = self.sh(
+            'docker ps -a --format "{{.ID}} {{.Names}}" | while read -r id name; do '
+            'for n in "$@"; do case $name in "$n" | *_"$n") docker rm -f "$id" >/dev/null && echo "$name";; esac; '
+            "done; done",
+            *names,
+        )
+        return proc.stdout.split()
+
     def read_file(self, path: str) -> str:
         return self.sh('cat -- "$1"', path).stdout
 

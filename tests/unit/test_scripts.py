@@ -396,10 +396,9 @@ def fake_host(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "TMPDIR": str(tmp_path),
     }
     yield {"env": env, "project": project, "log": log, "name": name}
-    for lock in Path("/run/lock").glob(f"unidesk-deploy.{name}.*"):
-        lock.unlink()
-    for lock in project.glob(f"unidesk-deploy.{name}.*"):
-        lock.unlink()
+    for pattern in (f"unidesk-deploy.{name}.*", f"unidesk-compose.{name}.*"):
+        for lock in [*Path("/run/lock").glob(pattern), *project.glob(pattern)]:
+            lock.unlink()
 
 
 def deploy_args(project: Path, name: str, *extra: str) -> list[str]:
@@ -440,6 +439,27 @@ def test_second_deploy_of_a_service_waits_then_reports_lock_busy(fake_host: dict
     assert "f" * 40 in run.json["holder"], "the refusal names the deploy holding the lock"
     assert "waiting up to 1s" in run.stderr
     assert mutations(fake_host["log"]) == []
+
+
+def test_a_recreate_waits_for_another_service_of_the_same_project(fake_host: dict[str, Any]) -> None:
+    """Two services of one Compose project are never recreated at once (concurrent `compose up`
+    duplicates the project network). The project lock is taken after the preflight, before any
+    change: while another deploy of the project holds it, nothing is tagged, written or started."""
+    project, name = fake_host["project"], fake_host["name"]
+    env_file = project / ".env.deploy"
+    content = "".join(f"UNIDESK_BAIDU_NETDISK_{k}=v-{k.lower()}\n" for k in ("CLIENT_ID", "CLIENT_SECRET", "TOKEN_KEY"))
+    env_file.write_text(content)
+    env = {**fake_host["env"], "FAKE_IMAGE_ID": IMAGE_ID}
+    lock_file = _lock_dir(project) / f"unidesk-compose.{name}.lock"
+    with open(lock_file, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = run_script("compose-deploy.sh", deploy_args(project, name, "--lock-wait", "1"), env=env)
+    assert run.returncode == 7, (run.stdout, run.stderr)
+    assert run.json["error"] == "lock-busy" and run.json["retryable"] is True
+    assert f"Compose project {name}" in run.json["detail"] and "nothing was changed" in run.json["detail"]
+    assert "is recreating; waiting up to 1s" in run.stderr
+    assert mutations(fake_host["log"]) == []
+    assert env_file.read_text() == content
 
 
 def test_missing_image_is_refused_before_anything_changes(fake_host: dict[str, Any]) -> None:
