@@ -518,31 +518,39 @@ def test_baidu_secret_missing(rig: Rig, projects: None) -> None:
     assert_untouched(rig, "baidu-netdisk", before)
 
 
-def test_two_deploys_of_one_service_at_once(rig: Rig, projects: None) -> None:
-    """The per-service lock: two deploy steps start together; one waits for the other, both finish,
-    and the env file and the container agree on the one that ran last."""
-    ensure_at(rig, "oa-event-flow", C["oa-a"])
-    runs: dict[str, tuple[Any, Any]] = {}
-    for label in ("oa-b", "oa-c"):
-        plan = plan_service(stack(rig, "oa-event-flow", C[label]), "oa-event-flow")
+def deploy_steps_at_once(rig: Rig, runs: dict[str, tuple[str, str]]) -> dict[str, StepResult]:
+    """{key: (service, commit label)}: run each one's manifest check and transfer in turn, then
+    start all their deploy steps on the master at the same moment (as Pulumi runs independent
+    Commands) and wait for them. Returns each deploy step's result."""
+    prepared: dict[str, tuple[Any, Any]] = {}
+    for key, (service, label) in runs.items():
+        plan = plan_service(stack(rig, service, C[label]), service)
         check = rig.d601.run_step(plan.steps[0])
-        assert check.json is not None
+        assert check.json is not None and check.returncode == 0, check.stderr
         moved = rig.master.run_step(plan.step_by_id["transfer"], digest=check.json["digest"], image_id=check.json["imageId"])
         assert moved.returncode == 0, moved.stderr
-        runs[label] = (plan.step_by_id["deploy"], check.json)
+        prepared[key] = (plan.step_by_id["deploy"], check.json)
     results: dict[str, StepResult] = {}
 
-    def go(label: str) -> None:
-        step, facts = runs[label]
-        results[label] = rig.master.run_step(step, digest=facts["digest"], image_id=facts["imageId"])
+    def go(key: str) -> None:
+        step, facts = prepared[key]
+        results[key] = rig.master.run_step(step, digest=facts["digest"], image_id=facts["imageId"])
 
-    threads = [threading.Thread(target=go, args=(label,)) for label in runs]
+    threads = [threading.Thread(target=go, args=(key,)) for key in prepared]
     for t in threads:
         t.start()
     for t in threads:
         t.join(300)
-    docs = {label: r.json for label, r in results.items()}
     assert all(r.returncode == 0 for r in results.values()), {k: (r.stdout, r.stderr[-2000:]) for k, r in results.items()}
+    return results
+
+
+def test_two_deploys_of_one_service_at_once(rig: Rig, projects: None) -> None:
+    """The per-service lock: two deploy steps start together; one waits for the other, both finish,
+    and the env file and the container agree on the one that ran last."""
+    ensure_at(rig, "oa-event-flow", C["oa-a"])
+    results = deploy_steps_at_once(rig, {label: ("oa-event-flow", label) for label in ("oa-b", "oa-c")})
+    docs = {label: r.json for label, r in results.items()}
     waited = [label for label, doc in docs.items() if doc and doc["lockWaitSeconds"] > 0]
     assert len(waited) == 1, docs
     last = waited[0]
@@ -563,26 +571,7 @@ def test_two_services_of_one_fresh_project_deploy_at_once(rig: Rig, projects: No
     rig.master.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1',
                   BASE, PROJECT["projectName"])
     assert network not in rig.master.sh('docker network ls --format "{{.Name}}"').stdout.split()
-    prepared: dict[str, tuple[Any, Any]] = {}
-    for service, label in (("oa-event-flow", "oa-b"), ("todo-note", "todo-b")):
-        plan = plan_service(stack(rig, service, C[label]), service)
-        check = rig.d601.run_step(plan.steps[0])
-        assert check.json is not None and check.returncode == 0, check.stderr
-        moved = rig.master.run_step(plan.step_by_id["transfer"], digest=check.json["digest"], image_id=check.json["imageId"])
-        assert moved.returncode == 0, moved.stderr
-        prepared[service] = (plan.step_by_id["deploy"], check.json)
-    results: dict[str, StepResult] = {}
-
-    def go(service: str) -> None:
-        step, facts = prepared[service]
-        results[service] = rig.master.run_step(step, digest=facts["digest"], image_id=facts["imageId"])
-
-    threads = [threading.Thread(target=go, args=(service,)) for service in prepared]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert all(r.returncode == 0 for r in results.values()), {k: (r.stdout, r.stderr[-2000:]) for k, r in results.items()}
+    results = deploy_steps_at_once(rig, {"oa-event-flow": ("oa-event-flow", "oa-b"), "todo-note": ("todo-note", "todo-b")})
     names = rig.master.sh('docker network ls --format "{{.Name}}"').stdout.split()
     assert names.count(network) == 1, names
     assert answers(live(rig, "oa-event-flow"), C["oa-b"])
