@@ -1,0 +1,497 @@
+"""The one contract between the plan, the Pulumi components and the step scripts.
+
+Every fact more than one room needs is spelled here once:
+
+- the shared constants: OCI label names, manifest media types, the registry spec label, the
+  verify kinds, the commit and digest patterns, the deploy stamp (env keys and annotations);
+- the exit codes of every step script (:class:`ExitCode`);
+- the live placeholders a step carries until the manifest check has run (:class:`Live`);
+- one typed args model per script (``<Script>Args``) whose :meth:`ScriptArgs.to_argv` is the exact
+  argv the plan shows, the components send and the rig runs; ``flags()`` is what the script's
+  ``parse_args`` accepts (a drift test holds the two together);
+- the result of a step: one JSON object, the last non-empty stdout line (:class:`StepResult`).
+
+The scripts get the shell side of these constants from :func:`shell_constants` (a generated
+``readonly`` block that ``artifact_cd.scripts.script_text`` puts ahead of ``lib.sh``).
+Pure: no Pulumi, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+# --------------------------------------------------------------------------- shared constants
+
+REVISION_LABEL = "org.opencontainers.image.revision"
+SOURCE_LABEL = "org.opencontainers.image.source"
+SERVICE_LABEL = "io.unidesk.service"  # the catalog service id on every published image (R26)
+# The running registry container carries the sha256 of the rendered spec it was started from.
+SPEC_LABEL = "io.unidesk.artifact-registry.spec-sha256"
+
+# HEAD/GET of a manifest must accept all four, else the registry answers a schema1 manifest with
+# another digest (or 404 for an OCI index).
+MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+
+COMMIT_PATTERN = "[0-9a-f]{40}"
+DIGEST_PATTERN = "sha256:[0-9a-f]{64}"
+COMMIT_RE = re.compile(COMMIT_PATTERN)
+DIGEST_RE = re.compile(DIGEST_PATTERN)
+
+# Deploy stamp: k3s consumers use the generic env prefix (R13), Compose consumers a per-service
+# one (R14); both stamp COMMIT, IMAGE and DIGEST (k3s also SERVICE).
+K3S_ENV_PREFIX = "UNIDESK_DEPLOY_"
+ANNOTATION_PREFIX = "unidesk.io/deploy-"
+
+
+class VerifyKind(StrEnum):
+    """How a Compose consumer proves the live commit (``compose-deploy.sh --verify``)."""
+
+    STANDARD = "standard"  # image label + /health deploy.commit and deploy.requestedCommit
+    TODO_NOTE_SYNTHETIC = "todo-note-synthetic"  # /api/health + runtime metadata (R19)
+    BAIDU_AUTH_GATE = "baidu-auth-gate"  # standard + secret preflight + auth booleans (R15)
+
+
+class ExitCode(IntEnum):
+    """Exit status of every step script; the result line's ``error`` names the case."""
+
+    OK = 0
+    INVALID = 2  # invalid argument
+    PRECONDITION = 3  # precondition or artifact missing (manifest-missing, secret-missing, ...)
+    RETRYABLE = 4  # transient (registry-unreachable, ssh-unreachable, transfer-failed)
+    INFRA_BLOCKED = 5  # a tool or channel is missing; the result names it in ``channel``
+    VERIFY_FAILED = 6  # verification failed after a change (unhealthy, commit-mismatch, ...)
+    BUSY = 7  # lock-busy
+
+
+def deploy_stamp(prefix: str, commit: str, image: str, digest: str) -> dict[str, str]:
+    """The ``<PREFIX>COMMIT|IMAGE|DIGEST`` env a consumer writes next to the running service."""
+    return {f"{prefix}COMMIT": commit, f"{prefix}IMAGE": image, f"{prefix}DIGEST": digest}
+
+
+def deploy_annotations(service: str, commit: str, image: str, digest: str) -> dict[str, str]:
+    """The ``unidesk.io/deploy-*`` annotations of a patched Deployment and its pod template."""
+    return {
+        f"{ANNOTATION_PREFIX}commit": commit,
+        f"{ANNOTATION_PREFIX}image": image,
+        f"{ANNOTATION_PREFIX}digest": digest,
+        f"{ANNOTATION_PREFIX}service": service,
+    }
+
+
+# --------------------------------------------------------------------------- live placeholders
+
+
+class Live(StrEnum):
+    """What the manifest check reads live: the manifest digest and the image ID (config digest,
+    which ``docker load``, ``docker pull`` and ``docker inspect`` agree on). Neither placeholder
+    passes a script's digest validation, so a step that was not given the real value fails
+    before it acts."""
+
+    DIGEST = "<digest:manifest-check>"
+    IMAGE_ID = "<image-id:manifest-check>"
+
+
+def is_live(value: str) -> bool:
+    return value in Live.__members__.values()
+
+
+@dataclass(frozen=True)
+class ManifestFacts:
+    """The manifest check's live values, validated."""
+
+    digest: str
+    image_id: str
+
+    def value_of(self, placeholder: Live) -> str:
+        return self.digest if placeholder is Live.DIGEST else self.image_id
+
+    def resolve(self, text: str) -> str:
+        """``text`` with every live placeholder replaced by its value."""
+        for placeholder in Live:
+            text = text.replace(placeholder.value, self.value_of(placeholder))
+        return text
+
+
+# --------------------------------------------------------------------------- step results
+
+
+class StepOutputError(RuntimeError):
+    """A step's stdout is not the one-line JSON result its contract promises."""
+
+
+def last_json_object(stdout: str | None) -> dict[str, Any] | None:
+    """The last non-empty stdout line as a JSON object, or None when it is not one."""
+    lines = [line for line in (stdout or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        value = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A step's result: one JSON object, the last non-empty line of its stdout."""
+
+    data: dict[str, Any]
+
+    @classmethod
+    def parse(cls, stdout: str | None, what: str = "step") -> StepResult:
+        lines = [line for line in (stdout or "").splitlines() if line.strip()]
+        if not lines:
+            raise StepOutputError(f"{what}: printed no result line")
+        try:
+            value = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            raise StepOutputError(f"{what}: the last stdout line is not JSON") from None
+        if not isinstance(value, dict):
+            raise StepOutputError(f"{what}: the result line is not a JSON object")
+        return cls(value)
+
+    @property
+    def ok(self) -> bool:
+        return self.data.get("ok") is True
+
+    @property
+    def error(self) -> str | None:
+        error = self.data.get("error")
+        return error if isinstance(error, str) else None
+
+    def require_ok(self, what: str = "step") -> dict[str, Any]:
+        if not self.ok:
+            raise StepOutputError(f"{what}: the result is not ok: error={self.data.get('error')!r}")
+        return self.data
+
+    def manifest_facts(self, what: str = "manifest-check") -> ManifestFacts:
+        """Digest and image ID of an ok manifest-check result, validated before any use."""
+        data = self.require_ok(what)
+        digest, image_id = data.get("digest"), data.get("imageId")
+        for key, value in (("digest", digest), ("imageId", image_id)):
+            if not isinstance(value, str) or not DIGEST_RE.fullmatch(value):
+                raise StepOutputError(f"{what}: {key} is not a sha256 digest: {value!r}")
+        assert isinstance(digest, str) and isinstance(image_id, str)
+        return ManifestFacts(digest=digest, image_id=image_id)
+
+
+# --------------------------------------------------------------------------- script args
+
+
+@dataclass(frozen=True)
+class Flag:
+    """Field metadata: the script flag of a field whose name does not spell it (``dirs`` -> ``--dir``)."""
+
+    name: str
+
+
+def _flag_of(field_name: str, metadata: list[Any]) -> str:
+    for item in metadata:
+        if isinstance(item, Flag):
+            return item.name
+    return "--" + field_name.replace("_", "-")
+
+
+def _is_multi(annotation: Any) -> bool:
+    return get_origin(annotation) is tuple
+
+
+class ScriptArgs(BaseModel):
+    """The typed arguments of one step script; :meth:`to_argv` is its exact argv.
+
+    Fields are emitted in declaration order as ``--flag value``; ``None`` is left out; a tuple
+    field repeats its flag once per value; ``Live`` placeholders stay in the argv until
+    :meth:`resolve` replaces them with the manifest check's values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    script: ClassVar[str]
+    subcommand: ClassVar[str | None] = None
+
+    def to_argv(self) -> tuple[str, ...]:
+        argv: list[str] = [self.subcommand] if self.subcommand else []
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            flag = _flag_of(name, info.metadata)
+            for item in value if isinstance(value, tuple) else (value,):
+                argv += [flag, str(item)]
+        return tuple(argv)
+
+    @classmethod
+    def flags(cls) -> frozenset[str]:
+        """Every flag the script takes for this model (the drift test compares ``parse_args``)."""
+        return frozenset(_flag_of(name, info.metadata) for name, info in cls.model_fields.items())
+
+    @classmethod
+    def repeated_flags(cls) -> frozenset[str]:
+        return frozenset(
+            _flag_of(name, info.metadata)
+            for name, info in cls.model_fields.items()
+            if _is_multi(info.annotation)
+        )
+
+    @property
+    def needs_manifest(self) -> bool:
+        """Whether the argv carries a live placeholder (the step must wait for the manifest check)."""
+        return any(is_live(a) for a in self.to_argv())
+
+    def resolve(self, facts: ManifestFacts) -> Self:
+        """This call with the manifest check's values in place of the live placeholders."""
+        updates = {
+            name: facts.value_of(Live(value))
+            for name, value in self
+            if isinstance(value, str) and is_live(value)
+        }
+        return self.model_copy(update=updates)
+
+
+def _commit(value: str) -> str:
+    if not COMMIT_RE.fullmatch(value):
+        raise ValueError(f"not a full 40-hex commit: {value!r}")
+    return value
+
+
+def _digest_or_live(value: str) -> str:
+    if not (is_live(value) or DIGEST_RE.fullmatch(value)):
+        raise ValueError(f"neither a sha256 digest nor a live placeholder: {value!r}")
+    return value
+
+
+Commit = Annotated[str, AfterValidator(_commit)]
+DigestOrLive = Annotated[str, AfterValidator(_digest_or_live)]
+
+
+class ManifestCheckArgs(ScriptArgs):
+    """``manifest-check.sh``: HEAD the commit tag's manifest; print its digest and image ID."""
+
+    script: ClassVar[str] = "manifest-check.sh"
+    registry: str
+    repository: str
+    tag: Commit
+
+
+class MoveImageArgs(ScriptArgs):
+    """``move-image.sh``: bring the commit image onto the target (local pull, SSH tunnel or stream)."""
+
+    script: ClassVar[str] = "move-image.sh"
+    mode: Literal["local", "tunnel", "stream"]
+    registry: str
+    repository: str
+    tag: Commit
+    digest: DigestOrLive = Live.DIGEST.value
+    image_id: DigestOrLive = Live.IMAGE_ID.value
+    d601: str | None = None
+    d601_port: int | None = None
+
+
+class ComposeDeployArgs(ScriptArgs):
+    """``compose-deploy.sh``: retag, stamp, recreate and verify one Compose service."""
+
+    script: ClassVar[str] = "compose-deploy.sh"
+    service_id: str
+    compose_service: str
+    container: str
+    commit: Commit
+    digest: DigestOrLive = Live.DIGEST.value
+    image_id: DigestOrLive = Live.IMAGE_ID.value
+    image: str
+    retag: str
+    project_dir: str
+    project_name: str
+    env_file: str
+    env_prefix: str
+    verify: VerifyKind
+    health_path: str
+    health_port: int
+    health_timeout: int | None = None
+    compose_command: str | None = None
+    required_secrets: Annotated[tuple[str, ...], Flag("--required-secret")] = ()
+    lock_wait: int | None = None
+
+
+class K3sImportArgs(ScriptArgs):
+    """``k3s-import.sh``: pull the commit image into k3s containerd, keeping the registry digest."""
+
+    script: ClassVar[str] = "k3s-import.sh"
+    socket: str
+    namespace: str
+    registry: str
+    repository: str
+    tag: Commit
+    digest: DigestOrLive = Live.DIGEST.value
+    image_id: DigestOrLive = Live.IMAGE_ID.value
+
+
+class K3sVerifyArgs(ScriptArgs):
+    """``k3s-verify.sh``: wait for the rollouts, then prove the commit through the API service proxy."""
+
+    script: ClassVar[str] = "k3s-verify.sh"
+    namespace: str
+    deployments: Annotated[tuple[str, ...], Flag("--deployment")]
+    service: str
+    port: int
+    health_path: str
+    commit: Commit
+    timeout: int
+
+
+class ReadAuthArgs(ScriptArgs):
+    """``read-auth.sh``: the auth section of the master server's config.json (secret stdout)."""
+
+    script: ClassVar[str] = "read-auth.sh"
+    config: str
+
+
+class RegistryDirsArgs(ScriptArgs):
+    """``registry-install.sh dirs``: the managed directories and the storage directory."""
+
+    script: ClassVar[str] = "registry-install.sh"
+    subcommand: ClassVar[str | None] = "dirs"
+    dirs: Annotated[tuple[str, ...], Flag("--dir")]
+    storage: str
+
+
+class RegistryWriteArgs(ScriptArgs):
+    """``registry-install.sh write``: one rendered file, written only when its hash differs."""
+
+    script: ClassVar[str] = "registry-install.sh"
+    subcommand: ClassVar[str | None] = "write"
+    path: str
+    mode: str
+    sha256: str
+    content_b64: str
+
+
+class RegistryActivateArgs(ScriptArgs):
+    """``registry-install.sh activate``: daemon-reload, enable --now, restart on a spec change."""
+
+    script: ClassVar[str] = "registry-install.sh"
+    subcommand: ClassVar[str | None] = "activate"
+    unit: str
+    container: str
+    spec_sha256: str
+
+
+class RegistryProbeArgs(ScriptArgs):
+    """``registry-probe.sh``: the read-only facts behind status, health and the install acceptance."""
+
+    script: ClassVar[str] = "registry-probe.sh"
+    unit: str
+    unit_path: str
+    unit_sha256: str
+    project: str
+    container: str
+    image: str
+    endpoint: str
+    storage: str
+    config_path: str
+    config_sha256: str
+    compose_path: str
+    compose_sha256: str
+    spec_sha256: str
+
+
+ScriptCall = (
+    ManifestCheckArgs
+    | MoveImageArgs
+    | ComposeDeployArgs
+    | K3sImportArgs
+    | K3sVerifyArgs
+    | ReadAuthArgs
+    | RegistryDirsArgs
+    | RegistryWriteArgs
+    | RegistryActivateArgs
+    | RegistryProbeArgs
+)
+
+ARGS_MODELS: tuple[type[ScriptArgs], ...] = tuple(get_args(ScriptCall))
+
+# Scripts whose stdout carries a secret value: the Command marks stdout/stderr secret, logs nothing.
+SECRET_STDOUT_SCRIPTS: frozenset[str] = frozenset({ReadAuthArgs.script})
+
+
+def models_of(script: str) -> tuple[type[ScriptArgs], ...]:
+    """The args models of one script (several for a script with subcommands)."""
+    return tuple(m for m in ARGS_MODELS if m.script == script)
+
+
+# --------------------------------------------------------------------------- the shell side
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _shell_items() -> Iterator[tuple[str, str | int | tuple[str, ...]]]:
+    yield "REVISION_LABEL", REVISION_LABEL
+    yield "SOURCE_LABEL", SOURCE_LABEL
+    yield "SERVICE_LABEL", SERVICE_LABEL
+    yield "SPEC_LABEL", SPEC_LABEL
+    yield "COMMIT_PATTERN", f"^{COMMIT_PATTERN}$"
+    yield "DIGEST_PATTERN", f"^{DIGEST_PATTERN}$"
+    yield "VERIFY_KINDS", tuple(k.value for k in VerifyKind)
+    yield "MANIFEST_MEDIA_TYPES", MANIFEST_MEDIA_TYPES
+    for code in ExitCode:
+        yield f"EXIT_{code.name}", int(code)
+
+
+def shell_constants() -> str:
+    """The generated ``readonly`` block every script text starts with (after its shebang-less header)."""
+    lines = [
+        "# ---- generated from artifact_cd/contract.py (shell_constants); do not edit by hand ----",
+        "# shellcheck disable=SC2034 # not every script reads every constant",
+    ]
+    for name, value in _shell_items():
+        if isinstance(value, tuple):
+            items = " ".join(_shell_quote(v) for v in value)
+            lines.append(f"readonly -a {name}=({items})")
+        elif isinstance(value, int):
+            lines.append(f"readonly {name}={value}")
+        else:
+            lines.append(f"readonly {name}={_shell_quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def shell_constant_names() -> tuple[str, ...]:
+    return tuple(name for name, _ in _shell_items())
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def argv_table() -> str:
+    """The Markdown argv table of docs/contracts.md (generated; a test fails when the doc is stale)."""
+    rows = ["| script | argv (in plan order; `[...]` optional, `...` repeated) |", "| --- | --- |"]
+    for model in ARGS_MODELS:
+        parts: list[str] = [model.subcommand] if model.subcommand else []
+        for name, info in model.model_fields.items():
+            flag = _flag_of(name, info.metadata)
+            meta = flag.removeprefix("--").upper()
+            if _is_multi(info.annotation):
+                parts.append(f"[{flag} {meta}]...")
+            elif not info.is_required():
+                default = info.default
+                shown = f" (default {default})" if default is not None and not is_live(str(default)) else ""
+                if isinstance(default, str) and is_live(default):
+                    parts.append(f"{flag} {default}")
+                else:
+                    parts.append(f"[{flag} {meta}]{shown}")
+            else:
+                parts.append(f"{flag} {meta}")
+        rows.append(f"| {model.script} | `{' '.join(parts)}` |")
+    return "\n".join(rows) + "\n"
