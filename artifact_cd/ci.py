@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 from . import catalog
 from .catalog import PRODUCER_BACKEND_CORE, PRODUCER_USER_SERVICE, ServiceEntry
 from .config import MUTABLE_TAGS, LoopbackEndpoint
+from .contract import DIGEST_RE
 
 CI_PATH = Path(__file__).resolve().parent.parent / "CI.json"
 
@@ -40,7 +41,6 @@ _REL_PATH_RE = re.compile(r"[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*")
 _URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*")
 _REPOSITORY_RE = re.compile(r"[a-z0-9]+([._/-][a-z0-9]+)*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _UPSTREAM_RE = re.compile(
     r"(?P<name>[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)*)"
     r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
@@ -83,7 +83,7 @@ RelPath = Annotated[str, AfterValidator(_relative_path)]
 RepoUrl = Annotated[str, _pattern(_URL_RE, "an https repository URL")]
 Repository = Annotated[str, _pattern(_REPOSITORY_RE, "a registry repository name")]
 Tag = Annotated[str, _pattern(_TAG_RE, "an image tag")]
-Digest = Annotated[str, _pattern(_DIGEST_RE, "a sha256:<64 hex> digest")]
+Digest = Annotated[str, _pattern(DIGEST_RE, "a sha256:<64 hex> digest")]
 UpstreamImage = Annotated[str, AfterValidator(_upstream_image)]
 Note = Annotated[str, Field(min_length=1, max_length=400)]
 

@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from . import catalog
 from .catalog import Env, Gate, TargetKind
+from .contract import COMMIT_RE, DIGEST_PATTERN
 
 PROJECT = "unidesk-artifact-cd"
 SECRET_KEYS: tuple[str, ...] = ("d601PrivateKey", "masterPrivateKey", "kubeconfig")
@@ -47,7 +48,6 @@ PLAIN_KEYS: tuple[str, ...] = (
     "approvals",
 )
 
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _HEX_ANY_CASE = re.compile(r"[0-9a-fA-F]+")
 _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -60,7 +60,7 @@ _UNIT_RE = re.compile(r"[A-Za-z0-9_.@-]{1,240}\.service")
 _IMAGE_RE = re.compile(
     r"(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+    rf"(?:@(?P<digest>{DIGEST_PATTERN}))?"
 )
 _COMPOSE_CMD_RE = re.compile(r"/[A-Za-z0-9._/-]+(?: compose)?")
 _PERSON_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")

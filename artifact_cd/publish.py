@@ -48,9 +48,17 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from . import scripts
-from .catalog import REVISION_LABEL, SERVICE_LABEL, SOURCE_LABEL
 from .ci import CI_PATH, CICatalog, CIError, ServiceArtifact, load_checked
 from .config import LoopbackEndpoint
+from .contract import (
+    COMMIT_RE,
+    DIGEST_RE,
+    REVISION_LABEL,
+    SERVICE_LABEL,
+    SOURCE_LABEL,
+    ManifestCheckArgs,
+    last_json_object,
+)
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -67,10 +75,8 @@ _DECISIONS = {
     EXIT_FAILED: "failed",
 }
 
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_PUSH_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-MANIFEST_SCRIPT = "manifest-check.sh"
+_PUSH_DIGEST_RE = re.compile(rf"digest: ({DIGEST_RE.pattern})")
+MANIFEST_SCRIPT = ManifestCheckArgs.script
 BUILD_ARG_COMMIT = "UNIDESK_SOURCE_COMMIT"
 BUILD_ARG_SERVICE = "UNIDESK_SERVICE_ID"
 MAX_LISTED_PATHS = 20
@@ -303,17 +309,6 @@ class Docker(Protocol):
     def push(self, ref: str) -> str | None: ...
 
 
-def _last_json(stdout: str) -> dict[str, Any] | None:
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        doc = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 class ScriptManifestChecker:
     """Runs the project's ``manifest-check.sh`` locally, exactly as a remote step would."""
 
@@ -331,7 +326,8 @@ class ScriptManifestChecker:
                 f"the project's {MANIFEST_SCRIPT} is not available: {error}",
                 channel=MANIFEST_SCRIPT,
             ) from None
-        argv = [self.bash, "-s", "--", "--registry", registry, "--repository", repository, "--tag", tag]
+        call = ManifestCheckArgs(registry=registry, repository=repository, tag=tag)
+        argv = [self.bash, "-s", "--", *call.to_argv()]
         try:
             proc = subprocess.run(
                 argv, input=text, capture_output=True, text=True, timeout=self.timeout, check=False
@@ -347,7 +343,7 @@ class ScriptManifestChecker:
                 f"the manifest check of {registry}/{repository}:{tag} timed out after {self.timeout:.0f}s",
                 retryable=True,
             ) from None
-        doc = _last_json(proc.stdout) or {}
+        doc = last_json_object(proc.stdout) or {}
         if proc.returncode == 0 and doc.get("ok") is True:
             digest, image_id = doc.get("digest"), doc.get("imageId")
             if not (
