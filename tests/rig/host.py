@@ -14,7 +14,6 @@ from the files in the host dir only, so it also cleans what a killed run left be
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from artifact_cd.contract import last_json_object
 from artifact_cd.scripts import command_line, script_text
 
 if TYPE_CHECKING:
@@ -82,15 +82,7 @@ class StepResult:
     json: dict[str, Any] | None  # the last non-empty stdout line parsed as a JSON object
 
 
-def parse_last_json(stdout: str) -> dict[str, Any] | None:
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        value = json.loads(lines[-1])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+parse_last_json = last_json_object  # the last non-empty stdout line as a JSON object, or None
 
 
 class CommandError(subprocess.CalledProcessError):

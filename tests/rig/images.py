@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from artifact_cd import catalog
+from artifact_cd.contract import COMMIT_RE, MANIFEST_MEDIA_TYPES
 
 from .host import RigError, run_bytes
 
@@ -34,13 +35,7 @@ BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "nc", "cat", "tr", "sleep", "env", "printf", "kill", "ls", "wget")
 VARIANTS = ("standard", "todo-note", "baidu", "unhealthy", "stale")
 STALE_COMMIT = "5ea1e0000000000000000000000000000000dead"  # what the "stale" variant reports
-MANIFEST_ACCEPT = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-)
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES
 _ENV_RE = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
@@ -230,7 +225,7 @@ def publish_test_image(
     entry = catalog.get(service_id)
     if entry is None:
         raise RigError(f"{service_id!r} is not in the catalog")
-    if not _COMMIT_RE.fullmatch(commit):
+    if not COMMIT_RE.fullmatch(commit):
         raise RigError(f"commit {commit!r} is not 40 lowercase hex")
     if variant not in VARIANTS:
         raise RigError(f"variant {variant!r} is not one of {VARIANTS}")

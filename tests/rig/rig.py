@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from artifact_cd.config import HostConfig, Hosts, RegistryConfig, StackConfig
+from artifact_cd.contract import last_json_object
 from artifact_cd.plan import plan_registry_host
 from artifact_cd.scripts import script_text
 
@@ -533,8 +534,7 @@ def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) 
         if step.script != "registry-install.sh":
             continue  # the acceptance probe is the health tests' business
         proc = h.sh('bash -s -- "$@"', *step.args, input=script_text(step.script), check=False, timeout=timeout)
-        lines = proc.stdout.strip().splitlines()
-        doc = json.loads(lines[-1]) if lines else {}
+        doc = last_json_object(proc.stdout) or {}
         if proc.returncode != 0 or not doc.get("ok"):
             raise RigError(f"registry install step {step.id} failed on {h.name}: {proc.stdout}{proc.stderr}")
         if doc.get("action") == "write":
