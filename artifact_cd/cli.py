@@ -125,16 +125,14 @@ def _upstream_refusals(cfg: StackConfig) -> list[dict[str, Any]]:
 
 
 def _plan_resources(args: argparse.Namespace) -> int:
-    """``plan --resources``: the program itself, previewed in-process (components/mockengine.py)."""
+    """``plan --resources``: the program itself, previewed in-process (components/preview.py)."""
     if args.service is not None or args.commit is not None:
         raise ConfigError(
             [Problem("--resources", "lists the whole stack", "drop --service/--commit or --resources")]
         )
-    if str(PROJECT_DIR) not in sys.path:  # components/ sits beside artifact_cd/ (the Pulumi project root)
-        sys.path.insert(0, str(PROJECT_DIR))
-    from components.mockengine import resources_document, run_program  # Pulumi is imported only here
+    from components.preview import resources_document, run_program  # Pulumi is imported only here
 
-    run = run_program(args.stack, preview=True, project_dir=_project_dir(args))
+    run = run_program(args.stack, project_dir=_project_dir(args))
     if run.error is not None:
         emit({"ok": False, "decision": "program-refused", "retryable": False, "reason": str(run.error)})
         return EXIT_INVALID

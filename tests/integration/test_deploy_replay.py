@@ -1,6 +1,6 @@
 """Replay: the Pulumi program itself drives the real rig (R9, R14, R16, R18).
 
-``components.mockengine.run_program(stack, preview=False, executor=...)`` evaluates ``__main__.py``
+``tests.engine.run_program(stack, preview=False, executor=...)`` evaluates ``__main__.py``
 as ``pulumi up`` would; the executor sends every ``command:remote:Command`` — its exact ``create``
 string and ``stdin``, nothing rebuilt — over real OpenSSH to the rig host its ``connection`` names.
 Then the services must run the configured commits; a rollback is the same run with the older
@@ -25,7 +25,7 @@ from artifact_cd.catalog import ComposeTarget, Env
 from artifact_cd.config import parse_stack_config
 from artifact_cd.plan import plan_service
 from artifact_cd.scripts import command_line, script_text
-from components.mockengine import COMMAND_TYPE, CommandCall, CommandFailed, run_program
+from tests.engine import COMMAND_TYPE, CommandCall, CommandFailed, run_program
 from tests.rig import Host, Rig
 
 pytestmark = pytest.mark.integration

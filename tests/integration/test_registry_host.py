@@ -312,9 +312,9 @@ def _registry_host_deletes(reg: RegistryHost) -> tuple[int, list[str]]:
     """Every registry-host Command the Pulumi program registers, and their ``delete`` commands."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from components.mockengine import run_program
+    from components.preview import run_program
 
-    run = run_program("prod", config=reg.raw, preview=True)
+    run = run_program("prod", config=reg.raw)  # a preview
     assert run.error is None, run.error
     commands = [r for r in run.children("artifact-registry") if r.type == "command:remote:Command"]
     return len(commands), [str(r.inputs["delete"]) for r in commands if r.inputs.get("delete")]

@@ -122,7 +122,7 @@ def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, mo
 
 
 @dataclass(frozen=True)
-class _Call:  # the shape of components.mockengine.CommandCall
+class _Call:  # the shape of tests.engine.CommandCall
     name: str
     host: str
     port: int

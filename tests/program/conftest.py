@@ -1,22 +1,29 @@
 """Fixtures of the program tests: one Pulumi import per session and runs of ``__main__.py``
-under the mock engine, cached by their inputs (see program_support.py for the helpers)."""
+under the test engine (tests/engine.py), cached by their inputs (see program_support.py for the
+helpers)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .program_support import FAKE_SECRETS, stack_config
+from .program_support import FAKE_SECRETS, FakeHosts, stack_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put the repo on sys.path
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")
 def engine() -> Any:
-    from components import mockengine
+    from tests import engine
 
-    return mockengine
+    return engine
 
 
 RunFn = Callable[..., Any]
@@ -24,7 +31,8 @@ RunFn = Callable[..., Any]
 
 @pytest.fixture(scope="session")
 def cached_run(engine: Any) -> Iterator[RunFn]:
-    """Runs without an executor are pure functions of their inputs: share them across tests."""
+    """Runs with a fresh ``FakeHosts`` (or none, in a preview) are pure functions of their inputs:
+    share them across tests."""
     cache: dict[str, Any] = {}
 
     def run(stack: str, *, preview: bool = True, config: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -33,6 +41,8 @@ def cached_run(engine: Any) -> Iterator[RunFn]:
         if key not in cache:
             kw.setdefault("secrets", FAKE_SECRETS)
             kw.setdefault("environ", {})
+            if not preview:
+                kw.setdefault("executor", FakeHosts())
             cache[key] = engine.run_program(stack, preview=preview, config=cfg, **kw)
         return cache[key]
 

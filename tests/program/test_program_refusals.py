@@ -297,7 +297,7 @@ def test_r6_preview_never_decides_the_acceptance(cached_run: Any) -> None:
 
 
 def run_unknown(run: Any) -> Any:
-    from components.mockengine import UNKNOWN
+    from components.preview import UNKNOWN
 
     return UNKNOWN
 

@@ -431,10 +431,10 @@ def test_r12_up_with_fake_hosts_exports_the_live_digest_and_verdicts(
         assert "registryAcceptance" not in run.outputs
 
 
-def test_canned_fake_outputs_without_executor_give_a_wellformed_live_digest(cached_run: Any) -> None:
+def test_fake_hosts_outputs_give_a_wellformed_live_digest(cached_run: Any) -> None:
     cfg = stack_config("dev")
     cfg["services"] = {"findjob": cfg["services"]["findjob"]}
-    run = cached_run("dev", preview=False, config=cfg)
+    run = cached_run("dev", preview=False, config=cfg)  # cached_run: a FakeHosts executor
     assert run.error is None, run.error
     digest = run.outputs["plans"]["findjob"]["registry"]["digest"]
     assert digest.startswith("sha256:") and len(digest) == 71

@@ -12,7 +12,7 @@ API (others code against exactly this)::
     rig.stack_config(env, {id: commit}) -> raw dict for artifact_cd.config.parse_stack_config
     with rig.fresh_host("h1") as h: ...
     rig.host("d601.rig")            # a Host by name or stack-config address
-    rig.execute(call)               # executor for components.mockengine.run_program (real SSH)
+    rig.execute(call)               # executor for tests.engine.run_program (real SSH)
     rig.ensure_ready()              # back to baseline after a fault test (units, registry files, /v2/)
     rig.down()
 

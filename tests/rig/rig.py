@@ -209,7 +209,7 @@ class Rig:
         raise KeyError(name_or_address)
 
     def execute(self, call: Any) -> dict[str, Any]:
-        """An executor for ``components.mockengine.run_program``: run ``call.create`` over real SSH on
+        """An executor for ``tests.engine.run_program``: run ``call.create`` over real SSH on
         the rig host ``call.host`` names (user and port must match), ``call.stdin`` on stdin."""
         h = self.host(str(call.host))
         if (str(call.user), int(call.port)) != (h.user, h.port):

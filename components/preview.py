@@ -1,20 +1,17 @@
-"""Run ``__main__.py`` in-process under ``pulumi.runtime.set_mocks`` and record what it registers.
+"""The program previewed in-process: ``__main__.py`` under ``pulumi.runtime.set_mocks``.
 
-No Pulumi CLI exists on these machines, so this is how the program is proven: the very same
-``__main__.py`` an operator's ``pulumi preview`` / ``pulumi up`` runs, evaluated against a mock
-monitor that records every ``RegisterResource`` request (type, name, parent, inputs with their
-secret marks, options: protect, retainOnDelete, dependsOn, additionalSecretOutputs, provider...).
+No Pulumi CLI exists on these machines, so this is how ``python -m artifact_cd plan --stack S
+--resources`` shows the program: the very same ``__main__.py`` an operator's ``pulumi preview`` /
+``pulumi up`` runs, evaluated against a mock monitor that records every ``RegisterResource``
+request (type, name, parent, inputs with their secret marks, options: protect, retainOnDelete,
+dependsOn, additionalSecretOutputs, provider...). As in a real preview, the outputs a provider
+computes (a Command's ``stdout``/``stderr``) stay unknown.
 
-- ``preview=True``: outputs of Commands are unknown, exactly as in a real preview.
-- ``preview=False`` with an ``executor``: every ``command:remote:Command`` is handed to
-  ``executor(CommandCall(...))`` when the engine would create it — after everything it depends
-  on — and the executor's ``stdout``/``stderr`` become its outputs. A non-zero ``returncode``
-  (or ``exitCode``) fails the Command like the real provider does. Registrations arrive on the
-  SDK's worker threads: independent Commands may run concurrently; dependent ones never do.
-- ``preview=False`` without an executor: canned outputs — a fake but well-formed manifest-check
-  result (digest/imageId derived from the repository and tag), ``{"ok": true, "canned": true}``
-  for the other scripts (``read-auth.sh``: an empty auth object). These runs prove wiring, not
-  behaviour; a managed registry's acceptance needs an executor that returns probe facts.
+The seam for other runs is :class:`ProgramMocks`: ``run_program(..., mocks=...)`` takes a subclass
+that sets ``preview = False`` and overrides :meth:`ProgramMocks.created_outputs`, which gets each
+registered resource (URN, decoded inputs, options) when the engine would create it — after
+everything it depends on — and returns what the provider computes. The test engine
+(``tests/engine.py``) does that to run Commands through an executor.
 
 ``run_program`` is not re-entrant (the Pulumi runtime settings are process-global); calls are
 serialised by a lock. Each call starts a fresh root stack.
@@ -28,9 +25,8 @@ import json
 import logging
 import os
 import runpy
-import shlex
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +34,8 @@ from typing import Any
 
 import pulumi
 from google.protobuf import json_format  # type: ignore[import-untyped]
-from pulumi.runtime import mocks, settings
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
@@ -72,38 +69,6 @@ class _Unknown:
 
 
 UNKNOWN = _Unknown()
-
-
-@dataclass(frozen=True)
-class CommandCall:
-    """What the real provider would run: ``create`` over SSH to ``user@host:port``, ``stdin`` fed in."""
-
-    name: str
-    host: str
-    port: int
-    user: str
-    create: str
-    stdin: str
-    script: str | None = None  # the step script the stdin carries (lib.sh + script), when recognised
-
-
-Executor = Callable[[CommandCall], Mapping[str, Any]]
-
-
-class CommandFailed(RuntimeError):
-    """A Command's executor reported a non-zero exit: the run fails like the real provider's."""
-
-    def __init__(self, call: CommandCall, returncode: int, stdout: str, stderr: str, *, secret: bool) -> None:
-        self.call = call
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-        result = "[secret]" if secret else (stdout.strip().splitlines() or [""])[-1]
-        tail = "[secret]" if secret else "\n".join(stderr.strip().splitlines()[-5:])
-        super().__init__(
-            f"Command {call.name} on {call.user}@{call.host}:{call.port} exited with status {returncode}: "
-            f"result {result} stderr {tail}"
-        )
 
 
 @dataclass
@@ -192,7 +157,8 @@ def _plain(value: Any) -> Any:
     return _decode(value, "", secrets)
 
 
-def _script_of(stdin: str) -> str | None:
+def script_of(stdin: str) -> str | None:
+    """The step script (``lib.sh`` + script) a Command's stdin carries, when it is one of ours."""
     for path in sorted(scripts.SCRIPT_DIR.glob("*.sh")):
         if path.name == scripts.LIB:
             continue
@@ -201,79 +167,41 @@ def _script_of(stdin: str) -> str | None:
     return None
 
 
-def _arg(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1] if flag in argv else ""
-
-
-def canned_result(call: CommandCall) -> dict[str, Any]:
-    """The fake (but well-formed) result of a Command in a non-preview run without executor."""
-    if call.script == "manifest-check.sh":
-        argv = shlex.split(call.create)
-        repository, tag = _arg(argv, "--repository"), _arg(argv, "--tag")
-
-        def fake(kind: str) -> str:
-            return "sha256:" + hashlib.sha256(f"canned-{kind}:{repository}:{tag}".encode()).hexdigest()
-
-        return {
-            "ok": True,
-            "canned": True,
-            "digest": fake("manifest"),
-            "imageId": fake("config"),
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "repository": repository,
-            "tag": tag,
-        }
-    if call.script == "read-auth.sh":
-        return {"ok": True, "canned": True, "auth": {}}
-    return {"ok": True, "canned": True}
-
-
 # --------------------------------------------------------------------------- the mock engine
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self, preview: bool, executor: Executor | None) -> None:
-        self.preview = preview
-        self.executor = executor
+class ProgramMocks(pulumi.runtime.Mocks):
+    """The provider side of a run under mocks. As is, a preview: no resource gets an output beyond
+    its inputs, so a Command's ``stdout``/``stderr`` stay unknown.
 
-    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    A run that creates (a test engine's ``pulumi up``) subclasses it: ``preview = False`` and
+    :meth:`created_outputs`. Raising there fails the resource (and the run) like a provider error.
+    """
+
+    preview: bool = True
+
+    def created_outputs(self, resource: RegisteredResource) -> Mapping[str, Any]:
+        """What the provider computes when it creates ``resource`` (beyond its inputs); the engine
+        calls this once per registration, after everything the resource depends on. A preview
+        creates nothing."""
+        return {}
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         return {}, None
 
-    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        state = dict(args.inputs)
-        if args.typ != COMMAND_TYPE or self.preview:
-            return f"{args.name}-id", state
-        secrets: set[str] = set()
-        inputs = _decode(args.inputs, "", secrets)
-        conn = inputs.get("connection") or {}
-        stdin = inputs.get("stdin") or ""
-        call = CommandCall(
-            name=args.name,
-            host=str(conn.get("host", "")),
-            port=int(conn.get("port", 22)),
-            user=str(conn.get("user", "root")),
-            create=str(inputs.get("create", "")),
-            stdin=str(stdin),
-            script=_script_of(str(stdin)),
-        )
-        if self.executor is None:
-            stdout, stderr = json.dumps(canned_result(call), sort_keys=True) + "\n", ""
-        else:
-            result = self.executor(call)
-            stdout, stderr = str(result.get("stdout", "")), str(result.get("stderr", ""))
-            code = int(result.get("returncode", result.get("exitCode", 0)) or 0)
-            if code != 0:
-                raise CommandFailed(call, code, stdout, stderr, secret=False)
-        state.update(stdout=stdout, stderr=stderr)
-        return f"{args.name}-id", state
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        return f"{args.name}-id", dict(args.inputs)
 
 
-class _Monitor(mocks.MockMonitor):
-    def __init__(self, mocks_: _Mocks) -> None:
-        super().__init__(mocks_)
+class RecordingMonitor(MockMonitor):
+    """The mock monitor: records every registration as a :class:`RegisteredResource`, and adds
+    :meth:`ProgramMocks.created_outputs` to the outputs the SDK gets back."""
+
+    def __init__(self, program_mocks: ProgramMocks) -> None:
+        super().__init__(program_mocks)
+        self.program_mocks = program_mocks
         self._lock = threading.Lock()
         self.recorded: list[RegisteredResource] = []
-        self._secret_stdout: set[str] = set()
 
     def RegisterResource(self, request: Any) -> Any:
         raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
@@ -307,16 +235,11 @@ class _Monitor(mocks.MockMonitor):
         )
         with self._lock:
             self.recorded.append(record)
-        if request.type == COMMAND_TYPE and "stdout" in request.additionalSecretOutputs:
-            with self._lock:
-                self._secret_stdout.add(request.name)
-        try:
-            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        except CommandFailed as failure:
-            if request.name in self._secret_stdout:
-                raise CommandFailed(failure.call, failure.returncode, "", "", secret=True) from None
-            raise
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != STACK_TYPE:
+            created = self.program_mocks.created_outputs(record)
+            if created:
+                response.object.MergeFrom(_sync_await(rpc.serialize_properties(dict(created), {})))
             record.outputs = _plain(
                 json_format.MessageToDict(response.object, preserving_proto_field_name=True)
             )
@@ -377,7 +300,7 @@ async def _resolve(value: Any) -> Any:
     return value
 
 
-_LOG = logging.getLogger("artifact_cd.mockengine")
+_LOG = logging.getLogger("components.preview")
 
 
 def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -399,10 +322,9 @@ def run_program(
     *,
     config: Mapping[str, Any] | None = None,
     secrets: Mapping[str, str] | None = None,
-    preview: bool = True,
     environ: Mapping[str, str] | None = None,
-    executor: Executor | None = None,
     project_dir: Path | None = None,
+    mocks: ProgramMocks | None = None,
 ) -> ProgramRun:
     """Evaluate ``__main__.py`` for ``stack`` under mocks; never raises for a program error.
 
@@ -412,6 +334,7 @@ def run_program(
     secret key (a plain string for a secret key in ``config`` is passed unencrypted).
     ``environ``: the variables the gates read (e.g. ``UNIDESK_CODE_QUEUE_TASK_ID``); when given,
     the process's own gate variables are hidden for the run.
+    ``mocks``: the provider side of the run; default ``ProgramMocks()``, a preview.
     """
     project_dir = project_dir or PROGRAM_DIR
     project = core_config.PROJECT
@@ -423,13 +346,14 @@ def run_program(
     secret_keys = [f"{project}:{k}" for k in secrets]
 
     with _RUN_LOCK, _environment(environ):
-        mocks_ = _Mocks(preview, executor)
-        monitor = _Monitor(mocks_)
+        program_mocks = mocks or ProgramMocks()
+        preview = program_mocks.preview
+        monitor = RecordingMonitor(program_mocks)
         settings.ROOT.set(None)
         settings.SETTINGS.outputs.clear()
         pulumi.runtime.set_all_config(all_config, secret_keys)
         pulumi.runtime.set_mocks(
-            mocks_,
+            program_mocks,
             project=project,
             stack=stack,
             preview=preview,
@@ -538,7 +462,7 @@ def describe_resource(
             "stdinSha256": hashlib.sha256(stdin.encode("utf-8")).hexdigest()
             if isinstance(stdin, str)
             else None,
-            "script": step.get("script") if step else _script_of(stdin) if isinstance(stdin, str) else None,
+            "script": step.get("script") if step else script_of(stdin) if isinstance(stdin, str) else None,
             "triggers": inputs.get("triggers"),
             "logging": inputs.get("logging"),
             "delete": inputs.get("delete"),
