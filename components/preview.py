@@ -213,7 +213,6 @@ class RecordingMonitor(MockMonitor):
             "protect": bool(request.protect),
             "retainOnDelete": bool(request.retainOnDelete),
             "dependsOn": sorted(_name_of(u) for u in request.dependencies),
-            "dependsOnUrns": list(request.dependencies),
             "additionalSecretOutputs": sorted(request.additionalSecretOutputs),
             "deleteBeforeReplace": bool(request.deleteBeforeReplace),
             "ignoreChanges": list(request.ignoreChanges),
