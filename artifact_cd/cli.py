@@ -24,7 +24,7 @@ from typing import Any, Literal, NoReturn
 from . import catalog, render
 from .config import ConfigError, Problem, RegistryConfig, StackConfig, describe_commit_problem, load_stack
 from .gates import ApplyContext, Decision, deprecated_backend_core
-from .plan import plan_registry_host, plan_service, plan_stack
+from .plan import plan_service, plan_stack
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -172,11 +172,6 @@ def cmd_deploy_backend_core(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
-def cmd_registry_plan(args: argparse.Namespace) -> int:
-    emit(plan_registry_host(load(args)).to_json())
-    return EXIT_OK
-
-
 def cmd_registry_query(args: argparse.Namespace) -> int:
     """status / health: one read-only SSH round trip to D601 (artifact_cd.remote, artifact_cd.health)."""
     from .remote import cli_query
@@ -223,10 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(handler=cmd_render)
-
-    p = sub.add_parser("registry-plan", help="the registry host install plan only (JSON)")
-    p.add_argument("--stack", required=True, choices=catalog.ENVS)
-    p.set_defaults(handler=cmd_registry_plan)
 
     p = sub.add_parser("deploy-backend-core", help="deprecated: prints a structured refusal")
     p.add_argument("--env")
