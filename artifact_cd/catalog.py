@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import contract
+
 Env = Literal["dev", "prod"]
 ENVS: tuple[Env, ...] = ("dev", "prod")
 
@@ -24,14 +26,13 @@ TODO_NOTE_REPO = "https://gitee.com/Lyon1998/todo_note"
 PRODUCER_BACKEND_CORE = "ci publish-backend-core"
 PRODUCER_USER_SERVICE = "ci publish-user-service"
 
-# Label carrying the catalog service id on every published image (R26, issue 6).
-SERVICE_LABEL = "io.unidesk.service"
-REVISION_LABEL = "org.opencontainers.image.revision"
-SOURCE_LABEL = "org.opencontainers.image.source"
-
-# k3s consumers stamp the generic prefix (R13); Compose consumers a per-service one (R14).
-K3S_ENV_PREFIX = "UNIDESK_DEPLOY_"
-ANNOTATION_PREFIX = "unidesk.io/deploy-"
+# The image labels, the deploy-stamp prefixes and the verify kinds are the contract's facts;
+# the catalog names stay for the callers that know them here.
+SERVICE_LABEL = contract.SERVICE_LABEL  # the catalog service id on every published image (R26)
+REVISION_LABEL = contract.REVISION_LABEL
+SOURCE_LABEL = contract.SOURCE_LABEL
+K3S_ENV_PREFIX = contract.K3S_ENV_PREFIX  # k3s consumers (R13); Compose ones use a per-service prefix (R14)
+ANNOTATION_PREFIX = contract.ANNOTATION_PREFIX
 
 
 class TargetKind(StrEnum):
@@ -50,10 +51,7 @@ class Gate(StrEnum):
     UNSUPPORTED = "unsupported"  # no consumer target: structured refusal, no fallback
 
 
-class VerificationKind(StrEnum):
-    STANDARD = "standard"  # image label + /health deploy.commit and deploy.requestedCommit
-    TODO_NOTE_SYNTHETIC = "todo-note-synthetic"  # /api/health + runtime metadata (R19)
-    BAIDU_AUTH_GATE = "baidu-auth-gate"  # standard + secret preflight + auth booleans (R15)
+VerificationKind = contract.VerifyKind  # how a Compose consumer proves the live commit (the contract's kinds)
 
 
 class PreRollout(StrEnum):

@@ -11,10 +11,11 @@ import hashlib
 import posixpath
 from dataclasses import dataclass
 
+from . import contract
 from .config import RegistryConfig
 
 HEADER = "# Managed by unidesk-artifact-cd (python -m artifact_cd render). Local edits show as drift.\n"
-SPEC_LABEL = "io.unidesk.artifact-registry.spec-sha256"
+SPEC_LABEL = contract.SPEC_LABEL  # the running container carries the hash of the spec it started from
 CONTAINER_PORT = 5000
 UNIT_DIR = "/etc/systemd/system"
 
