@@ -20,10 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from .catalog import Env, Gate, ServiceEntry
 from .config import Approval
+from .jsondoc import Doc
 
 SELF_BOOTSTRAP_ENV_VARS: tuple[str, ...] = ("UNIDESK_CODE_QUEUE_TASK_ID", "CODE_QUEUE_TASK_ID")
 
@@ -50,13 +53,53 @@ class ApplyContext:
         return cls(live=live, code_queue_task_id=task)
 
 
+class ApprovalMissing(Doc):
+    """No approval is recorded for a supervisor-gated service."""
+
+    status: Literal["missing"] = "missing"
+    required_for: str
+
+
+class ApprovalStale(Doc):
+    """The recorded approval is for another commit."""
+
+    status: Literal["stale"] = "stale"
+    required_for: str
+    approved_commit: str
+    by: str
+
+
+class ApprovalGranted(Doc):
+    """The recorded approval is for exactly the commit being deployed."""
+
+    status: Literal["approved"] = "approved"
+    required_for: str
+    by: str
+    reason: str
+
+
+ApprovalStatus = Annotated[ApprovalMissing | ApprovalStale | ApprovalGranted, Field(discriminator="status")]
+
+
+class SelfBootstrapGuard(Doc):
+    """The self-bootstrap guard of code-queue and code-queue-mgr, as the plan document shows it."""
+
+    enabled: Literal[True] = True
+    detected_by: tuple[str, ...] = SELF_BOOTSTRAP_ENV_VARS
+    running_inside_code_queue_task: bool
+    rule: str = (
+        "a live apply of this service is refused from inside a running Code Queue task; "
+        "a human operator or supervisor applies it from outside"
+    )
+
+
 @dataclass(frozen=True)
 class GateResult:
     decision: Decision
     reason: str
     requires_supervisor_approval: bool = False
-    approval: dict[str, Any] | None = None
-    self_bootstrap_guard: dict[str, Any] | None = None
+    approval: ApprovalStatus | None = None
+    self_bootstrap_guard: SelfBootstrapGuard | None = None
     fix: str | None = None  # what an operator does to get past the gate
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -77,18 +120,10 @@ def _approval_fix(service_id: str, commit: str) -> str:
     )
 
 
-def _guard(entry: ServiceEntry, ctx: ApplyContext) -> dict[str, Any] | None:
+def _guard(entry: ServiceEntry, ctx: ApplyContext) -> SelfBootstrapGuard | None:
     if not entry.self_bootstrap_guard:
         return None
-    return {
-        "enabled": True,
-        "detectedBy": list(SELF_BOOTSTRAP_ENV_VARS),
-        "runningInsideCodeQueueTask": ctx.code_queue_task_id is not None,
-        "rule": (
-            "a live apply of this service is refused from inside a running Code Queue task; "
-            "a human operator or supervisor applies it from outside"
-        ),
-    }
+    return SelfBootstrapGuard(running_inside_code_queue_task=ctx.code_queue_task_id is not None)
 
 
 def evaluate(
@@ -124,20 +159,16 @@ def evaluate(
 
     # Gate.SUPERVISOR
     approval = approvals.get(entry.id)
+    status: ApprovalStatus
     if approval is None:
-        status: dict[str, Any] = {"status": "missing", "requiredFor": commit}
+        status = ApprovalMissing(required_for=commit)
         decision, reason = Decision.GATED, f"{target.gate_reason}; no approval is recorded"
     elif approval.commit != commit:
-        status = {
-            "status": "stale",
-            "requiredFor": commit,
-            "approvedCommit": approval.commit,
-            "by": approval.by,
-        }
+        status = ApprovalStale(required_for=commit, approved_commit=approval.commit, by=approval.by)
         decision = Decision.GATED
         reason = f"{target.gate_reason}; the recorded approval is for {approval.commit}, not {commit}"
     else:
-        status = {"status": "approved", "requiredFor": commit, "by": approval.by, "reason": approval.reason}
+        status = ApprovalGranted(required_for=commit, by=approval.by, reason=approval.reason)
         decision, reason = Decision.PLANNED, f"approved by {approval.by} for exactly this commit"
     if decision == Decision.PLANNED and ctx.code_queue_task_id is not None and guard is not None:
         decision = Decision.GATED

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from . import health
 from .config import ConfigError, HostConfig, Problem, StackConfig
+from .contract import RegistryProbeArgs, last_json_object
 from .plan import Step, plan_registry_host
 from .scripts import command_line, script_text
 
@@ -105,14 +106,7 @@ class RemoteResult:
     @property
     def json(self) -> dict[str, Any] | None:
         """The last non-empty stdout line parsed as a JSON object (None otherwise)."""
-        for line in reversed(self.stdout.splitlines()):
-            if line.strip():
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    return None
-                return doc if isinstance(doc, dict) else None
-        return None
+        return last_json_object(self.stdout)
 
 
 class SshFailure(Exception):
@@ -150,16 +144,19 @@ def run_step(host: HostConfig, step: Step, settings: SshSettings) -> RemoteResul
     """Run one plan step over SSH: its exact command line, its exact script on stdin.
 
     Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh)."""
-    if step.script is None:
-        raise ValueError(f"step {step.id} has no script")
-    if step.needs_manifest:
-        raise ValueError(f"step {step.id} needs the manifest check's live values")
-    argv = ssh_argv(host, command_line(step.resolved_args("", "")), settings)
+    match step.call:
+        case None:
+            raise ValueError(f"step {step.id} has no script")
+        case call if call.needs_manifest:
+            raise ValueError(f"step {step.id} needs the manifest check's live values")
+        case call:
+            pass
+    argv = ssh_argv(host, command_line(call.to_argv()), settings)
     started = time.monotonic()
     try:
         proc = subprocess.run(
             argv,
-            input=script_text(step.script),
+            input=script_text(call.script),
             capture_output=True,
             text=True,
             timeout=settings.timeout,
@@ -179,8 +176,9 @@ def run_step(host: HostConfig, step: Step, settings: SshSettings) -> RemoteResul
 def acceptance_step(cfg: StackConfig) -> Step:
     """The install's acceptance step: the probe script and its exact arguments."""
     for step in plan_registry_host(cfg).steps:
-        if step.id == ACCEPTANCE_STEP:
-            return step
+        match step:
+            case Step(id=step_id, call=RegistryProbeArgs()) if step_id == ACCEPTANCE_STEP:
+                return step
     raise LookupError(f"the registry plan has no {ACCEPTANCE_STEP} step")  # pragma: no cover
 
 

@@ -21,16 +21,13 @@ from typing import Any
 import pulumi
 
 from artifact_cd.catalog import TargetKind
+from artifact_cd.contract import ComposeDeployArgs, ManifestCheckArgs, MoveImageArgs
 from artifact_cd.gates import Decision
-from artifact_cd.plan import ServicePlan
+from artifact_cd.plan import ComposeTargetDoc, ServicePlan, Step
 
-from .steps import Connections, LiveValues, manifest_facts, ok_result, remote_step, step_script
+from .steps import Connections, LiveValues, ok_result, remote_step, step_script
 
 TYPE = "unidesk:cd:ComposeServiceConsumer"
-STEP_IDS: dict[str, tuple[str, ...]] = {
-    TargetKind.COMPOSE_MASTER.value: ("manifest-check", "transfer", "deploy"),
-    TargetKind.COMPOSE_D601.value: ("manifest-check", "pull", "deploy"),
-}
 
 
 @dataclass(frozen=True)
@@ -42,22 +39,46 @@ class ComposeServiceConsumerArgs:
     after: Sequence[pulumi.Input[pulumi.Resource]] = ()
 
 
-def check_plan(plan: ServicePlan) -> tuple[str, ...]:
-    """The plan is one this component can translate (else ValueError); returns its step ids."""
-    kind = plan.target.get("kind")
+@dataclass(frozen=True)
+class ComposeSteps:
+    """The three steps of a Compose consumer plan, typed."""
+
+    target: ComposeTargetDoc
+    check: Step  # manifest-check.sh on D601
+    move: Step  # move-image.sh: tunnel/stream onto the master server, or a local pull on D601
+    deploy: Step  # compose-deploy.sh where the Compose project runs
+
+
+def _move_fits(kind: TargetKind, move: MoveImageArgs) -> bool:
+    """compose-d601 pulls locally; compose-master moves the image over SSH (tunnel or stream)."""
+    return (move.mode == "local") == (kind == TargetKind.COMPOSE_D601)
+
+
+def check_plan(plan: ServicePlan) -> ComposeSteps:
+    """The plan is one this component can translate (else ValueError); returns its typed steps."""
     if plan.decision != Decision.PLANNED or plan.commit is None:
         raise ValueError(
             f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
         )
-    expected = STEP_IDS.get(str(kind))
-    if expected is None or tuple(s.id for s in plan.steps) != expected:
-        raise ValueError(
-            f"{plan.service}: a Compose consumer runs steps {expected}, the plan has "
-            f"{tuple(s.id for s in plan.steps)} (target kind {kind!r})"
-        )
-    for step in plan.steps:
+    match plan.target, plan.steps:
+        case (
+            ComposeTargetDoc() as target,
+            (
+                Step(call=ManifestCheckArgs()) as check,
+                Step(call=MoveImageArgs() as move_call) as move,
+                Step(call=ComposeDeployArgs()) as deploy,
+            ),
+        ) if _move_fits(target.kind, move_call) and move.host == deploy.host == target.host:
+            steps = ComposeSteps(target=target, check=check, move=move, deploy=deploy)
+        case _:
+            raise ValueError(
+                f"{plan.service}: not a Compose consumer plan (steps {[s.id for s in plan.steps]}, "
+                f"target kind {plan.target.kind.value!r}): a Compose consumer runs manifest-check.sh, "
+                "move-image.sh, compose-deploy.sh"
+            )
+    for step in (steps.check, steps.move, steps.deploy):
         step_script(step)
-    return expected
+    return steps
 
 
 class ComposeServiceConsumer(pulumi.ComponentResource):
@@ -70,23 +91,13 @@ class ComposeServiceConsumer(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
-        expected = check_plan(plan)
-        kind = plan.target.get("kind")
+        steps = check_plan(plan)
         assert plan.commit is not None
         commit = plan.commit
-        steps = plan.step_by_id
-        check = remote_step(
-            self, name, steps["manifest-check"], args.connections, commit, depends_on=args.after
-        )
-        facts = check.stdout.apply(lambda out: manifest_facts(out, f"{plan.service} manifest-check"))
-        live = LiveValues(digest=facts.apply(lambda f: f.digest), image_id=facts.apply(lambda f: f.image_id))
-        move_id = expected[1]
-        move = remote_step(
-            self, name, steps[move_id], args.connections, commit, live=live, depends_on=[check]
-        )
-        deploy = remote_step(
-            self, name, steps["deploy"], args.connections, commit, live=live, depends_on=[move]
-        )
+        check = remote_step(self, name, steps.check, args.connections, commit, depends_on=args.after)
+        live = LiveValues.of(check, f"{plan.service} manifest-check")
+        move = remote_step(self, name, steps.move, args.connections, commit, live=live, depends_on=[check])
+        deploy = remote_step(self, name, steps.deploy, args.connections, commit, live=live, depends_on=[move])
 
         self.digest = live.digest
         self.image_id = live.image_id
@@ -95,10 +106,10 @@ class ComposeServiceConsumer(pulumi.ComponentResource):
             {
                 "service": plan.service,
                 "commit": commit,
-                "targetKind": kind,
+                "targetKind": steps.target.kind.value,
                 "digest": self.digest,
                 "imageId": self.image_id,
-                "moved": move.stdout.apply(lambda out: ok_result(out, f"{plan.service} {move_id}")),
+                "moved": move.stdout.apply(lambda out: ok_result(out, f"{plan.service} {steps.move.id}")),
                 "verdict": self.verdict,
             }
         )

@@ -22,23 +22,22 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from artifact_cd import plan as core_plan
-from artifact_cd.catalog import TargetKind
+from artifact_cd.contract import K3sImportArgs, K3sVerifyArgs, ManifestCheckArgs, ReadAuthArgs
 from artifact_cd.gates import Decision
-from artifact_cd.plan import ServicePlan, Step
+from artifact_cd.plan import AuthSyncPatch, DeploymentPatch, K3sTargetDoc, ServicePlan, Step
 
 from .steps import (
     Connections,
     LiveValues,
     contains_placeholder,
-    manifest_facts,
     ok_result,
     remote_step,
-    replace_placeholder,
+    resolve_live,
     step_script,
 )
 
 TYPE = "unidesk:cd:K3sServiceConsumer"
-PATCH_FORCE = {"pulumi.com/patchForce": "true"}
+PATCH_FORCE = DeploymentPatch.FORCE
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,27 @@ class K3sServiceConsumerArgs:
     provider: k8s.Provider
     # what the manifest check waits for (see ComposeServiceConsumerArgs.after)
     after: Sequence[pulumi.Input[pulumi.Resource]] = ()
+
+
+@dataclass(frozen=True)
+class AuthSync:
+    """The frontend dev auth sync: read the auth section on the master server, then patch."""
+
+    read: Step  # read-auth.sh (secret stdout)
+    sync: Step  # the Secret and ConfigMap patches
+    patch: AuthSyncPatch
+
+
+@dataclass(frozen=True)
+class K3sSteps:
+    """The steps of a k3s consumer plan, typed."""
+
+    target: K3sTargetDoc
+    check: Step  # manifest-check.sh
+    imported: Step  # k3s-import.sh
+    auth: AuthSync | None
+    patches: tuple[tuple[Step, DeploymentPatch], ...]  # one per Deployment
+    verify: Step  # k3s-verify.sh
 
 
 def canonical_auth(auth: Any) -> str:
@@ -62,30 +82,57 @@ def _auth_from(stdout: str | None, what: str) -> str:
     return canonical_auth(result["auth"])
 
 
-def check_plan(plan: ServicePlan) -> None:
-    """The plan is one this component can translate (else ValueError)."""
+def _not_k3s(plan: ServicePlan) -> ValueError:
+    return ValueError(
+        f"{plan.service}: not a k3s consumer plan (steps {[s.id for s in plan.steps]}, "
+        f"kind {plan.target.kind.value!r})"
+    )
+
+
+def check_plan(plan: ServicePlan) -> K3sSteps:
+    """The plan is one this component can translate (else ValueError); returns its typed steps."""
     if plan.decision != Decision.PLANNED or plan.commit is None:
         raise ValueError(
             f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
         )
-    ids = [s.id for s in plan.steps]
-    patches = [s for s in plan.steps if s.id.startswith("patch-")]
-    head = ["manifest-check", "import"]
-    auth = ["auth-read", "auth-sync"] if "auth-read" in ids else []
-    expected = head + auth + [s.id for s in patches] + ["verify"]
-    if plan.target.get("kind") != TargetKind.K3S.value or ids != expected or not patches:
-        raise ValueError(
-            f"{plan.service}: not a k3s consumer plan (steps {ids}, kind {plan.target.get('kind')!r})"
-        )
-    for step in patches:
-        if step.host != core_plan.HOST_K8S_API or not isinstance(step.patch, dict):
-            raise ValueError(f"{plan.service}: step {step.id} has no Deployment patch")
-        annotations = step.patch.get("metadata", {}).get("annotations", {})
-        if annotations.get("pulumi.com/patchForce") != "true":
-            raise ValueError(f"{plan.service}: step {step.id} is not a forced patch")
-    for step in plan.steps:
-        if step.script is not None:
-            step_script(step)
+    match plan.target, plan.steps:
+        case (
+            K3sTargetDoc() as target,
+            (
+                Step(call=ManifestCheckArgs()) as check,
+                Step(call=K3sImportArgs()) as imported,
+                *middle,
+                Step(call=K3sVerifyArgs()) as verify,
+            ),
+        ):
+            pass
+        case _:
+            raise _not_k3s(plan)
+    auth: AuthSync | None = None
+    match middle:
+        case [
+            Step(call=ReadAuthArgs()) as read,
+            Step(host=core_plan.HOST_K8S_API, k8s=AuthSyncPatch() as auth_patch) as sync,
+            *rest,
+        ]:
+            auth = AuthSync(read=read, sync=sync, patch=auth_patch)
+        case rest:
+            pass
+    patches: list[tuple[Step, DeploymentPatch]] = []
+    for step in rest:
+        match step:
+            case Step(host=core_plan.HOST_K8S_API, k8s=DeploymentPatch() as body):
+                patches.append((step, body))
+            case _:
+                raise ValueError(f"{plan.service}: step {step.id} is not a Deployment patch")
+    if not patches:
+        raise _not_k3s(plan)
+    steps = K3sSteps(
+        target=target, check=check, imported=imported, auth=auth, patches=tuple(patches), verify=verify
+    )
+    for step in (check, imported, *([auth.read] if auth else []), verify):
+        step_script(step)
+    return steps
 
 
 class K3sServiceConsumer(pulumi.ComponentResource):
@@ -98,29 +145,27 @@ class K3sServiceConsumer(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
-        check_plan(plan)
+        steps = check_plan(plan)
         assert plan.commit is not None
         commit = plan.commit
         conns = args.connections
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
 
-        steps = plan.step_by_id
-        check = remote_step(self, name, steps["manifest-check"], conns, commit, depends_on=args.after)
-        facts = check.stdout.apply(lambda out: manifest_facts(out, f"{plan.service} manifest-check"))
-        live = LiveValues(digest=facts.apply(lambda f: f.digest), image_id=facts.apply(lambda f: f.image_id))
-        imported = remote_step(self, name, steps["import"], conns, commit, live=live, depends_on=[check])
+        check = remote_step(self, name, steps.check, conns, commit, depends_on=args.after)
+        live = LiveValues.of(check, f"{plan.service} manifest-check")
+        imported = remote_step(self, name, steps.imported, conns, commit, live=live, depends_on=[check])
         before_patches: list[pulumi.Resource] = [imported]
 
-        if "auth-read" in steps:
-            read = remote_step(self, name, steps["auth-read"], conns, commit, depends_on=[imported])
-            before_patches = list(self._auth_sync(name, steps["auth-sync"], read, plan, k8s_opts))
+        if steps.auth is not None:
+            read = remote_step(self, name, steps.auth.read, conns, commit, depends_on=[imported])
+            before_patches = list(self._auth_sync(name, steps.auth, read, plan, k8s_opts))
 
-        patches: list[pulumi.Resource] = []
-        for step in plan.steps:
-            if step.id.startswith("patch-"):
-                patches.append(self._deployment_patch(name, step, live, k8s_opts, before_patches))
+        patches: list[pulumi.Resource] = [
+            self._deployment_patch(name, step, body, live=live, k8s_opts=k8s_opts, depends_on=before_patches)
+            for step, body in steps.patches
+        ]
 
-        verify = remote_step(self, name, steps["verify"], conns, commit, depends_on=patches)
+        verify = remote_step(self, name, steps.verify, conns, commit, depends_on=patches)
 
         self.digest = live.digest
         self.image_id = live.image_id
@@ -129,11 +174,11 @@ class K3sServiceConsumer(pulumi.ComponentResource):
             {
                 "service": plan.service,
                 "commit": commit,
-                "targetKind": TargetKind.K3S.value,
+                "targetKind": steps.target.kind.value,
                 "digest": self.digest,
                 "imageId": self.image_id,
                 "imported": imported.stdout.apply(lambda out: ok_result(out, f"{plan.service} import")),
-                "deployments": list(plan.target.get("deployments", [])),
+                "deployments": list(steps.target.deployments),
                 "verdict": self.verdict,
             }
         )
@@ -142,13 +187,13 @@ class K3sServiceConsumer(pulumi.ComponentResource):
         self,
         name: str,
         step: Step,
+        patch: DeploymentPatch,
+        *,
         live: LiveValues,
         k8s_opts: pulumi.ResourceOptions,
         depends_on: list[pulumi.Resource],
     ) -> k8s.apps.v1.DeploymentPatch:
-        assert step.patch is not None
-        body = replace_placeholder(step.patch, core_plan.DIGEST, live.digest)
-        body = replace_placeholder(body, core_plan.IMAGE_ID, live.image_id)
+        body = resolve_live(patch.to_json(), live)
         if contains_placeholder(body):
             raise ValueError(f"{step.id}: a live placeholder is left in the patch")
         return k8s.apps.v1.DeploymentPatch(
@@ -161,15 +206,12 @@ class K3sServiceConsumer(pulumi.ComponentResource):
     def _auth_sync(
         self,
         name: str,
-        step: Step,
+        auth: AuthSync,
         read: pulumi.Resource,
         plan: ServicePlan,
         k8s_opts: pulumi.ResourceOptions,
     ) -> tuple[pulumi.Resource, pulumi.Resource]:
-        spec = step.patch or {}
-        secret, config_map = spec.get("secret"), spec.get("configMap")
-        if not isinstance(secret, dict) or not isinstance(config_map, dict):
-            raise ValueError(f"{plan.service}: auth-sync has no secret/configMap patch")
+        secret, config_map = auth.patch.secret, auth.patch.config_map
         stdout = cast(Any, read).stdout
         # The engine also marks stdout secret (additional_secret_outputs); be explicit anyway.
         auth_json = pulumi.Output.secret(stdout).apply(
@@ -178,23 +220,19 @@ class K3sServiceConsumer(pulumi.ComponentResource):
         auth_sha = auth_json.apply(lambda text: hashlib.sha256(text.encode("utf-8")).hexdigest())
         after_read = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[read]))
         secret_patch = k8s.core.v1.SecretPatch(
-            f"{name}-{step.id}-secret",
-            metadata={
-                "name": secret["name"],
-                "namespace": secret["namespace"],
-                "annotations": dict(PATCH_FORCE),
-            },
-            string_data={str(secret["key"]): auth_json},
+            f"{name}-{auth.sync.id}-secret",
+            metadata={"name": secret.name, "namespace": secret.namespace, "annotations": dict(PATCH_FORCE)},
+            string_data={secret.key: auth_json},
             opts=after_read,
         )
         map_patch = k8s.core.v1.ConfigMapPatch(
-            f"{name}-{step.id}-configmap",
+            f"{name}-{auth.sync.id}-configmap",
             metadata={
-                "name": config_map["name"],
-                "namespace": config_map["namespace"],
+                "name": config_map.name,
+                "namespace": config_map.namespace,
                 "annotations": dict(PATCH_FORCE),
             },
-            data={str(config_map["key"]): auth_sha},
+            data={config_map.key: auth_sha},
             opts=after_read,
         )
         return secret_patch, map_patch

@@ -28,7 +28,6 @@ import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from artifact_cd import plan as core_plan
-from artifact_cd.catalog import TargetKind
 from artifact_cd.config import (
     PLAIN_KEYS,
     PROJECT,
@@ -39,7 +38,15 @@ from artifact_cd.config import (
     parse_stack_config,
 )
 from artifact_cd.gates import ApplyContext, Decision
-from artifact_cd.plan import RegistryHostPlan, ServicePlan, plan_registry_host, plan_services
+from artifact_cd.plan import (
+    ComposeTargetDoc,
+    K3sTargetDoc,
+    NoTargetDoc,
+    RegistryHostPlan,
+    ServicePlan,
+    plan_registry_host,
+    plan_services,
+)
 
 from . import compose_consumer, k3s_consumer, registry_host
 from .compose_consumer import ComposeServiceConsumer, ComposeServiceConsumerArgs
@@ -127,7 +134,11 @@ def needed_secrets(cfg: StackConfig, planned: list[ServicePlan]) -> dict[str, li
         need.setdefault(HOST_SECRET[core_plan.HOST_D601], []).append("registry host")
     for p in planned:
         for step in p.steps:
-            key = KUBECONFIG if step.host == core_plan.HOST_K8S_API else HOST_SECRET[step.host]
+            match step.host:
+                case core_plan.HOST_K8S_API:
+                    key = KUBECONFIG
+                case host:
+                    key = HOST_SECRET[host]
             users = need.setdefault(key, [])
             if p.service not in users:
                 users.append(p.service)
@@ -171,13 +182,15 @@ def check_translatable(cfg: StackConfig, planned: list[ServicePlan], registry_pl
     if cfg.registry.manage:
         checks.append(("registry host", partial(registry_host.check_plan, registry_plan)))
     for p in planned:
-        kind = p.target.get("kind")
-        if kind == TargetKind.K3S.value:
-            checks.append((p.service, partial(k3s_consumer.check_plan, p)))
-        elif kind in (TargetKind.COMPOSE_MASTER.value, TargetKind.COMPOSE_D601.value):
-            checks.append((p.service, partial(compose_consumer.check_plan, p)))
-        else:
-            problems.append(f"{p.service}: planned, but target kind {kind!r} has no consumer component")
+        match p.target:
+            case K3sTargetDoc():
+                checks.append((p.service, partial(k3s_consumer.check_plan, p)))
+            case ComposeTargetDoc():
+                checks.append((p.service, partial(compose_consumer.check_plan, p)))
+            case NoTargetDoc(kind=kind):
+                problems.append(
+                    f"{p.service}: planned, but target kind {kind.value!r} has no consumer component"
+                )
     for who, check in checks:
         try:
             check()
@@ -241,15 +254,19 @@ def main(environ: Mapping[str, str] | None = None) -> None:
 
     consumers: dict[str, ComposeServiceConsumer | K3sServiceConsumer] = {}
     for p in planned:
-        if p.target.get("kind") == TargetKind.K3S.value:
-            assert provider is not None
-            consumers[p.service] = K3sServiceConsumer(
-                p.service, K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider, after=after)
-            )
-        else:
-            consumers[p.service] = ComposeServiceConsumer(
-                p.service, ComposeServiceConsumerArgs(plan=p, connections=conns, after=after)
-            )
+        match p.target:
+            case K3sTargetDoc():
+                assert provider is not None
+                consumers[p.service] = K3sServiceConsumer(
+                    p.service,
+                    K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider, after=after),
+                )
+            case ComposeTargetDoc():
+                consumers[p.service] = ComposeServiceConsumer(
+                    p.service, ComposeServiceConsumerArgs(plan=p, connections=conns, after=after)
+                )
+            case NoTargetDoc():  # refused by check_translatable before anything was registered
+                raise AssertionError(f"{p.service}: planned without a consumer target")
 
     pulumi.export(
         "plans",

@@ -23,19 +23,18 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
-from artifact_cd.plan import RegistryHostPlan
+from artifact_cd.contract import (
+    RegistryActivateArgs,
+    RegistryDirsArgs,
+    RegistryProbeArgs,
+    RegistryWriteArgs,
+    StepResult,
+)
+from artifact_cd.plan import RegistryHostPlan, Step
 
-from .steps import Connections, last_json_line, remote_step, result_of, step_script
+from .steps import Connections, remote_step, result_of, step_script
 
 TYPE = "unidesk:registry:ArtifactRegistryHost"
-STEP_IDS: tuple[str, ...] = (
-    "registry-dirs",
-    "registry-config",
-    "registry-compose",
-    "registry-unit",
-    "registry-activate",
-    "registry-acceptance",
-)
 
 Decide = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -58,7 +57,7 @@ def health_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
 
 def accept(stdout: str | None, decide: Decide) -> dict[str, Any]:
     """Decide the acceptance probe's facts; anything but ``healthy`` fails the run."""
-    facts = last_json_line(stdout, "registry-acceptance")
+    facts = StepResult.parse(stdout, "registry-acceptance").data
     verdict = decide(facts)
     if not isinstance(verdict, dict) or verdict.get("decision") != "healthy":
         decision = verdict.get("decision") if isinstance(verdict, dict) else verdict
@@ -72,15 +71,42 @@ def accept(stdout: str | None, decide: Decide) -> dict[str, Any]:
     return verdict
 
 
-def check_plan(plan: RegistryHostPlan) -> None:
-    """The plan is one this component can translate (else ValueError)."""
-    ids = tuple(s.id for s in plan.steps)
-    if ids != STEP_IDS:
-        raise ValueError(f"registry host plan steps {ids} differ from {STEP_IDS}")
+@dataclass(frozen=True)
+class RegistryHostSteps:
+    """The install steps, typed: dirs → one write per rendered file → activate → acceptance."""
+
+    dirs: Step
+    writes: tuple[Step, ...]  # registry-config, registry-compose, registry-unit
+    activate: Step
+    acceptance: Step  # the read-only probe
+
+    @property
+    def in_order(self) -> tuple[Step, ...]:
+        return (self.dirs, *self.writes, self.activate, self.acceptance)
+
+
+def check_plan(plan: RegistryHostPlan) -> RegistryHostSteps:
+    """The plan is one this component can translate (else ValueError); returns its typed steps."""
+    match plan.steps:
+        case (
+            Step(call=RegistryDirsArgs()) as dirs,
+            *writes,
+            Step(call=RegistryActivateArgs()) as activate,
+            Step(call=RegistryProbeArgs()) as acceptance,
+        ) if writes and all(isinstance(w.call, RegistryWriteArgs) for w in writes):
+            steps = RegistryHostSteps(
+                dirs=dirs, writes=tuple(writes), activate=activate, acceptance=acceptance
+            )
+        case _:
+            raise ValueError(
+                f"registry host plan steps {[s.id for s in plan.steps]}: expected dirs, the file writes, "
+                "activate and the acceptance probe of registry-install.sh / registry-probe.sh"
+            )
     if not plan.managed_by_this_stack:
         raise ValueError("registry.manage is false: this stack does not own the registry install")
-    for step in plan.steps:
+    for step in steps.in_order:
         step_script(step)
+    return steps
 
 
 def _default_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,30 +132,27 @@ class ArtifactRegistryHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
-        check_plan(plan)
-        subject = f"registry-host:{plan.paths['image']}"
+        steps = check_plan(plan)
+        subject = f"registry-host:{plan.paths.image}"
         previous: list[pulumi.Resource] = []
         commands: dict[str, remote.Command] = {}
-        for step in plan.steps:
+        for step in steps.in_order:
             cmd = remote_step(
                 self, name, step, args.connections, subject, depends_on=previous, retain_on_delete=True
             )
             commands[step.id] = cmd
             previous = [cmd]
 
+        acceptance_command: pulumi.Resource = commands[steps.acceptance.id]
         decide: Decide = args.decide or _default_decide
-        self.acceptance = commands["registry-acceptance"].stdout.apply(lambda out: accept(out, decide))
-        acceptance_command: pulumi.Resource = commands["registry-acceptance"]
+        self.acceptance = commands[steps.acceptance.id].stdout.apply(lambda out: accept(out, decide))
         self.ready = self.acceptance.apply(lambda _decided: acceptance_command)
         self.register_outputs(
             {
                 "host": plan.host_address,
-                "endpoint": plan.paths["endpoint"],
-                "files": plan.files,
-                "writes": {
-                    sid: result_of(commands[sid], sid)
-                    for sid in ("registry-config", "registry-compose", "registry-unit")
-                },
+                "endpoint": plan.paths.endpoint,
+                "files": {key: ref.to_json() for key, ref in plan.files.items()},
+                "writes": {w.id: result_of(commands[w.id], w.id) for w in steps.writes},
                 "acceptance": self.acceptance,
             }
         )

@@ -1,25 +1,25 @@
 """Translate plan steps into Pulumi resources. The plan decides; this module only transcribes.
 
-Every remote step of a plan becomes one ``pulumi_command.remote.Command``:
+Every script step of a plan becomes one ``pulumi_command.remote.Command``:
 
-- ``create`` = ``scripts.command_line(step.resolved_args(digest, image_id))`` — the exact argv of
-  the plan, with the manifest check's live values in place of the placeholders;
-- ``stdin``  = ``scripts.script_text(step.script)`` — ``lib.sh`` + the step's script file;
+- ``create`` = ``scripts.command_line(call.to_argv())`` of the step's typed call — the exact argv of
+  the plan, with the manifest check's live values in place of the placeholders
+  (``call.resolve(facts)``);
+- ``stdin``  = ``scripts.script_text(call.script)`` — ``lib.sh`` + the step's script file;
 - ``triggers`` = [subject (the commit), sha256 of the script text, sha256 of the argv template]:
   content hashes, so a change of one service's commit or of a script replaces only what uses it;
 - no ``delete`` and no ``update``: removing a Command from the program never runs anything on a
   host (the registry storage and the services are left as they are), and a changed ``create``
   runs the new ``create`` again.
 
-Stdout is recorded in the state. A step whose stdout carries a secret (``read-auth.sh``) is
-marked ``secret_stdout``: its stdout and stderr are additional secret outputs and are not logged.
+Stdout is recorded in the state. A step whose stdout carries a secret
+(``contract.SECRET_STDOUT_SCRIPTS``) has stdout and stderr as additional secret outputs and is
+not logged. Results are parsed with ``contract.StepResult`` (one JSON object, the last line).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,19 +27,14 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
-from artifact_cd import plan as core_plan
 from artifact_cd import scripts
 from artifact_cd.config import HostConfig, StackConfig
-from artifact_cd.plan import Step
-
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-
-# Scripts whose stdout carries a secret value (the Command marks stdout/stderr secret, logs nothing).
-SECRET_STDOUT_SCRIPTS: frozenset[str] = frozenset({"read-auth.sh"})
+from artifact_cd.contract import SECRET_STDOUT_SCRIPTS, Live, ManifestFacts, StepResult
+from artifact_cd.plan import HOST_D601, HOST_MASTER, Call, Step
 
 
-class StepOutputError(RuntimeError):
-    """A step's stdout is not the one-line JSON result its contract promises."""
+class MissingScript(RuntimeError):
+    """A plan step names a script file that is not in ``artifact_cd/scripts``."""
 
 
 def argv_sha256(args: Sequence[str]) -> str:
@@ -47,72 +42,53 @@ def argv_sha256(args: Sequence[str]) -> str:
     return hashlib.sha256("\0".join(args).encode("utf-8")).hexdigest()
 
 
-class MissingScript(RuntimeError):
-    """A plan step names a script file that is not in ``artifact_cd/scripts``."""
+def script_call(step: Step, owner: str = "") -> Call:
+    """The step's typed script call (ValueError for a Kubernetes patch step)."""
+    match step.call:
+        case None:
+            where = f" of {owner}" if owner else ""
+            raise ValueError(f"step {step.id}{where} runs no script; it is not a remote step")
+        case call:
+            return call
 
 
 def step_script(step: Step) -> str:
     """The exact stdin of ``step``: ``lib.sh`` + its script file (refuses clearly when absent)."""
-    if step.script is None:
-        raise ValueError(f"step {step.id} runs no script")
+    call = script_call(step)
     try:
-        return scripts.script_text(step.script)
+        return scripts.script_text(call.script)
     except FileNotFoundError:
         raise MissingScript(
-            f"step {step.id} runs {step.script}, which is missing from {scripts.SCRIPT_DIR}; "
+            f"step {step.id} runs {call.script}, which is missing from {scripts.SCRIPT_DIR}; "
             "the program cannot run it"
         ) from None
 
 
 def step_triggers(step: Step, subject: str) -> list[str]:
     text = step_script(step)
-    return [subject, hashlib.sha256(text.encode("utf-8")).hexdigest(), argv_sha256(step.args)]
+    return [
+        subject,
+        hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        argv_sha256(script_call(step).to_argv()),
+    ]
 
 
-def last_json_line(stdout: str | None, what: str) -> dict[str, Any]:
-    """The step's result: the last non-empty stdout line, a JSON object (contracts: one JSON line)."""
-    lines = [line for line in (stdout or "").splitlines() if line.strip()]
-    if not lines:
-        raise StepOutputError(f"{what}: printed no result line")
-    try:
-        value = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        raise StepOutputError(f"{what}: the last stdout line is not JSON") from None
-    if not isinstance(value, dict):
-        raise StepOutputError(f"{what}: the result line is not a JSON object")
-    return value
+def parse_result(stdout: str | None, what: str) -> dict[str, Any]:
+    """A step's result line as a JSON object (contract: one JSON line; else StepOutputError)."""
+    return StepResult.parse(stdout, what).data
 
 
 def ok_result(stdout: str | None, what: str) -> dict[str, Any]:
-    result = last_json_line(stdout, what)
-    if result.get("ok") is not True:
-        raise StepOutputError(f"{what}: the result is not ok: error={result.get('error')!r}")
-    return result
+    """A step's result line, which must say ``"ok": true`` (else StepOutputError)."""
+    return StepResult.parse(stdout, what).require_ok(what)
 
 
 def result_of(
     command: remote.Command, what: str, *, require_ok: bool = False
 ) -> pulumi.Output[dict[str, Any]]:
     """The parsed result line of a Command's stdout (a pure ``apply``; unknown in a preview)."""
-    parse = ok_result if require_ok else last_json_line
+    parse = ok_result if require_ok else parse_result
     return command.stdout.apply(lambda out: parse(out, what))
-
-
-@dataclass(frozen=True)
-class ManifestFacts:
-    digest: str
-    image_id: str
-
-
-def manifest_facts(stdout: str | None, what: str) -> ManifestFacts:
-    """Digest and image ID from the manifest check's result, validated before any use."""
-    result = ok_result(stdout, what)
-    digest, image_id = result.get("digest"), result.get("imageId")
-    for key, value in (("digest", digest), ("imageId", image_id)):
-        if not isinstance(value, str) or not DIGEST_RE.fullmatch(value):
-            raise StepOutputError(f"{what}: {key} is not a sha256 digest: {value!r}")
-    assert isinstance(digest, str) and isinstance(image_id, str)
-    return ManifestFacts(digest=digest, image_id=image_id)
 
 
 class Connections:
@@ -144,16 +120,25 @@ def connection_args(host: HostConfig, private_key: pulumi.Input[str]) -> remote.
 
 def connections(cfg: StackConfig, private_keys: Mapping[str, pulumi.Input[str]]) -> Connections:
     """Connections for the hosts whose private key is given (``d601``, ``master``)."""
-    hosts = {core_plan.HOST_D601: cfg.hosts.d601, core_plan.HOST_MASTER: cfg.hosts.master}
+    hosts = {HOST_D601: cfg.hosts.d601, HOST_MASTER: cfg.hosts.master}
     return Connections({name: connection_args(hosts[name], key) for name, key in private_keys.items()})
 
 
-@dataclass
+@dataclass(frozen=True)
 class LiveValues:
-    """The manifest check's digest and image ID as Outputs (unknown in a preview)."""
+    """The manifest check's validated facts as Outputs (unknown in a preview)."""
 
+    facts: pulumi.Output[ManifestFacts]
     digest: pulumi.Output[str]
     image_id: pulumi.Output[str]
+
+    @classmethod
+    def of(cls, check: remote.Command, what: str) -> LiveValues:
+        """The live values the manifest-check Command ``check`` printed (validated digests)."""
+        facts = check.stdout.apply(lambda out: StepResult.parse(out, what).manifest_facts(what))
+        return cls(
+            facts=facts, digest=facts.apply(lambda f: f.digest), image_id=facts.apply(lambda f: f.image_id)
+        )
 
 
 def remote_step(
@@ -168,17 +153,15 @@ def remote_step(
     retain_on_delete: bool = False,
 ) -> remote.Command:
     """One remote Command for ``step``: exact argv, script text on stdin, content-hash triggers."""
-    if step.script is None:
-        raise ValueError(f"step {step.id} of {owner_name} runs no script; it is not a remote step")
-    if step.needs_manifest:
+    call = script_call(step, owner_name)
+    create: pulumi.Input[str]
+    if call.needs_manifest:
         if live is None:
             raise ValueError(f"step {step.id} of {owner_name} needs the manifest check's live values")
-        create: pulumi.Input[str] = pulumi.Output.all(live.digest, live.image_id).apply(
-            lambda values: scripts.command_line(step.resolved_args(values[0], values[1]))
-        )
+        create = live.facts.apply(lambda facts: scripts.command_line(call.resolve(facts).to_argv()))
     else:
-        create = scripts.command_line(step.args)
-    secret_stdout = step.script in SECRET_STDOUT_SCRIPTS
+        create = scripts.command_line(call.to_argv())
+    secret_stdout = call.script in SECRET_STDOUT_SCRIPTS
     return remote.Command(
         f"{owner_name}-{step.id}",
         connection=conns.for_host(step.host),
@@ -214,9 +197,15 @@ def replace_placeholder(value: Any, placeholder: str, live: pulumi.Output[str]) 
     return value
 
 
+def resolve_live(value: Any, live: LiveValues) -> Any:
+    """``value`` (JSON-like) with both live placeholders replaced by the manifest check's Outputs."""
+    value = replace_placeholder(value, Live.DIGEST.value, live.digest)
+    return replace_placeholder(value, Live.IMAGE_ID.value, live.image_id)
+
+
 def contains_placeholder(value: Any) -> bool:
     if isinstance(value, str):
-        return any(p in value for p in core_plan.LIVE_PLACEHOLDERS)
+        return any(p.value in value for p in Live)
     if isinstance(value, Mapping):
         return any(contains_placeholder(v) for v in value.values())
     if isinstance(value, list | tuple):

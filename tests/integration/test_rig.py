@@ -106,8 +106,10 @@ def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, mo
             id="selftest",
             host="d601",
             action="echo args",
-            script="rig-selftest.sh",
-            args=("--digest", plan.DIGEST, "--image-id", plan.IMAGE_ID, "it's $(not) run", ""),
+            call=plan.ScriptArgv(
+                script="rig-selftest.sh",
+                argv=("--digest", plan.DIGEST, "--image-id", plan.IMAGE_ID, "it's $(not) run", ""),
+            ),
             mutates=False,
         )
         result = rig.d601.run_step(step, digest="sha256:" + "1" * 64, image_id="sha256:" + "2" * 64)
