@@ -18,7 +18,7 @@ non-empty, a live apply of a guarded service (code-queue, code-queue-mgr) is ref
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -101,11 +101,6 @@ class GateResult:
     approval: ApprovalStatus | None = None
     self_bootstrap_guard: SelfBootstrapGuard | None = None
     fix: str | None = None  # what an operator does to get past the gate
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def may_apply(self) -> bool:
-        return self.decision == Decision.PLANNED
 
 
 def approval_key(service_id: str) -> str:

@@ -16,7 +16,7 @@ a non-preview run fails unless the decision is ``healthy``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,6 @@ from .steps import Connections, remote_step, result_of, step_script
 
 TYPE = "unidesk:registry:ArtifactRegistryHost"
 
-Decide = Callable[[Mapping[str, Any]], dict[str, Any]]
-
 
 class RegistryUnhealthy(RuntimeError):
     """The acceptance probe after the install did not decide ``healthy``."""
@@ -55,10 +53,11 @@ def health_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def accept(stdout: str | None, decide: Decide) -> dict[str, Any]:
-    """Decide the acceptance probe's facts; anything but ``healthy`` fails the run."""
+def accept(stdout: str | None) -> dict[str, Any]:
+    """Decide the acceptance probe's facts (:func:`health_decide`, looked up when called);
+    anything but ``healthy`` fails the run."""
     facts = StepResult.parse(stdout, "registry-acceptance").data
-    verdict = decide(facts)
+    verdict = health_decide(facts)
     if not isinstance(verdict, dict) or verdict.get("decision") != "healthy":
         decision = verdict.get("decision") if isinstance(verdict, dict) else verdict
         failed = verdict.get("failedScopes") if isinstance(verdict, dict) else None
@@ -109,15 +108,10 @@ def check_plan(plan: RegistryHostPlan) -> RegistryHostSteps:
     return steps
 
 
-def _default_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
-    return health_decide(facts)  # looked up at call time (tests may replace health_decide)
-
-
 @dataclass(frozen=True)
 class ArtifactRegistryHostArgs:
     plan: RegistryHostPlan
     connections: Connections
-    decide: Decide | None = None  # default: artifact_cd.health.decide(facts, mode="health")
 
 
 class ArtifactRegistryHost(pulumi.ComponentResource):
@@ -144,8 +138,7 @@ class ArtifactRegistryHost(pulumi.ComponentResource):
             previous = [cmd]
 
         acceptance_command: pulumi.Resource = commands[steps.acceptance.id]
-        decide: Decide = args.decide or _default_decide
-        self.acceptance = commands[steps.acceptance.id].stdout.apply(lambda out: accept(out, decide))
+        self.acceptance = commands[steps.acceptance.id].stdout.apply(accept)
         self.ready = self.acceptance.apply(lambda _decided: acceptance_command)
         self.register_outputs(
             {

@@ -97,10 +97,6 @@ class Connections:
     def __init__(self, by_host: Mapping[str, remote.ConnectionArgs]) -> None:
         self._by_host = dict(by_host)
 
-    @property
-    def hosts(self) -> frozenset[str]:
-        return frozenset(self._by_host)
-
     def for_host(self, host: str) -> remote.ConnectionArgs:
         try:
             return self._by_host[host]

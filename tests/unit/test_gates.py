@@ -35,7 +35,6 @@ def approval(commit: str) -> dict[str, Approval]:
 def test_ungated_services_are_planned(sid: str, env: str) -> None:
     result = evaluate(entry(sid), env, SHA, {}, ApplyContext(live=True))  # type: ignore[arg-type]
     assert result.decision == Decision.PLANNED
-    assert result.may_apply
     assert not result.requires_supervisor_approval
 
 
@@ -43,7 +42,6 @@ def test_ungated_services_are_planned(sid: str, env: str) -> None:
 def test_plan_only_services_never_apply(sid: str, env: str) -> None:
     result = evaluate(entry(sid), env, SHA, {}, ApplyContext(live=True))  # type: ignore[arg-type]
     assert result.decision == Decision.PLAN_ONLY
-    assert not result.may_apply
     assert result.reason
 
 
@@ -103,7 +101,6 @@ def test_task_variable_does_not_gate_unguarded_services() -> None:
 def test_code_queue_prod_is_unsupported_with_no_fallback() -> None:
     result = evaluate(entry("code-queue"), "prod", SHA, approval(SHA), ApplyContext(live=True))
     assert result.decision == Decision.UNSUPPORTED
-    assert not result.may_apply
     assert "no prod consumer" in result.reason
 
 
