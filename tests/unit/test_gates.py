@@ -9,7 +9,10 @@ from artifact_cd.config import Approval
 from artifact_cd.gates import (
     SELF_BOOTSTRAP_ENV_VARS,
     ApplyContext,
+    ApprovalGranted,
+    ApprovalStale,
     Decision,
+    SelfBootstrapGuard,
     deprecated_backend_core,
     evaluate,
 )
@@ -126,3 +129,16 @@ def test_deprecated_backend_core_entry() -> None:
 def test_deprecated_entry_does_not_echo_garbage_env() -> None:
     doc = deprecated_backend_core("$(id)", None)
     assert "$(id)" not in str(doc)
+
+
+def test_approval_and_guard_are_typed_documents() -> None:
+    stale = evaluate(entry("code-queue-mgr"), "prod", SHA, approval(OTHER), ApplyContext(live=True))
+    assert isinstance(stale.approval, ApprovalStale) and stale.approval.approved_commit == OTHER
+    assert stale.approval.to_json() == {"status": "stale", "requiredFor": SHA, "approvedCommit": OTHER, "by": "sup"}
+    granted = evaluate(entry("code-queue-mgr"), "prod", SHA, approval(SHA), ApplyContext(live=True))
+    assert isinstance(granted.approval, ApprovalGranted)
+    assert list(granted.approval.to_json()) == ["status", "requiredFor", "by", "reason"]
+    guard = granted.self_bootstrap_guard
+    assert isinstance(guard, SelfBootstrapGuard) and not guard.running_inside_code_queue_task
+    assert list(guard.to_json()) == ["enabled", "detectedBy", "runningInsideCodeQueueTask", "rule"]
+    assert guard.to_json()["detectedBy"] == list(SELF_BOOTSTRAP_ENV_VARS)

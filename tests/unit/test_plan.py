@@ -7,8 +7,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 
-from artifact_cd import catalog, plan
+from artifact_cd import catalog, contract, plan
 from artifact_cd.config import StackConfig, load_stack
 from artifact_cd.gates import ApplyContext, Decision
 from artifact_cd.scripts import SCRIPT_DIR, command_line
@@ -264,3 +265,91 @@ def test_registry_host_plan() -> None:
     assert any("k3s" in d for d in host["mustNotDependOn"])
     assert len(host["cdFlow"]) == 7
     assert load_stack(ROOT, "dev").registry.manage is False
+
+
+# --------------------------------------------------------------------------- typed steps and documents
+
+
+def test_a_step_prints_its_typed_call_as_script_and_argv_in_the_document_order() -> None:
+    cfg = load_stack(ROOT, "prod")
+    deploy = plan.plan_service(cfg, "baidu-netdisk").step_by_id["deploy"]
+    assert isinstance(deploy.call, contract.ComposeDeployArgs) and deploy.k8s is None
+    assert deploy.script == contract.ComposeDeployArgs.script
+    assert deploy.args == deploy.call.to_argv()
+    assert deploy.call.required_secrets == ("UNIDESK_BAIDU_NETDISK_CLIENT_ID", "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET",
+                                            "UNIDESK_BAIDU_NETDISK_TOKEN_KEY")  # fmt: skip
+    doc = deploy.to_json()
+    assert list(doc) == ["id", "host", "action", "script", "args", "mutates", "patch"]
+    assert doc["args"] == list(deploy.args) and doc["patch"] is None
+
+
+def test_a_k3s_patch_step_holds_a_typed_payload() -> None:
+    cfg = load_stack(ROOT, "dev")
+    p = plan.plan_service(cfg, "frontend")
+    patch, sync = p.step_by_id["patch-frontend-dev"], p.step_by_id["auth-sync"]
+    assert isinstance(patch.k8s, plan.DeploymentPatch) and patch.call is None
+    assert patch.script is None and patch.args == () and patch.resolved_args("d", "i") == []
+    assert patch.k8s.env == p.deploy_env and patch.k8s.annotations == p.annotations
+    assert patch.patch == patch.k8s.to_json() and patch.needs_manifest
+    assert isinstance(sync.k8s, plan.AuthSyncPatch) and not sync.needs_manifest
+    assert sync.k8s.secret.key == "auth.json" and sync.patch is not None and sync.patch["configMap"]["key"] == "authSha256"
+
+
+def test_a_step_is_either_a_script_call_or_a_patch() -> None:
+    call = contract.ReadAuthArgs(config="/etc/x.json")
+    body = plan.AuthSyncPatch(
+        secret=plan.ObjectKey(namespace="n", name="s", key="k"), config_map=plan.ObjectKey(namespace="n", name="c", key="k")
+    )
+    with pytest.raises(ValueError, match="exactly one"):
+        plan.Step(id="x", host="d601", action="a", mutates=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        plan.Step(id="x", host="d601", action="a", call=call, k8s=body, mutates=False)
+
+
+def test_a_script_outside_the_contract_keeps_its_argv_and_resolves_the_live_values() -> None:
+    step = plan.Step(
+        id="selftest", host="d601", action="echo",
+        call=plan.ScriptArgv(script="x.sh", argv=("--digest", plan.DIGEST, "--image-id", plan.IMAGE_ID, "a b")),
+        mutates=False,
+    )  # fmt: skip
+    assert step.script == "x.sh" and step.needs_manifest
+    assert step.resolved_args("sha256:" + "1" * 64, "") == ["--digest", "sha256:" + "1" * 64, "--image-id", "", "a b"]
+
+
+def test_target_documents_are_a_union_discriminated_on_kind(cfg: StackConfig) -> None:
+    adapter: TypeAdapter[plan.TargetDoc] = TypeAdapter(plan.TargetDoc)
+    kinds = {type(p.target) for p in plan.plan_services(cfg)}
+    assert kinds <= {plan.ComposeTargetDoc, plan.K3sTargetDoc, plan.NoTargetDoc}
+    for p in plan.plan_services(cfg):
+        doc = p.target.to_json()
+        again = adapter.validate_python(doc)
+        assert type(again) is type(p.target) and again.to_json() == doc, p.service
+        assert ("preRollout" in doc) == (p.service == "frontend" and cfg.env == "dev")
+
+
+def test_one_compose_site_per_target_kind() -> None:
+    cfg = load_stack(ROOT, "prod")
+    for sid, host in (("backend-core", "master"), ("findjob", "d601")):
+        entry = catalog.get(sid)
+        assert entry is not None
+        target = entry.target("prod")
+        assert isinstance(target, catalog.ComposeTarget)
+        site = plan.compose_site(cfg, target)
+        p = plan.plan_service(cfg, sid)
+        assert site.host == host == p.target["host"] == p.step_by_id["deploy"].host
+        assert site.project is not None and site.project.project_name == p.target["composeProject"]
+        assert p.affected_runtime[0].startswith(f"{site.where} Compose project {site.project.project_name}")
+
+
+def test_the_deploy_stamp_is_the_contracts() -> None:
+    cfg = load_stack(ROOT, "dev")
+    compose, k3s = plan.plan_service(cfg, "findjob"), plan.plan_service(cfg, "backend-core")
+    assert compose.commit is not None and k3s.commit is not None
+    image = f"127.0.0.1:5000/unidesk/findjob:{compose.commit}"
+    assert compose.deploy_env == contract.deploy_stamp("UNIDESK_FINDJOB_DEPLOY_", compose.commit, image, plan.DIGEST)
+    image = f"127.0.0.1:5000/unidesk/backend-core:{k3s.commit}"
+    assert k3s.annotations == contract.deploy_annotations("backend-core", k3s.commit, image, plan.DIGEST)
+    assert k3s.deploy_env == {
+        **contract.deploy_stamp(contract.K3S_ENV_PREFIX, k3s.commit, image, plan.DIGEST),
+        "UNIDESK_DEPLOY_SERVICE": "backend-core",
+    }
