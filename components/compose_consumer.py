@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 
 from artifact_cd.catalog import TargetKind
 from artifact_cd.contract import ComposeDeployArgs, ManifestCheckArgs, MoveImageArgs
-from artifact_cd.gates import Decision
 from artifact_cd.plan import ComposeTargetDoc, ServicePlan, Step
 
-from .steps import Connections, LiveValues, ok_result, remote_step, step_script
+from .steps import Connections, ServiceConsumer, ok_result, planned_commit, remote_step, step_script
 
 TYPE = "unidesk:cd:ComposeServiceConsumer"
 
@@ -43,6 +41,7 @@ class ComposeServiceConsumerArgs:
 class ComposeSteps:
     """The three steps of a Compose consumer plan, typed."""
 
+    commit: str
     target: ComposeTargetDoc
     check: Step  # manifest-check.sh on D601
     move: Step  # move-image.sh: tunnel/stream onto the master server, or a local pull on D601
@@ -56,10 +55,7 @@ def _move_fits(kind: TargetKind, move: MoveImageArgs) -> bool:
 
 def check_plan(plan: ServicePlan) -> ComposeSteps:
     """The plan is one this component can translate (else ValueError); returns its typed steps."""
-    if plan.decision != Decision.PLANNED or plan.commit is None:
-        raise ValueError(
-            f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
-        )
+    commit = planned_commit(plan)
     match plan.target, plan.steps:
         case (
             ComposeTargetDoc() as target,
@@ -69,7 +65,7 @@ def check_plan(plan: ServicePlan) -> ComposeSteps:
                 Step(call=ComposeDeployArgs()) as deploy,
             ),
         ) if _move_fits(target.kind, move_call) and move.host == deploy.host == target.host:
-            steps = ComposeSteps(target=target, check=check, move=move, deploy=deploy)
+            steps = ComposeSteps(commit=commit, target=target, check=check, move=move, deploy=deploy)
         case _:
             raise ValueError(
                 f"{plan.service}: not a Compose consumer plan (steps {[s.id for s in plan.steps]}, "
@@ -81,26 +77,18 @@ def check_plan(plan: ServicePlan) -> ComposeSteps:
     return steps
 
 
-class ComposeServiceConsumer(pulumi.ComponentResource):
-    digest: pulumi.Output[str]
-    image_id: pulumi.Output[str]
-    verdict: pulumi.Output[dict[str, Any]]
-
+class ComposeServiceConsumer(ServiceConsumer):
     def __init__(
         self, name: str, args: ComposeServiceConsumerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        plan = args.plan
+        plan, conns = args.plan, args.connections
         steps = check_plan(plan)
-        assert plan.commit is not None
-        commit = plan.commit
-        check = remote_step(self, name, steps.check, args.connections, commit, depends_on=args.after)
-        live = LiveValues.of(check, f"{plan.service} manifest-check")
-        move = remote_step(self, name, steps.move, args.connections, commit, live=live, depends_on=[check])
-        deploy = remote_step(self, name, steps.deploy, args.connections, commit, live=live, depends_on=[move])
+        commit = steps.commit
+        check, live = self._manifest_check(name, steps.check, conns, commit, after=args.after)
+        move = remote_step(self, name, steps.move, conns, commit, live=live, depends_on=[check])
+        deploy = remote_step(self, name, steps.deploy, conns, commit, live=live, depends_on=[move])
 
-        self.digest = live.digest
-        self.image_id = live.image_id
         self.verdict = deploy.stdout.apply(lambda out: ok_result(out, f"{plan.service} deploy"))
         self.register_outputs(
             {

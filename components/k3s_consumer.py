@@ -23,14 +23,15 @@ import pulumi_kubernetes as k8s
 
 from artifact_cd import plan as core_plan
 from artifact_cd.contract import K3sImportArgs, K3sVerifyArgs, ManifestCheckArgs, ReadAuthArgs
-from artifact_cd.gates import Decision
 from artifact_cd.plan import AuthSyncPatch, DeploymentPatch, K3sTargetDoc, ServicePlan, Step
 
 from .steps import (
     Connections,
     LiveValues,
+    ServiceConsumer,
     contains_placeholder,
     ok_result,
+    planned_commit,
     remote_step,
     resolve_live,
     step_script,
@@ -62,6 +63,7 @@ class AuthSync:
 class K3sSteps:
     """The steps of a k3s consumer plan, typed."""
 
+    commit: str
     target: K3sTargetDoc
     check: Step  # manifest-check.sh
     imported: Step  # k3s-import.sh
@@ -91,10 +93,7 @@ def _not_k3s(plan: ServicePlan) -> ValueError:
 
 def check_plan(plan: ServicePlan) -> K3sSteps:
     """The plan is one this component can translate (else ValueError); returns its typed steps."""
-    if plan.decision != Decision.PLANNED or plan.commit is None:
-        raise ValueError(
-            f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
-        )
+    commit = planned_commit(plan)
     match plan.target, plan.steps:
         case (
             K3sTargetDoc() as target,
@@ -128,31 +127,30 @@ def check_plan(plan: ServicePlan) -> K3sSteps:
     if not patches:
         raise _not_k3s(plan)
     steps = K3sSteps(
-        target=target, check=check, imported=imported, auth=auth, patches=tuple(patches), verify=verify
+        commit=commit,
+        target=target,
+        check=check,
+        imported=imported,
+        auth=auth,
+        patches=tuple(patches),
+        verify=verify,
     )
     for step in (check, imported, *([auth.read] if auth else []), verify):
         step_script(step)
     return steps
 
 
-class K3sServiceConsumer(pulumi.ComponentResource):
-    digest: pulumi.Output[str]
-    image_id: pulumi.Output[str]
-    verdict: pulumi.Output[dict[str, Any]]
-
+class K3sServiceConsumer(ServiceConsumer):
     def __init__(
         self, name: str, args: K3sServiceConsumerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        plan = args.plan
+        plan, conns = args.plan, args.connections
         steps = check_plan(plan)
-        assert plan.commit is not None
-        commit = plan.commit
-        conns = args.connections
+        commit = steps.commit
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
 
-        check = remote_step(self, name, steps.check, conns, commit, depends_on=args.after)
-        live = LiveValues.of(check, f"{plan.service} manifest-check")
+        check, live = self._manifest_check(name, steps.check, conns, commit, after=args.after)
         imported = remote_step(self, name, steps.imported, conns, commit, live=live, depends_on=[check])
         before_patches: list[pulumi.Resource] = [imported]
 
@@ -167,8 +165,6 @@ class K3sServiceConsumer(pulumi.ComponentResource):
 
         verify = remote_step(self, name, steps.verify, conns, commit, depends_on=patches)
 
-        self.digest = live.digest
-        self.image_id = live.image_id
         self.verdict = verify.stdout.apply(lambda out: ok_result(out, f"{plan.service} verify"))
         self.register_outputs(
             {

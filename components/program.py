@@ -52,7 +52,7 @@ from . import compose_consumer, k3s_consumer, registry_host
 from .compose_consumer import ComposeServiceConsumer, ComposeServiceConsumerArgs
 from .k3s_consumer import K3sServiceConsumer, K3sServiceConsumerArgs
 from .registry_host import ArtifactRegistryHost, ArtifactRegistryHostArgs
-from .steps import MissingScript, connections
+from .steps import MissingScript, ServiceConsumer, connections
 
 REGISTRY_COMPONENT = "artifact-registry"
 K8S_PROVIDER = "d601-k3s"
@@ -252,7 +252,7 @@ def main(environ: Mapping[str, str] | None = None) -> None:
             enable_server_side_apply=True,
         )
 
-    consumers: dict[str, ComposeServiceConsumer | K3sServiceConsumer] = {}
+    consumers: dict[str, ServiceConsumer] = {}
     for p in planned:
         match p.target:
             case K3sTargetDoc():

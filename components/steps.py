@@ -30,7 +30,8 @@ from pulumi_command import remote
 from artifact_cd import scripts
 from artifact_cd.config import HostConfig, StackConfig
 from artifact_cd.contract import SECRET_STDOUT_SCRIPTS, Live, ManifestFacts, StepResult
-from artifact_cd.plan import HOST_D601, HOST_MASTER, Call, Step
+from artifact_cd.gates import Decision
+from artifact_cd.plan import HOST_D601, HOST_MASTER, Call, ServicePlan, Step
 
 
 class MissingScript(RuntimeError):
@@ -172,6 +173,39 @@ def remote_step(
             retain_on_delete=retain_on_delete or None,
         ),
     )
+
+
+def planned_commit(plan: ServicePlan) -> str:
+    """The commit a consumer deploys; only a ``planned`` service gets a consumer (else ValueError)."""
+    if plan.decision != Decision.PLANNED or plan.commit is None:
+        raise ValueError(
+            f"{plan.service}: decision {plan.decision.value}; a consumer is only built for planned services"
+        )
+    return plan.commit
+
+
+class ServiceConsumer(pulumi.ComponentResource):
+    """What the program reads from every consumer component: the manifest check's live digest and
+    image ID, and the last step's verdict."""
+
+    digest: pulumi.Output[str]
+    image_id: pulumi.Output[str]
+    verdict: pulumi.Output[dict[str, Any]]
+
+    def _manifest_check(
+        self,
+        name: str,
+        step: Step,
+        conns: Connections,
+        commit: str,
+        *,
+        after: Sequence[pulumi.Input[pulumi.Resource]],
+    ) -> tuple[remote.Command, LiveValues]:
+        """The consumer's first Command (after ``after``) and the live values it reads."""
+        check = remote_step(self, name, step, conns, commit, depends_on=after)
+        live = LiveValues.of(check, f"{name} manifest-check")
+        self.digest, self.image_id = live.digest, live.image_id
+        return check, live
 
 
 def replace_placeholder(value: Any, placeholder: str, live: pulumi.Output[str]) -> Any:
