@@ -451,19 +451,26 @@ def _shell_items() -> Iterator[tuple[str, str | int | tuple[str, ...]]]:
 
 
 def shell_constants() -> str:
-    """The generated ``readonly`` block every script text starts with (after its shebang-less header)."""
+    """The generated ``readonly`` block every script text starts with (after its shebang-less header).
+
+    The ``readonly`` lines form one brace group, so the block's shellcheck directive covers the
+    block only; the block must follow a first command (``script_text`` puts ``set -euo pipefail``
+    there): a directive before a script's first command would cover the whole script.
+    """
     lines = [
         "# ---- generated from artifact_cd/contract.py (shell_constants); do not edit by hand ----",
         "# shellcheck disable=SC2034 # not every script reads every constant",
+        "{",
     ]
     for name, value in _shell_items():
         if isinstance(value, tuple):
             items = " ".join(_shell_quote(v) for v in value)
-            lines.append(f"readonly -a {name}=({items})")
+            lines.append(f"  readonly -a {name}=({items})")
         elif isinstance(value, int):
-            lines.append(f"readonly {name}={value}")
+            lines.append(f"  readonly {name}={value}")
         else:
-            lines.append(f"readonly {name}={_shell_quote(value)}")
+            lines.append(f"  readonly {name}={_shell_quote(value)}")
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
