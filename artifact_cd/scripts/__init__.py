@@ -1,8 +1,19 @@
 """The shell scripts the remote Commands run, kept as files.
 
-A remote step runs ``bash -s -- <quoted args>`` with the script text on stdin. The text sent is
-``lib.sh`` followed by the step's script, so helpers are shared without a copy on the target.
-The very same text and argv are what the real-rig tests run: nothing is rebuilt from strings.
+A remote step runs ``bash -s -- <quoted args>`` with the script text on stdin. The text sent
+(:func:`script_text`) is, in this order:
+
+1. ``# shellcheck shell=bash`` and ``set -euo pipefail``;
+2. the contract's generated constants (:func:`artifact_cd.contract.shell_constants`: label names,
+   media types, verify kinds, commit and digest patterns, ``EXIT_*`` codes), so no script spells
+   them by hand;
+3. the Python helpers that ``lib.sh`` or the script runs: for each ``$<NAME>_PY`` they reference,
+   the text of ``py/<name>.py`` read into ``<NAME>_PY`` by a quoted heredoc (the scripts run
+   ``python3 -c "$<NAME>_PY" ...``); the helpers are real modules, linted, type-checked and tested;
+4. ``lib.sh`` (shared shell functions), then the step's script itself.
+
+So helpers and constants are shared without a copy on the target, and the very same text and argv
+are what the real-rig tests run: nothing is rebuilt from strings.
 
 Conventions every script follows (so a script on stdin can never eat its own tail):
 ``set -euo pipefail``; all work inside ``main``; the last line is ``main "$@"``; ``main`` starts
@@ -13,24 +24,77 @@ stdout; human diagnostics go to stderr.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+from artifact_cd.contract import shell_constants
+
 SCRIPT_DIR = Path(__file__).resolve().parent
+PY_DIR = SCRIPT_DIR / "py"  # fixed at import: a test may point SCRIPT_DIR elsewhere, not the helpers
 LIB = "lib.sh"
+SHELL_DIRECTIVE = "# shellcheck shell=bash"
+HEREDOC_END = "PY"
+
+# `$MANIFEST_PY` / `${MANIFEST_PY}` -> the helper py/manifest.py
+_HELPER_REFERENCE = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)_PY\b")
+
+
+def helper_variable(path: Path) -> str:
+    """The bash variable a helper file is read into: ``py/free_port.py`` -> ``FREE_PORT_PY``."""
+    return path.stem.upper() + "_PY"
+
+
+def helper_paths(*texts: str) -> tuple[Path, ...]:
+    """The helper files ``texts`` reference (sorted); a reference without a file is an error."""
+    paths = []
+    for stem in sorted({m.group(1) for text in texts for m in _HELPER_REFERENCE.finditer(text)}):
+        path = PY_DIR / f"{stem.lower()}.py"
+        if not path.is_file():
+            raise ValueError(f"${stem}_PY is referenced but {path} does not exist")
+        paths.append(path)
+    return tuple(paths)
+
+
+def helper_block(path: Path) -> str:
+    """``IFS= read -r -d '' <NAME>_PY <<'PY' || true`` + the file + ``PY``: the text, verbatim."""
+    text = path.read_text(encoding="utf-8")
+    if HEREDOC_END in text.splitlines():
+        raise ValueError(f"{path} has a line {HEREDOC_END!r}, which would end its heredoc")
+    variable = helper_variable(path)
+    return (
+        f"# {variable}: artifact_cd/scripts/py/{path.name} (run as python3 -c \"${variable}\" ...)\n"
+        f"IFS= read -r -d '' {variable} <<'{HEREDOC_END}' || true\n"
+        f"{text}{'' if text.endswith(chr(10)) else chr(10)}{HEREDOC_END}\n"
+    )
+
+
+def _without_directive(text: str) -> str:
+    first, _, rest = text.partition("\n")
+    return rest if first.strip() == SHELL_DIRECTIVE else text
 
 
 @cache
 def script_text(name: str) -> str:
-    """The exact stdin of a step that runs ``name``: ``lib.sh`` then the script itself."""
+    """The exact stdin of a step that runs ``name``: constants, helpers, ``lib.sh``, the script."""
     if "/" in name or not name.endswith(".sh") or name == LIB:
         raise ValueError(f"not a step script: {name!r}")
     body = (SCRIPT_DIR / name).read_text(encoding="utf-8")
     lib_path = SCRIPT_DIR / LIB
     lib = lib_path.read_text(encoding="utf-8") if lib_path.exists() else ""
-    return lib + ("\n" if lib and not lib.endswith("\n") else "") + body
+    lib, body = _without_directive(lib), _without_directive(body)
+    parts = [
+        f"{SHELL_DIRECTIVE}\n# {name} as sent: generated constants, Python helpers, lib.sh, {name}\n",
+        # a command first: a shellcheck directive before a script's first command covers it all
+        "set -euo pipefail\n",
+        shell_constants(),
+        *(helper_block(path) for path in helper_paths(lib, body)),
+        lib + ("\n" if lib and not lib.endswith("\n") else ""),
+        body,
+    ]
+    return "".join(parts)
 
 
 def script_sha256(name: str) -> str:

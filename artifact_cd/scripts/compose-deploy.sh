@@ -1,11 +1,8 @@
 # shellcheck shell=bash
 # compose-deploy.sh: retag, stamp, recreate and verify one Compose service (R14, R15, R16, R19).
 #
-#   compose-deploy.sh --service-id ID --compose-service SVC --container NAME --commit SHA
-#     --digest sha256:.. --image-id sha256:.. --image E/R:SHA --retag NAME --project-dir DIR
-#     --project-name P --env-file FILE --env-prefix UNIDESK_X_DEPLOY_ --verify KIND
-#     --health-path /health --health-port 8080 [--compose-command CMD] [--required-secret KEY]...
-#     [--lock-wait SECONDS (default 180)] [--health-timeout SECONDS (default 45)]
+#   argv: artifact_cd.contract.ComposeDeployArgs (docs/contracts.md, generated argv table);
+#   --lock-wait defaults to 180 s, --health-timeout to 45 s.
 #
 # Runs on the host of the Compose project (master server or D601), after move-image.sh put
 # E/R:SHA there. Order (nothing is changed before step 4):
@@ -28,7 +25,7 @@
 #      (up to --health-timeout): deploy.commit and deploy.requestedCommit == SHA (standard,
 #      baidu-auth-gate); /api/health ok + label + container env <PREFIX>COMMIT (todo-note-synthetic);
 #      auth.configured, clientIdConfigured, clientSecretConfigured, tokenKeyConfigured, loggedIn all
-#      true (baidu-auth-gate).
+#      true (baidu-auth-gate; a failure names the --required-secret keys to restore).
 # Output: one JSON verdict. After the recreate a failure says recreated=true, names the previous
 # commit and how to roll back (unhealthy, commit-mismatch, auth-not-configured, digest-mismatch,
 # recreate-failed: exit 6).
@@ -43,133 +40,9 @@ START="" LOCK_DIR="" LOCK_WAITED=0
 PREV_ID="" PREV_COMMIT="" SECRETS_JSON="{}"
 COMPOSE_ARGS=()
 
-# shellcheck disable=SC2016 # Python program text
-ENVFILE_PY='
-import fcntl, hashlib, json, os, re, sys, tempfile, time
-
-def parse_value(raw):
-    v = raw.strip()
-    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"\x27":
-        return v[1:-1]
-    return re.split(r"\s+#", v, maxsplit=1)[0].strip()
-
-def key_re(key):
-    return re.compile(rb"^[ \t]*(?:export[ \t]+)?" + re.escape(key.encode()) + rb"[ \t]*=(.*?)(\r?\n)?$", re.S)
-
-mode, path = sys.argv[1], sys.argv[2]
-if mode == "secrets":
-    keys = sys.argv[3:]
-    try:
-        with open(path, "rb") as fh:
-            lines = re.split(rb"(?<=\n)", fh.read())
-    except FileNotFoundError:
-        lines = []
-    report, missing = {}, []
-    for key in keys:
-        value = None
-        pattern = key_re(key)
-        for line in lines:
-            m = pattern.match(line)
-            if m:
-                value = parse_value(m.group(1).decode("utf-8", "replace"))
-        present = bool(value)
-        report[key] = {"present": present, "length": len(value) if value else 0}
-        if not present:
-            missing.append(key)
-    print(json.dumps(report, separators=(",", ":")))
-    print(" ".join(missing))
-    sys.exit(0)
-
-if mode == "set":
-    lock_dir, pairs = sys.argv[3], sys.argv[4:]
-    real = os.path.realpath(path)
-    lock_path = os.path.join(lock_dir, "unidesk-envfile." + hashlib.sha256(real.encode()).hexdigest()[:16] + ".lock")
-    lock = open(lock_path, "a")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                print(json.dumps({"error": "env file lock busy for 60 s"}))
-                sys.exit(7)
-            time.sleep(0.1)
-    try:
-        with open(real, "rb") as fh:
-            data = fh.read()
-        st = os.stat(real)
-        mode_bits, uid, gid, created = st.st_mode & 0o7777, st.st_uid, st.st_gid, False
-    except FileNotFoundError:
-        data = b""
-        dst = os.stat(os.path.dirname(real))
-        mode_bits, uid, gid, created = 0o600, dst.st_uid, dst.st_gid, True
-    lines = [l for l in re.split(rb"(?<=\n)", data) if l]
-    wanted = [p.split("=", 1) for p in pairs]
-    seen = set()
-    out = []
-    for line in lines:
-        for key, value in wanted:
-            if key_re(key).match(line):
-                end = b"\r\n" if line.endswith(b"\r\n") else (b"\n" if line.endswith(b"\n") else b"")
-                line = key.encode() + b"=" + value.encode() + end
-                seen.add(key)
-                break
-        out.append(line)
-    extra = [k.encode() + b"=" + v.encode() + b"\n" for k, v in wanted if k not in seen]
-    if extra and out and not out[-1].endswith(b"\n"):
-        out[-1] += b"\n"
-    new = b"".join(out + extra)
-    if new == data and not created:
-        print(json.dumps({"changed": False, "created": False}, separators=(",", ":")))
-        sys.exit(0)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real), prefix="." + os.path.basename(real) + ".")
-    try:
-        os.write(fd, new)
-        os.fchmod(fd, mode_bits)
-        try:
-            os.fchown(fd, uid, gid)
-        except PermissionError:
-            pass
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, real)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(os.path.dirname(real), os.O_RDONLY)
-    os.fsync(dfd)
-    os.close(dfd)
-    print(json.dumps({"changed": True, "created": created}, separators=(",", ":")))
-    sys.exit(0)
-sys.exit(2)
-'
-
-# INSPECT_PY KEY: `docker inspect` JSON on stdin -> one US-separated line (no secret env value
-# is ever printed: only the one deploy key is read from the container env).
-# shellcheck disable=SC2016
-INSPECT_PY='
-import json, sys
-US = "\x1f"
-try:
-    doc = json.load(sys.stdin)[0]
-except Exception:
-    print(US.join(["missing"] + [""] * 8))
-    sys.exit(0)
-key = sys.argv[1] + "="
-env = [e[len(key):] for e in (doc.get("Config") or {}).get("Env") or [] if e.startswith(key)]
-labels = (doc.get("Config") or {}).get("Labels") or {}
-state = doc.get("State") or {}
-nets = ((doc.get("NetworkSettings") or {}).get("Networks") or {}).values()
-ips = [n.get("IPAddress") for n in nets if isinstance(n, dict) and n.get("IPAddress")]
-fields = ["found", doc.get("Id", ""), doc.get("Image", ""), state.get("Status", ""), str(state.get("ExitCode", "")),
-          labels.get("org.opencontainers.image.revision", ""), (doc.get("HostConfig") or {}).get("NetworkMode", ""),
-          ips[0] if ips else "", env[-1] if env else ""]
-print(US.join(str(f).replace(US, " ").replace("\n", " ") for f in fields))
-'
+# The Python helpers (artifact_cd/scripts/py/, inlined by script_text): ENVFILE_PY reads the
+# secret keys' presence and rewrites the env file atomically; CONTAINER_PY reads `docker inspect`
+# (no secret env value is ever printed: only the one deploy key is read from the container env).
 
 log() { printf 'compose-deploy [%ss]: %s\n' "$(elapsed_since "$START")" "$*" >&2; }
 
@@ -181,7 +54,8 @@ compose() {
 C_FOUND="" C_ID="" C_IMAGE="" C_STATUS="" C_EXIT="" C_REVISION="" C_NETMODE="" C_IP="" C_ENV_COMMIT=""
 inspect_container() {
   IFS=$'\x1f' read -r C_FOUND C_ID C_IMAGE C_STATUS C_EXIT C_REVISION C_NETMODE C_IP C_ENV_COMMIT \
-    < <(docker inspect "$CONTAINER" 2>/dev/null | python3 -c "$INSPECT_PY" "${ENV_PREFIX}COMMIT") || true
+    < <(docker inspect "$CONTAINER" 2>/dev/null |
+      python3 -c "$CONTAINER_PY" "${ENV_PREFIX}COMMIT" "$REVISION_LABEL") || true
 }
 
 rollback_hint() {
@@ -202,9 +76,11 @@ after_change_fail() {
   local hint="previous commit ${PREV_COMMIT:-<none>}"
   [[ -z $PREV_COMMIT ]] || hint+="; roll back: pulumi config set --path 'services.$SERVICE_ID.commit' $PREV_COMMIT && pulumi up"
   if [[ $VERIFY == baidu-auth-gate && $error == auth-not-configured ]]; then
-    hint+="; restore the UNIDESK_BAIDU_NETDISK_* secrets in the env file, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`"
+    local secrets="its auth secrets"
+    ((${#REQUIRED_SECRETS[@]} == 0)) || secrets="the secrets ${REQUIRED_SECRETS[*]}"
+    hint+="; restore $secrets in the env file, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`"
   fi
-  fail 6 "$error" "$detail ($hint)" false recreated true service "$(json_str "$SERVICE_ID")" \
+  fail "$EXIT_VERIFY_FAILED" "$error" "$detail ($hint)" false recreated true service "$(json_str "$SERVICE_ID")" \
     commit "$(json_str "$COMMIT")" previousCommit "$(prev_commit_json)" \
     previousContainerId "$(json_str "$PREV_ID")" containerId "$(json_str "$C_ID")" \
     rollback "$(rollback_hint)" secrets "$SECRETS_JSON" "$@"
@@ -243,20 +119,19 @@ parse_args() {
   need digest --digest "$DIGEST"
   need digest --image-id "$IMAGE_ID"
   need image_ref --image "$IMAGE"
-  [[ $IMAGE == *":$COMMIT" ]] || fail 2 invalid-argument "--image must be the commit tag <registry>/<repo>:$COMMIT" false \
+  [[ $IMAGE == *":$COMMIT" ]] || fail "$EXIT_INVALID" invalid-argument "--image must be the commit tag <registry>/<repo>:$COMMIT" false \
     argument '"--image"'
   need repository --retag "$RETAG"
   need abs_path --project-dir "$PROJECT_DIR"
   need name --project-name "$PROJECT_NAME"
   need abs_path --env-file "$ENV_FILE"
   need env_prefix --env-prefix "$ENV_PREFIX"
-  [[ $VERIFY =~ ^(standard|todo-note-synthetic|baidu-auth-gate)$ ]] ||
-    fail 2 invalid-argument "--verify must be standard, todo-note-synthetic or baidu-auth-gate" false argument '"--verify"'
+  need_one_of --verify "$VERIFY" "${VERIFY_KINDS[@]}"
   need http_path --health-path "$HEALTH_PATH"
   need port --health-port "$HEALTH_PORT"
-  [[ $LOCK_WAIT =~ ^[0-9]{1,4}$ ]] || fail 2 invalid-argument "--lock-wait must be seconds" false argument '"--lock-wait"'
+  [[ $LOCK_WAIT =~ ^[0-9]{1,4}$ ]] || fail "$EXIT_INVALID" invalid-argument "--lock-wait must be seconds" false argument '"--lock-wait"'
   [[ $HEALTH_TIMEOUT =~ ^[0-9]{1,4}$ && $HEALTH_TIMEOUT -ge 1 ]] ||
-    fail 2 invalid-argument "--health-timeout must be seconds" false argument '"--health-timeout"'
+    fail "$EXIT_INVALID" invalid-argument "--health-timeout must be seconds" false argument '"--health-timeout"'
 }
 
 take_lock() {
@@ -268,7 +143,7 @@ take_lock() {
     holder=$(head -c 200 "$lock_file" 2>/dev/null | tr -d '\n' || true)
     log "another deploy of $COMPOSE_SERVICE holds $lock_file (${holder:-unknown}); waiting up to ${LOCK_WAIT}s"
     if ! flock -w "$LOCK_WAIT" "$LOCK_FD"; then
-      fail 7 lock-busy "another deploy of $COMPOSE_SERVICE in project $PROJECT_NAME still holds the lock after ${LOCK_WAIT}s" \
+      fail "$EXIT_BUSY" lock-busy "another deploy of $COMPOSE_SERVICE in project $PROJECT_NAME still holds the lock after ${LOCK_WAIT}s" \
         true holder "$(json_str "$holder")" lock "$(json_str "$lock_file")"
     fi
     LOCK_WAITED=$(elapsed_since "$t0")
@@ -277,25 +152,25 @@ take_lock() {
 }
 
 preflight() {
-  [[ -d $PROJECT_DIR ]] || fail 3 project-missing "the Compose project directory $PROJECT_DIR does not exist" false
+  [[ -d $PROJECT_DIR ]] || fail "$EXIT_PRECONDITION" project-missing "the Compose project directory $PROJECT_DIR does not exist" false
   local id revision
   id=$(image_id_of "$IMAGE")
   image_is "$id" "$IMAGE_ID" "$DIGEST" ||
-    fail 3 image-missing "$IMAGE is not here with ID $IMAGE_ID (found ${id:-nothing}); run the transfer/pull step first" false
-  revision=$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$IMAGE" 2>/dev/null || true)
+    fail "$EXIT_PRECONDITION" image-missing "$IMAGE is not here with ID $IMAGE_ID (found ${id:-nothing}); run the transfer/pull step first" false
+  revision=$(docker image inspect --format "{{index .Config.Labels \"$REVISION_LABEL\"}}" "$IMAGE" 2>/dev/null || true)
   [[ $revision == "$COMMIT" ]] ||
-    fail 3 label-mismatch "$IMAGE carries revision label '${revision:-<none>}', not $COMMIT" false
+    fail "$EXIT_PRECONDITION" label-mismatch "$IMAGE carries revision label '${revision:-<none>}', not $COMMIT" false
 
   if ((${#REQUIRED_SECRETS[@]})); then
     local out missing
     out=$(python3 -c "$ENVFILE_PY" secrets "$ENV_FILE" "${REQUIRED_SECRETS[@]}") ||
-      fail 5 infra-blocked "could not read $ENV_FILE" false channel '"env-file"'
+      fail "$EXIT_INFRA_BLOCKED" infra-blocked "could not read $ENV_FILE" false channel '"env-file"'
     SECRETS_JSON=$(head -n 1 <<<"$out")
     missing=$(sed -n 2p <<<"$out")
     if [[ -n $missing ]]; then
       local list="" k
       for k in $missing; do list+="${list:+,}$(json_str "$k")"; done
-      fail 3 secret-missing "required keys missing or empty in $ENV_FILE: $missing" false \
+      fail "$EXIT_PRECONDITION" secret-missing "required keys missing or empty in $ENV_FILE: $missing" false \
         service "$(json_str "$SERVICE_ID")" secrets "$SECRETS_JSON" missingSecretKeys "[$list]" requiredSecretsPresent false \
         recommendedAction "$(json_str "restore the missing keys in $ENV_FILE, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`; nothing was changed")"
     fi
@@ -304,9 +179,9 @@ preflight() {
   local services
   [[ ! -f $ENV_FILE ]] || COMPOSE_ARGS+=(--env-file "$ENV_FILE")
   services=$(compose config --services 2>"$TMP/config.err") ||
-    fail 3 compose-invalid "the Compose project in $PROJECT_DIR does not load: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
+    fail "$EXIT_PRECONDITION" compose-invalid "the Compose project in $PROJECT_DIR does not load: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
   grep -qxF -- "$COMPOSE_SERVICE" <<<"$services" ||
-    fail 3 compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
+    fail "$EXIT_PRECONDITION" compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
 
   inspect_container
   if [[ $C_FOUND == found ]]; then
@@ -327,7 +202,7 @@ project_lock() {
   if ! flock -n "$PROJECT_LOCK_FD"; then
     log "another deploy in Compose project $PROJECT_NAME is recreating; waiting up to ${LOCK_WAIT}s"
     flock -w "$LOCK_WAIT" "$PROJECT_LOCK_FD" ||
-      fail 7 lock-busy "another deploy in Compose project $PROJECT_NAME held it for ${LOCK_WAIT}s; nothing was changed" \
+      fail "$EXIT_BUSY" lock-busy "another deploy in Compose project $PROJECT_NAME held it for ${LOCK_WAIT}s; nothing was changed" \
         true lock "$(json_str "$lock_file")"
     LOCK_WAITED=$(elapsed_since "$t0")
   fi
@@ -337,15 +212,15 @@ change() {
   project_lock
   log "retag $IMAGE -> $RETAG, $RETAG:$COMMIT"
   if ! docker tag "$IMAGE" "$RETAG:$COMMIT" >&2 || ! docker tag "$IMAGE" "$RETAG" >&2; then
-    fail 5 infra-blocked "docker could not tag $IMAGE as $RETAG (the running container is untouched)" false \
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "docker could not tag $IMAGE as $RETAG (the running container is untouched)" false \
       channel '"docker"'
   fi
   local out rc=0
   out=$(python3 -c "$ENVFILE_PY" set "$ENV_FILE" "$LOCK_DIR" "${ENV_PREFIX}COMMIT=$COMMIT" "${ENV_PREFIX}IMAGE=$IMAGE" \
     "${ENV_PREFIX}DIGEST=$DIGEST") || rc=$?
   if ((rc != 0)); then
-    [[ $rc == 7 ]] && fail 7 lock-busy "the env file $ENV_FILE stayed locked by another deploy for 60 s" true
-    fail 5 infra-blocked "could not write $ENV_FILE atomically (exit $rc)" false channel '"env-file"'
+    [[ $rc == "$EXIT_BUSY" ]] && fail "$EXIT_BUSY" lock-busy "the env file $ENV_FILE stayed locked by another deploy for 60 s" true
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "could not write $ENV_FILE atomically (exit $rc)" false channel '"env-file"'
   fi
   ENV_RESULT=$out
   [[ " ${COMPOSE_ARGS[*]} " == *" --env-file "* ]] || COMPOSE_ARGS+=(--env-file "$ENV_FILE")

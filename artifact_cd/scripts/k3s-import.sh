@@ -1,8 +1,7 @@
 # shellcheck shell=bash
 # k3s-import.sh: pull the commit image into native k3s containerd on D601 (R13).
 #
-#   k3s-import.sh --socket /run/k3s/containerd/containerd.sock --namespace k8s.io
-#                 --registry E --repository R --tag SHA --digest sha256:.. --image-id sha256:..
+#   argv: artifact_cd.contract.K3sImportArgs (docs/contracts.md, generated argv table)
 #
 # `ctr --address SOCK -n NS images pull --plain-http E/R:SHA` (`k3s ctr` when k3s is installed)
 # pulls straight from the loopback registry, so containerd keeps the registry's manifest digest
@@ -36,7 +35,7 @@ main() {
   done
   need abs_path --socket "$SOCKET"
   [[ $NAMESPACE =~ ^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$ ]] ||
-    fail 2 invalid-argument "--namespace is not a valid containerd namespace" false argument '"--namespace"'
+    fail "$EXIT_INVALID" invalid-argument "--namespace is not a valid containerd namespace" false argument '"--namespace"'
   need loopback_endpoint --registry "$REGISTRY"
   need repository --repository "$REPOSITORY"
   need commit --tag "$TAG"
@@ -48,12 +47,12 @@ main() {
   elif command -v ctr >/dev/null 2>&1; then
     CTR=(ctr --address "$SOCKET" -n "$NAMESPACE")
   else
-    fail 5 infra-blocked "neither k3s nor ctr is installed on $(hostname)" false channel '"ctr"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither k3s nor ctr is installed on $(hostname)" false channel '"ctr"'
   fi
   require_tool python3
-  [[ -S $SOCKET ]] || fail 5 infra-blocked "no containerd socket at $SOCKET" false channel '"k3s-containerd"'
+  [[ -S $SOCKET ]] || fail "$EXIT_INFRA_BLOCKED" infra-blocked "no containerd socket at $SOCKET" false channel '"k3s-containerd"'
   "${CTR[@]}" version >/dev/null 2>&1 ||
-    fail 5 infra-blocked "containerd at $SOCKET does not answer" false channel '"k3s-containerd"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "containerd at $SOCKET does not answer" false channel '"k3s-containerd"'
   make_tmp
 
   local ref="$REGISTRY/$REPOSITORY:$TAG" why
@@ -61,37 +60,37 @@ main() {
     why=$(grep '^ctr: ' "$TMP/pull.log" | tail -n 1 | head -c 400 || true)
     [[ -n $why ]] || why=$(tail -n 1 "$TMP/pull.log" | head -c 400)
     if grep -qiE 'connection refused|no route|i/o timeout|connection reset' "$TMP/pull.log"; then
-      fail 4 registry-unreachable "ctr could not reach $REGISTRY: $why" true
+      fail "$EXIT_RETRYABLE" registry-unreachable "ctr could not reach $REGISTRY: $why" true
     fi
     if grep -qiE 'not found' "$TMP/pull.log"; then
-      fail 3 manifest-missing "$ref is not in the registry: $why" false
+      fail "$EXIT_PRECONDITION" manifest-missing "$ref is not in the registry: $why" false
     fi
-    fail 4 transfer-failed "ctr images pull $ref failed: $why" true
+    fail "$EXIT_RETRYABLE" transfer-failed "ctr images pull $ref failed: $why" true
   fi
 
   local listed
   listed=$("${CTR[@]}" images ls "name==$ref" 2>/dev/null | awk -v r="$ref" '$1 == r { print $3 }' | head -n 1)
   if [[ $listed != "$DIGEST" ]]; then
     "${CTR[@]}" images rm "$ref" >/dev/null 2>&1 || true
-    fail 6 digest-mismatch "containerd lists $ref with digest ${listed:-<none>}, expected $DIGEST (the tag was removed again)" \
+    fail "$EXIT_VERIFY_FAILED" digest-mismatch "containerd lists $ref with digest ${listed:-<none>}, expected $DIGEST (the tag was removed again)" \
       false listedDigest "$(json_str "$listed")"
   fi
 
   # The config digest, from containerd's own copy of the manifest.
   local kind ref2 f3 rest platform=""
   "${CTR[@]}" content get "$DIGEST" >"$TMP/manifest" 2>/dev/null ||
-    fail 6 digest-mismatch "containerd has no content for $DIGEST after the pull" false
+    fail "$EXIT_VERIFY_FAILED" digest-mismatch "containerd has no content for $DIGEST after the pull" false
   IFS=$'\x1f' read -r kind ref2 _ f3 rest < <(manifest_parse manifest "$TMP/manifest" "$(host_arch)") || true
   if [[ $kind == index ]]; then
     platform=$f3
     if ! is_digest "$ref2" || ! "${CTR[@]}" content get "$ref2" >"$TMP/manifest" 2>/dev/null; then
-      fail 6 digest-mismatch "containerd has no platform manifest ${ref2:-<none>} under $DIGEST" false
+      fail "$EXIT_VERIFY_FAILED" digest-mismatch "containerd has no platform manifest ${ref2:-<none>} under $DIGEST" false
     fi
     IFS=$'\x1f' read -r kind ref2 _ _ rest < <(manifest_parse manifest "$TMP/manifest" "$(host_arch)") || true
   fi
   if [[ $kind != manifest || $ref2 != "$IMAGE_ID" ]]; then
     "${CTR[@]}" images rm "$ref" >/dev/null 2>&1 || true
-    fail 6 digest-mismatch "the image under $DIGEST has config ${ref2:-<unknown>}, expected $IMAGE_ID (the tag was removed again)" false
+    fail "$EXIT_VERIFY_FAILED" digest-mismatch "the image under $DIGEST has config ${ref2:-<unknown>}, expected $IMAGE_ID (the tag was removed again)" false
   fi
 
   json_obj ok true image "$(json_str "$ref")" digest "$(json_str "$DIGEST")" namespace "$(json_str "$NAMESPACE")" \

@@ -1,8 +1,7 @@
 # shellcheck shell=bash
 # k3s-verify.sh: prove a k3s consumer runs the commit (R13).
 #
-#   k3s-verify.sh --namespace NS --deployment D [--deployment D2 ...] --service SVC --port P
-#                 --health-path /health --commit SHA --timeout SECONDS
+#   argv: artifact_cd.contract.K3sVerifyArgs (docs/contracts.md, generated argv table)
 #
 # Runs on D601 with `k3s kubectl` (or `kubectl`). For every Deployment: `rollout status
 # --timeout=SECONDS` (rollout-failed, exit 6), then its pod template must carry the annotation
@@ -27,7 +26,7 @@ k8s_name() { [[ $1 =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]]; }
 # api_down LOG: fail infra-blocked when LOG shows the API server itself is unreachable.
 api_down() {
   if grep -qiE 'unable to connect to the server|connection refused|was refused|no such host|i/o timeout' "$1"; then
-    fail 5 infra-blocked "the Kubernetes API does not answer: $(tail -n 1 "$1" | head -c 300)" false channel '"kubernetes-api"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "the Kubernetes API does not answer: $(tail -n 1 "$1" | head -c 300)" false channel '"kubernetes-api"'
   fi
 }
 
@@ -38,7 +37,7 @@ main() {
     case $1 in
       --namespace) arg_value $# "$1"; NAMESPACE=$2 ;;
       --deployment) arg_value $# "$1"; k8s_name "$2" ||
-        fail 2 invalid-argument "--deployment is not a Kubernetes name" false argument '"--deployment"'
+        fail "$EXIT_INVALID" invalid-argument "--deployment is not a Kubernetes name" false argument '"--deployment"'
         DEPLOYMENTS+=("$2") ;;
       --service) arg_value $# "$1"; SERVICE=$2 ;;
       --port) arg_value $# "$1"; PORT=$2 ;;
@@ -49,21 +48,21 @@ main() {
     esac
     shift 2
   done
-  k8s_name "$NAMESPACE" || fail 2 invalid-argument "--namespace is not a Kubernetes name" false argument '"--namespace"'
-  ((${#DEPLOYMENTS[@]})) || fail 2 invalid-argument "at least one --deployment is required" false argument '"--deployment"'
-  k8s_name "$SERVICE" || fail 2 invalid-argument "--service is not a Kubernetes name" false argument '"--service"'
+  k8s_name "$NAMESPACE" || fail "$EXIT_INVALID" invalid-argument "--namespace is not a Kubernetes name" false argument '"--namespace"'
+  ((${#DEPLOYMENTS[@]})) || fail "$EXIT_INVALID" invalid-argument "at least one --deployment is required" false argument '"--deployment"'
+  k8s_name "$SERVICE" || fail "$EXIT_INVALID" invalid-argument "--service is not a Kubernetes name" false argument '"--service"'
   need port --port "$PORT"
   need http_path --health-path "$HEALTH_PATH"
   need commit --commit "$COMMIT"
   [[ $TIMEOUT =~ ^[0-9]{1,5}$ && $TIMEOUT -ge 1 ]] ||
-    fail 2 invalid-argument "--timeout must be seconds" false argument '"--timeout"'
+    fail "$EXIT_INVALID" invalid-argument "--timeout must be seconds" false argument '"--timeout"'
 
   if command -v k3s >/dev/null 2>&1; then
     KUBECTL=(k3s kubectl)
   elif command -v kubectl >/dev/null 2>&1; then
     KUBECTL=(kubectl)
   else
-    fail 5 infra-blocked "neither k3s nor kubectl is installed on $(hostname)" false channel '"kubectl"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither k3s nor kubectl is installed on $(hostname)" false channel '"kubectl"'
   fi
   require_tool python3
   make_tmp
@@ -72,16 +71,16 @@ main() {
   for dep in "${DEPLOYMENTS[@]}"; do
     if ! "${KUBECTL[@]}" -n "$NAMESPACE" rollout status "deployment/$dep" --timeout="${TIMEOUT}s" >"$TMP/rollout" 2>&1; then
       api_down "$TMP/rollout"
-      fail 6 rollout-failed "Deployment $NAMESPACE/$dep did not finish its rollout within ${TIMEOUT}s: $(tail -n 1 "$TMP/rollout" | head -c 300)" \
+      fail "$EXIT_VERIFY_FAILED" rollout-failed "Deployment $NAMESPACE/$dep did not finish its rollout within ${TIMEOUT}s: $(tail -n 1 "$TMP/rollout" | head -c 300)" \
         false deployment "$(json_str "$dep")"
     fi
     annotation=$("${KUBECTL[@]}" -n "$NAMESPACE" get deployment "$dep" \
       -o 'jsonpath={.spec.template.metadata.annotations.unidesk\.io/deploy-commit}' 2>"$TMP/get") || {
       api_down "$TMP/get"
-      fail 6 rollout-failed "could not read Deployment $NAMESPACE/$dep: $(tail -n 1 "$TMP/get" | head -c 300)" false
+      fail "$EXIT_VERIFY_FAILED" rollout-failed "could not read Deployment $NAMESPACE/$dep: $(tail -n 1 "$TMP/get" | head -c 300)" false
     }
     if [[ $annotation != "$COMMIT" ]]; then
-      fail 6 commit-mismatch "Deployment $NAMESPACE/$dep pod template is on commit '${annotation:-<none>}', not $COMMIT" \
+      fail "$EXIT_VERIFY_FAILED" commit-mismatch "Deployment $NAMESPACE/$dep pod template is on commit '${annotation:-<none>}', not $COMMIT" \
         false deployment "$(json_str "$dep")"
     fi
     deployments+="${deployments:+,}$(json_obj name "$(json_str "$dep")" rolledOut true templateCommit "$(json_str "$annotation")")"
@@ -99,7 +98,7 @@ main() {
         [[ -n $mismatch_deadline ]] || mismatch_deadline=$(($(date +%s) + MISMATCH_GRACE))
         # the grace ends early when the overall timeout does: the last answer decides the error
         if (($(date +%s) >= mismatch_deadline || $(date +%s) >= deadline)); then
-          fail 6 commit-mismatch "$last (an old revision still answers)" false \
+          fail "$EXIT_VERIFY_FAILED" commit-mismatch "$last (an old revision still answers)" false \
             health "$(json_obj deployCommit "$(json_str "$live")" requestedCommit "$(json_str "$requested")")"
         fi
       else
@@ -110,7 +109,7 @@ main() {
       last="service proxy: $(tail -n 1 "$TMP/health.err" | head -c 300)"
     fi
     if (($(date +%s) >= deadline)); then
-      fail 6 unhealthy "$SERVICE:$PORT$HEALTH_PATH via the Kubernetes API service proxy: $last" false
+      fail "$EXIT_VERIFY_FAILED" unhealthy "$SERVICE:$PORT$HEALTH_PATH via the Kubernetes API service proxy: $last" false
     fi
     sleep 1
   done

@@ -1,7 +1,10 @@
 # shellcheck shell=bash
-# lib.sh: prepended to every step script (artifact_cd/scripts/__init__.py:script_text).
-# Functions and constants only; nothing here runs by itself. Every script still starts with
-# its own `set -euo pipefail` so it is safe when read alone.
+# lib.sh: prepended to every step script (artifact_cd/scripts/__init__.py:script_text), after
+# the contract's generated constants (artifact_cd/contract.py:shell_constants: the label names,
+# MANIFEST_MEDIA_TYPES, VERIFY_KINDS, COMMIT_PATTERN, DIGEST_PATTERN and the EXIT_* codes) and
+# the Python helpers the text runs (artifact_cd/scripts/py/<name>.py, read into <NAME>_PY).
+# Functions only, and the arrays built from the constants; nothing here runs by itself. Every
+# script still starts with its own `set -euo pipefail` so it is safe when read alone.
 set -euo pipefail
 umask 022
 
@@ -50,8 +53,8 @@ fail() {
 # ---------------------------------------------------------------------------- validation
 # Every interpolated value is validated with one of these before it is used.
 
-is_commit() { [[ $1 =~ ^[0-9a-f]{40}$ ]]; }
-is_digest() { [[ $1 =~ ^sha256:[0-9a-f]{64}$ ]]; }
+is_commit() { [[ $1 =~ $COMMIT_PATTERN ]]; }
+is_digest() { [[ $1 =~ $DIGEST_PATTERN ]]; }
 is_abs_path() { [[ $1 =~ ^/[A-Za-z0-9._+@/-]*$ && ! $1 =~ (^|/)\.\.?(/|$) ]]; }
 is_name() { [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$ ]]; }
 is_env_prefix() { [[ $1 =~ ^[A-Z][A-Z0-9_]{0,80}_$ ]]; }
@@ -61,14 +64,30 @@ is_repository() { [[ $1 =~ ^[a-z0-9]+([._/-][a-z0-9]+)*$ ]]; }
 is_http_path() { [[ $1 =~ ^/[A-Za-z0-9._~/-]*$ ]]; }
 is_loopback_endpoint() { [[ $1 =~ ^(127\.0\.0\.1|\[::1\]|localhost):[0-9]{1,5}$ ]]; }
 is_ssh_target() { [[ $1 =~ ^([a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$ ]]; }
-is_image_ref() { [[ $1 =~ ^[a-z0-9]+([._/:-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$ ]]; }
+is_image_ref() { # name[:tag][@digest]
+  local digest=${DIGEST_PATTERN#^}
+  digest=${digest%\$}
+  [[ $1 =~ ^[a-z0-9]+([._/:-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@$digest)?$ ]]
+}
 
 # need KIND NAME VALUE: exit 2 with a structured error unless `is_KIND VALUE` holds.
 need() {
   local kind=$1 name=$2 value=${3-}
   if ! "is_$kind" "$value"; then
-    fail 2 invalid-argument "$name is not a valid $kind" false argument "$(json_str "$name")"
+    fail "$EXIT_INVALID" invalid-argument "$name is not a valid $kind" false argument "$(json_str "$name")"
   fi
+}
+
+# need_one_of NAME VALUE CHOICE...: exit 2 with a structured error unless VALUE is one of CHOICEs.
+need_one_of() {
+  local name=$1 value=$2 choice listed=""
+  shift 2
+  for choice in "$@"; do [[ $value != "$choice" ]] || return 0; done
+  while (($# > 1)); do
+    listed+="${listed:+, }$1"
+    shift
+  done
+  fail "$EXIT_INVALID" invalid-argument "$name must be ${listed:+$listed or }$1" false argument "$(json_str "$name")"
 }
 
 # ---------------------------------------------------------------------------- tools
@@ -83,14 +102,14 @@ compose_cmd() {
   local override=${1-}
   if [[ -n $override ]]; then
     [[ $override =~ ^/[A-Za-z0-9._/-]+(\ compose)?$ ]] ||
-      fail 2 invalid-argument "compose command is not an absolute path" false
+      fail "$EXIT_INVALID" invalid-argument "compose command is not an absolute path" false
     read -r -a COMPOSE <<<"$override"
   elif docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose)
   elif command -v docker-compose >/dev/null 2>&1; then
     COMPOSE=(docker-compose)
   else
-    fail 5 infra-blocked "neither docker compose (v2) nor docker-compose (v1) is installed" false \
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither docker compose (v2) nor docker-compose (v1) is installed" false \
       channel '"docker-compose"'
   fi
 }
@@ -98,30 +117,28 @@ compose_cmd() {
 # require_tool NAME: structured infra-blocked failure when a command is missing.
 require_tool() {
   command -v "$1" >/dev/null 2>&1 ||
-    fail 5 infra-blocked "$1 is not installed on $(hostname)" false channel "$(json_str "$1")"
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "$1 is not installed on $(hostname)" false channel "$(json_str "$1")"
 }
 
-# shellcheck disable=SC2034 # used by the scripts lib.sh is prepended to
-MANIFEST_ACCEPT=(
-  -H "Accept: application/vnd.docker.distribution.manifest.v2+json"
-  -H "Accept: application/vnd.docker.distribution.manifest.list.v2+json"
-  -H "Accept: application/vnd.oci.image.manifest.v1+json"
-  -H "Accept: application/vnd.oci.image.index.v1+json"
-)
+# MANIFEST_ACCEPT: the curl arguments that accept every manifest media type (without them the
+# registry answers a schema1 manifest with another digest, or 404 for an OCI index).
+MANIFEST_ACCEPT=()
+for _media_type in "${MANIFEST_MEDIA_TYPES[@]}"; do MANIFEST_ACCEPT+=(-H "Accept: $_media_type"); done
+unset _media_type
 
 # ---------------------------------------------------------------------------- deploy helpers
 # (added for the deploy scripts: manifest-check, move-image, compose-deploy, k3s-*, read-auth)
 
 # arg_value COUNT NAME: inside an argument loop, fail unless option NAME has a value after it.
 arg_value() {
-  (($1 >= 2)) || fail 2 invalid-argument "$2 needs a value" false argument "$(json_str "$2")"
+  (($1 >= 2)) || fail "$EXIT_INVALID" invalid-argument "$2 needs a value" false argument "$(json_str "$2")"
 }
 
 # unknown_arg ARG: structured failure for an argument the script does not take.
 unknown_arg() {
   local shown=${1:0:40}
   [[ $shown =~ ^--[a-z0-9-]+$ ]] || shown="(a positional value)"
-  fail 2 invalid-argument "unknown argument $shown" false argument "$(json_str "$shown")"
+  fail "$EXIT_INVALID" invalid-argument "unknown argument $shown" false argument "$(json_str "$shown")"
 }
 
 # at_exit FUNCTION: run FUNCTION (no arguments) when the script exits, the last registered
@@ -170,60 +187,14 @@ host_arch() {
   esac
 }
 
-# manifest_parse MODE FILE [ARCH]: read a registry/containerd JSON document with python3 and
-# print one line of fields separated by US (\x1f), so empty fields survive `read`:
+# manifest_parse MODE FILE [ARCH | LABEL...]: read a registry/containerd JSON document with
+# python3 (artifact_cd/scripts/py/manifest.py) and print one line of fields separated by US (\x1f),
+# so empty fields survive `read`:
 #   manifest FILE ARCH -> index US <child digest> US <mediaType> US <platform>
 #                       | manifest US <config digest> US <mediaType> US <config size> US <layer count> US <layer bytes>
 #                       | error US <reason>
-#   config FILE        -> config US <os> US <architecture> US <revision> US <source> US <service>
+#   config FILE LABEL... -> config US <os> US <architecture> US <value of each LABEL>
 # An index entry is chosen for linux/ARCH, else linux/amd64. Values never reach a shell parser.
-# shellcheck disable=SC2016 # the Python program is literal text
-MANIFEST_PY='
-import json, sys
-US = "\x1f"
-def out(*fields):
-    print(US.join(str(f).replace(US, " ").replace("\n", " ") for f in fields))
-def done(*fields):
-    out(*fields)
-    sys.exit(0)
-mode, path = sys.argv[1], sys.argv[2]
-try:
-    with open(path, "rb") as fh:
-        doc = json.load(fh)
-except Exception as exc:
-    done("error", "not a JSON document (" + type(exc).__name__ + ")")
-if not isinstance(doc, dict):
-    done("error", "not a JSON object")
-if mode == "manifest":
-    if doc.get("schemaVersion") != 2:
-        done("error", "schemaVersion is not 2")
-    media = doc.get("mediaType") or ""
-    if isinstance(doc.get("manifests"), list):
-        arch = sys.argv[3] if len(sys.argv) > 3 else "amd64"
-        entries = [m for m in doc["manifests"] if isinstance(m, dict) and isinstance(m.get("platform"), dict)]
-        def pick(a):
-            for m in entries:
-                if m["platform"].get("os") == "linux" and m["platform"].get("architecture") == a:
-                    return m
-            return None
-        chosen = pick(arch) or pick("amd64")
-        if chosen is None:
-            done("error", "the index has no linux/" + arch + " or linux/amd64 entry")
-        plat = chosen["platform"]
-        name = "linux/" + str(plat.get("architecture", "")) + ("/" + str(plat["variant"]) if plat.get("variant") else "")
-        done("index", chosen.get("digest", ""), media, name)
-    if isinstance(doc.get("config"), dict):
-        layers = [l for l in doc.get("layers") or [] if isinstance(l, dict)]
-        total = sum(int(l.get("size", 0)) for l in layers)
-        done("manifest", doc["config"].get("digest", ""), media, int(doc["config"].get("size", 0)), len(layers), total)
-    done("error", "neither an image manifest nor an index")
-if mode == "config":
-    labels = (doc.get("config") or {}).get("Labels") or {}
-    get = lambda k: labels.get(k) if isinstance(labels.get(k), str) else ""
-    done("config", doc.get("os", ""), doc.get("architecture", ""), get("org.opencontainers.image.revision"),
-         get("org.opencontainers.image.source"), get("io.unidesk.service"))
-done("error", "unknown mode")
-'
 manifest_parse() {
   python3 -c "$MANIFEST_PY" "$@"
 }
@@ -238,7 +209,7 @@ elapsed_since() {
 require_docker() {
   require_tool docker
   docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
-    fail 5 infra-blocked "the Docker daemon on $(hostname) does not answer" false channel '"docker"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "the Docker daemon on $(hostname) does not answer" false channel '"docker"'
 }
 
 # image_id_of REF: print the local image ID of REF (nothing when absent).
@@ -271,29 +242,7 @@ json_list() {
 # ---------------------------------------------------------------------------- health payloads
 
 # health_fields FILE: the health body -> one US-separated line: "json" (or "invalid"),
-# deploy.commit, deploy.requestedCommit, status, then the five auth booleans as true/false/null.
-# Only these fields, each reduced to a safe charset, ever leave the body. Needs python3.
-# shellcheck disable=SC2016 # Python program text
-_HEALTH_PY='
-import json, re, sys
-US = "\x1f"
-try:
-    doc = json.load(open(sys.argv[1], "rb"))
-    assert isinstance(doc, dict)
-except Exception:
-    print("invalid")
-    sys.exit(0)
-def s(v):
-    return v if isinstance(v, str) and re.fullmatch(r"[0-9A-Za-z._:-]{0,100}", v) else ("" if v is None else "<other>")
-def b(v):
-    return "true" if v is True else ("false" if v is False else "null")
-deploy = doc.get("deploy") if isinstance(doc.get("deploy"), dict) else {}
-auth = doc.get("auth") if isinstance(doc.get("auth"), dict) else {}
-status = doc.get("status")
-if status is None and doc.get("ok") is True:
-    status = "ok"
-fields = ["json", s(deploy.get("commit")), s(deploy.get("requestedCommit")), s(status)]
-fields += [b(auth.get(k)) for k in ("configured", "clientIdConfigured", "clientSecretConfigured", "tokenKeyConfigured", "loggedIn")]
-print(US.join(fields))
-'
-health_fields() { python3 -c "$_HEALTH_PY" "$1"; }
+# deploy.commit, deploy.requestedCommit, status, then the five auth booleans as true/false/null
+# (artifact_cd/scripts/py/health.py). Only these fields, each reduced to a safe charset, ever
+# leave the body. Needs python3.
+health_fields() { python3 -c "$HEALTH_PY" "$1"; }

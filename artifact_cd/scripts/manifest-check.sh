@@ -1,10 +1,10 @@
 # shellcheck shell=bash
 # manifest-check.sh: prove that the commit-pinned artifact exists in the D601 registry (R11).
 #
-#   manifest-check.sh --registry 127.0.0.1:5000 --repository unidesk/<id> --tag <40-hex commit>
+#   argv: artifact_cd.contract.ManifestCheckArgs (docs/contracts.md, generated argv table)
 #
-# Runs on D601 (read-only). HEAD /v2/<repo>/manifests/<tag> with all four manifest media types
-# (without them the registry answers with a schema1 digest); the digest is Docker-Content-Digest.
+# Runs on D601 (read-only). HEAD /v2/<repo>/manifests/<tag> with all manifest media types
+# (MANIFEST_ACCEPT; without them the registry answers with a schema1 digest); the digest is Docker-Content-Digest.
 # Then GET the manifest by that digest (its sha256 must equal the digest), resolve an index/list to
 # this host's platform (linux/amd64 fallback), and GET the image config blob (its sha256 must equal
 # the config digest): imageId = config digest, which `docker pull`, `docker load` and
@@ -33,15 +33,15 @@ http_get() {
 check_http() {
   local what=$1
   if ((CURL_RC != 0)); then
-    fail 4 registry-unreachable "$what: the registry at $REGISTRY did not answer (curl exit $CURL_RC: $CURL_ERR)" true \
+    fail "$EXIT_RETRYABLE" registry-unreachable "$what: the registry at $REGISTRY did not answer (curl exit $CURL_RC: $CURL_ERR)" true \
       registry "$(json_str "$REGISTRY")"
   fi
   case $HTTP_CODE in
     200) return 0 ;;
-    404) fail 3 manifest-missing "$what: not found (404) in $REGISTRY" false repository "$(json_str "$REPOSITORY")" \
+    404) fail "$EXIT_PRECONDITION" manifest-missing "$what: not found (404) in $REGISTRY" false repository "$(json_str "$REPOSITORY")" \
       tag "$(json_str "$TAG")" ;;
-    408 | 429 | 5??) fail 4 registry-error "$what: the registry answered HTTP $HTTP_CODE" true httpStatus "$HTTP_CODE" ;;
-    *) fail 5 registry-error "$what: unexpected HTTP ${HTTP_CODE:-none} from the registry" false \
+    408 | 429 | 5??) fail "$EXIT_RETRYABLE" registry-error "$what: the registry answered HTTP $HTTP_CODE" true httpStatus "$HTTP_CODE" ;;
+    *) fail "$EXIT_INFRA_BLOCKED" registry-error "$what: unexpected HTTP ${HTTP_CODE:-none} from the registry" false \
       httpStatus "$(json_str "$HTTP_CODE")" channel '"registry"' ;;
   esac
 }
@@ -58,7 +58,7 @@ fetch_verified() {
   check_http "GET $kind $digest"
   actual=$(sha256_file "$out")
   [[ $actual == "$digest" ]] ||
-    fail 5 registry-error "the $kind served for $digest hashes to $actual" false channel '"registry"'
+    fail "$EXIT_INFRA_BLOCKED" registry-error "the $kind served for $digest hashes to $actual" false channel '"registry"'
 }
 
 REGISTRY="" REPOSITORY="" TAG="" BASE=""
@@ -98,7 +98,7 @@ main() {
     esac
   done <"$TMP/head"
   is_digest "$digest" ||
-    fail 5 registry-error "HEAD $REPOSITORY:$TAG answered without a sha256 Docker-Content-Digest" false \
+    fail "$EXIT_INFRA_BLOCKED" registry-error "HEAD $REPOSITORY:$TAG answered without a sha256 Docker-Content-Digest" false \
       channel '"registry"'
 
   # 2. The manifest itself (an index is resolved to this host's platform).
@@ -111,22 +111,23 @@ main() {
     platform=$f3
     fetch_verified manifest "$ref" "$TMP/child"
     IFS=$'\x1f' read -r kind ref f2 f3 f4 f5 < <(manifest_parse manifest "$TMP/child" "$arch") || true
-    [[ $kind != index ]] || fail 5 registry-error "nested index under $digest" false channel '"registry"'
+    [[ $kind != index ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "nested index under $digest" false channel '"registry"'
   fi
-  [[ $kind == manifest ]] || fail 5 registry-error "manifest $digest: $ref" false channel '"registry"'
+  [[ $kind == manifest ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "manifest $digest: $ref" false channel '"registry"'
   local config_digest=$ref config_size=$f3 layers=$f4 layer_bytes=$f5
 
   # 3. The config blob: the image ID and the labels the CD verifies.
   local os arch_c revision source service
   fetch_verified blob "$config_digest" "$TMP/config"
-  IFS=$'\x1f' read -r kind os arch_c revision source service < <(manifest_parse config "$TMP/config") || true
-  [[ $kind == config ]] || fail 5 registry-error "config $config_digest: $os" false channel '"registry"'
+  IFS=$'\x1f' read -r kind os arch_c revision source service \
+    < <(manifest_parse config "$TMP/config" "$REVISION_LABEL" "$SOURCE_LABEL" "$SERVICE_LABEL") || true
+  [[ $kind == config ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "config $config_digest: $os" false channel '"registry"'
   [[ -n $platform ]] || platform="$os/$arch_c"
   local labels
-  labels=$(json_obj org.opencontainers.image.revision "$(json_str "$revision")" \
-    org.opencontainers.image.source "$(json_str "$source")" io.unidesk.service "$(json_str "$service")")
+  labels=$(json_obj "$REVISION_LABEL" "$(json_str "$revision")" "$SOURCE_LABEL" "$(json_str "$source")" \
+    "$SERVICE_LABEL" "$(json_str "$service")")
   if [[ $revision != "$TAG" ]]; then
-    fail 3 label-mismatch "the image tagged $TAG carries revision label '${revision:-<none>}'" false \
+    fail "$EXIT_PRECONDITION" label-mismatch "the image tagged $TAG carries revision label '${revision:-<none>}'" false \
       digest "$(json_str "$digest")" labels "$labels"
   fi
 

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # move-image.sh: bring the commit image (by digest) onto the host that will run it (R14, R16).
 #
-#   move-image.sh --mode local|tunnel|stream --registry E --repository R --tag SHA
-#                 --digest sha256:... --image-id sha256:... [--d601 USER@HOST --d601-port P]
+#   argv: artifact_cd.contract.MoveImageArgs (docs/contracts.md, generated argv table);
+#   --d601 USER@HOST and --d601-port P are needed by the tunnel and stream modes.
 #
 #   local  (D601): docker pull E/R@digest from the loopback registry.
 #   tunnel (master server): ssh -N -L 127.0.0.1:<free port>:E <d601> (BatchMode,
@@ -25,19 +25,6 @@ set -euo pipefail
 MODE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID="" D601="" D601_PORT=""
 TUNNEL_PID="" TUNNEL_PORT="" START=""
 
-# shellcheck disable=SC2016 # Python program text
-PULLED_PY='
-import json, re, sys
-doc = json.load(open(sys.argv[1], "rb"))
-log = open(sys.argv[2], encoding="utf-8", errors="replace").read()
-done = set(re.findall(r"^([0-9a-f]{12}): (?:Pull complete|Download complete)", log, re.M))
-total = sum(int(l.get("size", 0)) for l in doc.get("layers") or [] if str(l.get("digest", ""))[7:19] in done)
-if "Downloaded newer image" in log:
-    total += int((doc.get("config") or {}).get("size", 0))
-present = len(set(re.findall(r"^([0-9a-f]{12}): Already exists", log, re.M)))
-print(total, len(done), present)
-'
-
 ssh_opts() {
   SSH_OPTS=(-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3
     -o LogLevel=VERBOSE -p "$D601_PORT")
@@ -48,11 +35,11 @@ classify_ssh() {
   local log=$1 why
   why=$(grep -Ei 'connection refused|timed out|no route|could not resolve|network is unreachable|connection closed|connection reset' "$log" | tail -n 1 | tr -d '\r' | head -c 300 || true)
   if [[ -n $why ]]; then
-    fail 4 ssh-unreachable "ssh to $D601 port $D601_PORT failed: $why" true d601 "$(json_str "$D601")"
+    fail "$EXIT_RETRYABLE" ssh-unreachable "ssh to $D601 port $D601_PORT failed: $why" true d601 "$(json_str "$D601")"
   fi
   why=$(grep -Ei 'permission denied|host key verification failed|no matching|too many authentication' "$log" | tail -n 1 | tr -d '\r' | head -c 300 || true)
   if [[ -n $why ]]; then
-    fail 5 infra-blocked "ssh to $D601 refused this host: $why" false channel '"ssh-d601"' d601 "$(json_str "$D601")"
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "ssh to $D601 refused this host: $why" false channel '"ssh-d601"' d601 "$(json_str "$D601")"
   fi
 }
 
@@ -64,7 +51,7 @@ close_tunnel() {
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 -c "$FREE_PORT_PY"
 }
 
 # open_tunnel: start the SSH tunnel and wait until the registry answers through it.
@@ -87,28 +74,29 @@ open_tunnel() {
       [[ $code == 200 ]] && return 0
       if grep -q 'administratively prohibited' "$TMP/ssh.log"; then
         close_tunnel
-        fail 5 infra-blocked "the sshd of $D601 refuses TCP forwarding (AllowTcpForwarding); use transfer mode stream" false \
+        fail "$EXIT_INFRA_BLOCKED" infra-blocked "the sshd of $D601 refuses TCP forwarding (AllowTcpForwarding); use transfer mode stream" false \
           channel '"ssh-forwarding"' d601 "$(json_str "$D601")"
       fi
       if grep -q 'open failed' "$TMP/ssh.log"; then
         close_tunnel
-        fail 4 registry-unreachable "the SSH tunnel to $D601 is up but its registry $REGISTRY refuses connections" true \
+        fail "$EXIT_RETRYABLE" registry-unreachable "the SSH tunnel to $D601 is up but its registry $REGISTRY refuses connections" true \
           d601 "$(json_str "$D601")"
       fi
       sleep 0.1
     done
     if [[ -n $TUNNEL_PID ]]; then
       close_tunnel
-      fail 4 registry-unreachable "no answer from $REGISTRY through the SSH tunnel within 15 s (HTTP ${code:-none})" true
+      fail "$EXIT_RETRYABLE" registry-unreachable "no answer from $REGISTRY through the SSH tunnel within 15 s (HTTP ${code:-none})" true
     fi
     classify_ssh "$TMP/ssh.log"
     grep -qiE 'address already in use|cannot listen|bind' "$TMP/ssh.log" || break
   done
-  fail 4 ssh-unreachable "ssh to $D601 port $D601_PORT exited: $(tail -n 1 "$TMP/ssh.log" | head -c 300)" true \
+  fail "$EXIT_RETRYABLE" ssh-unreachable "ssh to $D601 port $D601_PORT exited: $(tail -n 1 "$TMP/ssh.log" | head -c 300)" true \
     d601 "$(json_str "$D601")"
 }
 
-# layer_bytes BASE LOG: registry sizes of the layers a `docker pull` log says it downloaded.
+# layer_bytes BASE LOG: registry sizes of the layers a `docker pull` log says it downloaded
+# (artifact_cd/scripts/py/pulled.py).
 LAYER_BYTES="null" LAYERS_PULLED="null" LAYERS_PRESENT="null"
 layer_bytes() {
   local base=$1 log=$2 kind ref rest out
@@ -126,12 +114,12 @@ pull_failed() {
   local log=$1 why
   why=$(grep -v '^[0-9a-f]\{12\}: ' "$log" | tail -n 2 | tr '\n' ' ' | head -c 400)
   if grep -qiE 'connection refused|no route to host|i/o timeout' "$log" && [[ $MODE == local ]]; then
-    fail 4 registry-unreachable "the registry $REGISTRY does not answer: $why" true
+    fail "$EXIT_RETRYABLE" registry-unreachable "the registry $REGISTRY does not answer: $why" true
   fi
   if grep -qiE 'manifest unknown|not found' "$log"; then
-    fail 3 manifest-missing "the registry no longer has $REPOSITORY@$DIGEST: $why" false
+    fail "$EXIT_PRECONDITION" manifest-missing "the registry no longer has $REPOSITORY@$DIGEST: $why" false
   fi
-  fail 4 transfer-failed "docker pull of $REPOSITORY@$DIGEST failed: $why" true
+  fail "$EXIT_RETRYABLE" transfer-failed "docker pull of $REPOSITORY@$DIGEST failed: $why" true
 }
 
 # tag_verified SOURCE_REF ID: check ID, then tag it E/R:SHA and print the verdict.
@@ -139,11 +127,11 @@ tag_verified() {
   local source=$1 id=$2 bytes=$3 method=$4
   shift 4
   if ! image_is "$id" "$IMAGE_ID" "$DIGEST"; then
-    fail 6 digest-mismatch "the moved image has ID ${id:-<none>}, expected $IMAGE_ID (manifest $DIGEST)" false \
+    fail "$EXIT_VERIFY_FAILED" digest-mismatch "the moved image has ID ${id:-<none>}, expected $IMAGE_ID (manifest $DIGEST)" false \
       imageId "$(json_str "$id")" expectedImageId "$(json_str "$IMAGE_ID")"
   fi
   docker tag "$source" "$LOCAL_REF" >&2 ||
-    fail 5 infra-blocked "docker could not tag the verified image as $LOCAL_REF" false channel '"docker"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "docker could not tag the verified image as $LOCAL_REF" false channel '"docker"'
   json_obj ok true mode "$(json_str "$MODE")" image "$(json_str "$LOCAL_REF")" imageId "$(json_str "$id")" \
     digest "$(json_str "$DIGEST")" alreadyPresent false bytesMoved "$bytes" bytesMethod "$(json_str "$method")" \
     seconds "$(elapsed_since "$START")" "$@"
@@ -173,14 +161,14 @@ mode_tunnel() {
       kill -TERM "$pull_pid" 2>/dev/null || true
       wait "$pull_pid" 2>/dev/null || true
       TUNNEL_PID=""
-      fail 4 transfer-failed "the SSH tunnel to $D601 closed during the pull: $(tail -n 1 "$TMP/ssh.log" | head -c 200)" true
+      fail "$EXIT_RETRYABLE" transfer-failed "the SSH tunnel to $D601 closed during the pull: $(tail -n 1 "$TMP/ssh.log" | head -c 200)" true
     fi
     sleep 0.1
   done
   wait "$pull_pid" || rc=$?
   if ((rc != 0)); then
     kill -0 "$TUNNEL_PID" 2>/dev/null ||
-      fail 4 transfer-failed "the SSH tunnel to $D601 closed during the pull" true
+      fail "$EXIT_RETRYABLE" transfer-failed "the SSH tunnel to $D601 closed during the pull" true
     pull_failed "$TMP/pull.log"
   fi
   layer_bytes "http://127.0.0.1:$TUNNEL_PORT/v2/$REPOSITORY" "$TMP/pull.log"
@@ -219,7 +207,7 @@ mode_stream() {
     fi
     local why
     why=$(cat "$TMP/load.err" "$TMP/ssh.log" 2>/dev/null | grep -v '^debug' | tail -n 2 | tr '\n' ' ' | head -c 400)
-    fail 4 transfer-failed "stream from $D601 failed after $bytes bytes (ssh exit ${st[0]}, docker load exit ${st[2]}): $why" true \
+    fail "$EXIT_RETRYABLE" transfer-failed "stream from $D601 failed after $bytes bytes (ssh exit ${st[0]}, docker load exit ${st[2]}): $why" true \
       bytesMoved "$bytes"
   fi
   while IFS= read -r line; do
@@ -252,8 +240,7 @@ main() {
     esac
     shift 2
   done
-  [[ $MODE =~ ^(local|tunnel|stream)$ ]] || fail 2 invalid-argument "--mode must be local, tunnel or stream" false \
-    argument '"--mode"'
+  need_one_of --mode "$MODE" local tunnel stream
   need loopback_endpoint --registry "$REGISTRY"
   need repository --repository "$REPOSITORY"
   need commit --tag "$TAG"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # read-auth.sh: read the `auth` section of the master server's config.json (R17, frontend dev).
 #
-#   read-auth.sh --config /home/ubuntu/unidesk/config.json
+#   argv: artifact_cd.contract.ReadAuthArgs (docs/contracts.md, generated argv table)
 #
 # Prints {"ok":true,"auth":{...},"authSha256":"sha256:<hex of the canonical JSON>"} on ONE line.
 # The output carries secrets: the Pulumi Command marks stdout secret; nothing else is printed,
@@ -11,29 +11,7 @@
 # Needs: bash, python3.
 set -euo pipefail
 
-# shellcheck disable=SC2016 # Python program text
-AUTH_PY='
-import hashlib, json, sys
-try:
-    with open(sys.argv[1], "rb") as fh:
-        raw = fh.read()
-except FileNotFoundError:
-    print("config-missing"); sys.exit(3)
-except OSError as exc:
-    print("config-unreadable " + type(exc).__name__); sys.exit(3)
-try:
-    doc = json.loads(raw)
-except ValueError as exc:
-    print("config-invalid not JSON (line %d)" % getattr(exc, "lineno", 0)); sys.exit(3)
-if not isinstance(doc, dict):
-    print("config-invalid the top level is not an object"); sys.exit(3)
-auth = doc.get("auth")
-if not isinstance(auth, dict):
-    print("auth-missing " + ("no auth key" if auth is None else "auth is not an object")); sys.exit(3)
-canonical = json.dumps(auth, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-digest = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-sys.stdout.write(json.dumps({"ok": True, "auth": auth, "authSha256": digest}, separators=(",", ":"), ensure_ascii=False) + "\n")
-'
+# AUTH_PY (artifact_cd/scripts/py/auth.py) reads the file and prints the result or "<code> <why>".
 
 main() {
   exec </dev/null
@@ -56,10 +34,10 @@ main() {
   code=${out%% *}
   why=${out#"$code"}
   case $code in
-    config-missing) fail 3 config-missing "$config does not exist" false config "$(json_str "$config")" ;;
+    config-missing) fail "$EXIT_PRECONDITION" config-missing "$config does not exist" false config "$(json_str "$config")" ;;
     config-unreadable | config-invalid | auth-missing)
-      fail 3 "$code" "$config:${why:- failed}" false config "$(json_str "$config")" ;;
-    *) fail 5 infra-blocked "python3 could not read $config (exit $rc)" false channel '"python3"' ;;
+      fail "$EXIT_PRECONDITION" "$code" "$config:${why:- failed}" false config "$(json_str "$config")" ;;
+    *) fail "$EXIT_INFRA_BLOCKED" infra-blocked "python3 could not read $config (exit $rc)" false channel '"python3"' ;;
   esac
 }
 

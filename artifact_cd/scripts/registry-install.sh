@@ -1,8 +1,7 @@
 # registry-install.sh: idempotent install of the D601 artifact registry host (R1, R2, R7).
 #
-#   dirs     --dir D [--dir D ...] --storage S
-#   write    --path P --mode M --sha256 H --content-b64 B
-#   activate --unit U --container C --spec-sha256 H
+#   argv: dirs | write | activate, then artifact_cd.contract.RegistryDirsArgs, RegistryWriteArgs,
+#   RegistryActivateArgs (docs/contracts.md, generated argv table)
 #
 # Sent as `bash -s -- <args>` with lib.sh prepended (artifact_cd/scripts/__init__.py).
 # `dirs` creates missing directories and never touches what is inside them (storage included);
@@ -20,7 +19,6 @@
 # Output: one JSON line. Exit codes as docs/contracts.md.
 set -euo pipefail
 
-SPEC_LABEL=io.unidesk.artifact-registry.spec-sha256
 READY_TIMEOUT=90 # seconds for the unit to run the current container after a start/restart
 
 is_file_mode() { [[ $1 =~ ^0[0-7]{3}$ ]]; }
@@ -32,7 +30,7 @@ run_root() { "${SUDO[@]}" "$@"; }
 need_root() {
   if ((EUID != 0)); then
     sudo -n true >/dev/null 2>&1 ||
-      fail 5 infra-blocked "the install needs root: $(id -un) is not root and has no passwordless sudo" false \
+      fail "$EXIT_INFRA_BLOCKED" infra-blocked "the install needs root: $(id -un) is not root and has no passwordless sudo" false \
         channel '"sudo"'
     SUDO=(sudo -n)
   fi
@@ -41,7 +39,7 @@ need_root() {
 # value_of FLAG ARGC: the usage check for a flag that takes one value.
 
 once() {
-  [[ -z $2 ]] || fail 2 invalid-argument "$1 given twice" false argument "$(json_str "$1")"
+  [[ -z $2 ]] || fail "$EXIT_INVALID" invalid-argument "$1 given twice" false argument "$(json_str "$1")"
 }
 
 file_sha256() {
@@ -58,11 +56,11 @@ do_dirs() {
     case $1 in
       --dir) arg_value $# "$1"; dirs+=("$2"); shift 2 ;;
       --storage) arg_value $# "$1"; once "$1" "$storage"; storage=$2; shift 2 ;;
-      *) fail 2 invalid-argument "unknown argument for dirs" false argument "$(json_str "$1")" ;;
+      *) fail "$EXIT_INVALID" invalid-argument "unknown argument for dirs" false argument "$(json_str "$1")" ;;
     esac
   done
-  ((${#dirs[@]} > 0)) || fail 2 invalid-argument "dirs needs at least one --dir" false argument '"--dir"'
-  [[ -n $storage ]] || fail 2 invalid-argument "dirs needs --storage" false argument '"--storage"'
+  ((${#dirs[@]} > 0)) || fail "$EXIT_INVALID" invalid-argument "dirs needs at least one --dir" false argument '"--dir"'
+  [[ -n $storage ]] || fail "$EXIT_INVALID" invalid-argument "dirs needs --storage" false argument '"--storage"'
   for d in "${dirs[@]}"; do need managed_path --dir "$d"; done
   need managed_path --storage "$storage"
   need_root
@@ -70,11 +68,11 @@ do_dirs() {
   local created=() storage_existed=true
   for d in "${dirs[@]}" "$storage"; do
     if run_root test -L "$d"; then
-      fail 3 precondition-failed "$d is a symlink; refusing to manage it" false path "$(json_str "$d")"
+      fail "$EXIT_PRECONDITION" precondition-failed "$d is a symlink; refusing to manage it" false path "$(json_str "$d")"
     elif run_root test -d "$d"; then
       continue # existing directories (and everything inside them) are left exactly as they are
     elif run_root test -e "$d"; then
-      fail 3 precondition-failed "$d exists and is not a directory" false path "$(json_str "$d")"
+      fail "$EXIT_PRECONDITION" precondition-failed "$d exists and is not a directory" false path "$(json_str "$d")"
     fi
     [[ $d == "$storage" ]] && storage_existed=false
     run_root mkdir -p -- "$d"
@@ -97,35 +95,35 @@ do_write() {
       --mode) arg_value $# "$1"; once "$1" "$mode"; mode=$2; shift 2 ;;
       --sha256) arg_value $# "$1"; once "$1" "$sha"; sha=$2; shift 2 ;;
       --content-b64) arg_value $# "$1"; once "$1" "$have_b64"; b64=$2; have_b64=1; shift 2 ;;
-      *) fail 2 invalid-argument "unknown argument for write" false argument "$(json_str "$1")" ;;
+      *) fail "$EXIT_INVALID" invalid-argument "unknown argument for write" false argument "$(json_str "$1")" ;;
     esac
   done
   need managed_path --path "$path"
   need file_mode --mode "$mode"
   need sha256_hex --sha256 "$sha"
-  [[ -n $have_b64 ]] || fail 2 invalid-argument "write needs --content-b64" false argument '"--content-b64"'
+  [[ -n $have_b64 ]] || fail "$EXIT_INVALID" invalid-argument "write needs --content-b64" false argument '"--content-b64"'
   need base64 --content-b64 "$b64"
   local given
   given=$(printf '%s' "$b64" | base64 -d | sha256sum)
   [[ ${given%% *} == "$sha" ]] ||
-    fail 2 invalid-argument "the content does not hash to --sha256" false argument '"--content-b64"'
+    fail "$EXIT_INVALID" invalid-argument "the content does not hash to --sha256" false argument '"--content-b64"'
   need_root
 
   local dir=${path%/*} base=${path##*/}
   [[ -n $dir ]] || dir=/
   run_root test -d "$dir" ||
-    fail 3 precondition-failed "directory $dir does not exist (the dirs step creates it)" false path "$(json_str "$path")"
+    fail "$EXIT_PRECONDITION" precondition-failed "directory $dir does not exist (the dirs step creates it)" false path "$(json_str "$path")"
   if run_root test -L "$path"; then
-    fail 3 precondition-failed "$path is a symlink; refusing to write through it" false path "$(json_str "$path")"
+    fail "$EXIT_PRECONDITION" precondition-failed "$path is a symlink; refusing to write through it" false path "$(json_str "$path")"
   fi
   if run_root test -e "$path" && ! run_root test -f "$path"; then
-    fail 3 precondition-failed "$path exists and is not a regular file" false path "$(json_str "$path")"
+    fail "$EXIT_PRECONDITION" precondition-failed "$path exists and is not a regular file" false path "$(json_str "$path")"
   fi
 
   local previous="" result mode_fixed=false
   if run_root test -f "$path"; then
     previous=$(file_sha256 "$path") ||
-      fail 5 infra-blocked "cannot read $path" false channel '"filesystem"' path "$(json_str "$path")"
+      fail "$EXIT_INFRA_BLOCKED" infra-blocked "cannot read $path" false channel '"filesystem"' path "$(json_str "$path")"
   fi
   if [[ $previous == "$sha" ]]; then
     result=unchanged
@@ -139,12 +137,12 @@ do_write() {
     printf '%s' "$b64" | base64 -d | run_root tee -- "$TMP_FILE" >/dev/null
     run_root chmod "$mode" -- "$TMP_FILE"
     [[ $(file_sha256 "$TMP_FILE") == "$sha" ]] ||
-      fail 6 write-failed "the temporary copy of $path does not hash to the expected SHA-256" true \
+      fail "$EXIT_VERIFY_FAILED" write-failed "the temporary copy of $path does not hash to the expected SHA-256" true \
         path "$(json_str "$path")"
     run_root mv -f -T -- "$TMP_FILE" "$path"
     TMP_FILE=""
     [[ $(file_sha256 "$path") == "$sha" ]] ||
-      fail 6 write-failed "$path does not hash to the expected SHA-256 after the write" true \
+      fail "$EXIT_VERIFY_FAILED" write-failed "$path does not hash to the expected SHA-256 after the write" true \
         path "$(json_str "$path")"
     result=written
   fi
@@ -198,7 +196,7 @@ rewritten_mounts() {
 # bind mount of the storage directory, which no step ever deletes.
 remove_container() {
   run_root timeout 60 docker rm -f -- "$1" >/dev/null 2>&1 ||
-    fail 6 unhealthy "cannot remove the outdated container $1" true container "$(json_str "$1")"
+    fail "$EXIT_VERIFY_FAILED" unhealthy "cannot remove the outdated container $1" true container "$(json_str "$1")"
 }
 
 # wait_current UNIT NAME SPEC SECONDS: until the unit is active and the container is current.
@@ -253,7 +251,7 @@ do_activate() {
       --unit) arg_value $# "$1"; once "$1" "$unit"; unit=$2; shift 2 ;;
       --container) arg_value $# "$1"; once "$1" "$container"; container=$2; shift 2 ;;
       --spec-sha256) arg_value $# "$1"; once "$1" "$spec"; spec=$2; shift 2 ;;
-      *) fail 2 invalid-argument "unknown argument for activate" false argument "$(json_str "$1")" ;;
+      *) fail "$EXIT_INVALID" invalid-argument "unknown argument for activate" false argument "$(json_str "$1")" ;;
     esac
   done
   need unit_name --unit "$unit"
@@ -262,15 +260,15 @@ do_activate() {
   need_root
   require_tool systemctl
   [[ -d /run/systemd/system ]] ||
-    fail 5 infra-blocked "systemd is not running as the init system on $(hostname)" false channel '"systemd"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "systemd is not running as the init system on $(hostname)" false channel '"systemd"'
   require_tool docker
   run_root timeout 20 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
-    fail 5 infra-blocked "the Docker daemon on $(hostname) does not answer" true channel '"docker"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "the Docker daemon on $(hostname) does not answer" true channel '"docker"'
 
   # One activation at a time on this host.
   if command -v flock >/dev/null 2>&1; then
     exec 9>"/run/lock/${unit%.service}.activate.lock"
-    flock -w 60 9 || fail 7 lock-busy "another install is activating $unit" true
+    flock -w 60 9 || fail "$EXIT_BUSY" lock-busy "another install is activating $unit" true
   fi
 
   local load need_reload was_active=false reloaded=false enabled=false started=false restarted=false
@@ -283,7 +281,7 @@ do_activate() {
     load=$(unit_prop "$unit" LoadState)
   fi
   [[ $load == loaded ]] ||
-    fail 3 precondition-failed "systemd cannot load $unit (LoadState=$load); the write step installs it" false \
+    fail "$EXIT_PRECONDITION" precondition-failed "systemd cannot load $unit (LoadState=$load); the write step installs it" false \
       unit "$(json_str "$unit")"
 
   if [[ $(run_root systemctl is-enabled -- "$unit" 2>/dev/null || true) != enabled ]]; then
@@ -328,10 +326,10 @@ do_activate() {
   local rc=0
   wait_current "$unit" "$container" "$spec" "$READY_TIMEOUT" || rc=$?
   if ((rc == 2)); then
-    fail 6 unhealthy "$unit failed while starting; see: journalctl -u $unit" false \
+    fail "$EXIT_VERIFY_FAILED" unhealthy "$unit failed while starting; see: journalctl -u $unit" false \
       unit "$(json_str "$unit")" reloaded "$reloaded" started "$started" restarted "$restarted"
   elif ((rc != 0)); then
-    fail 6 unhealthy "$container is not running the rendered spec ${spec:0:12} after ${READY_TIMEOUT}s; see: journalctl -u $unit" \
+    fail "$EXIT_VERIFY_FAILED" unhealthy "$container is not running the rendered spec ${spec:0:12} after ${READY_TIMEOUT}s; see: journalctl -u $unit" \
       true unit "$(json_str "$unit")" reloaded "$reloaded" started "$started" restarted "$restarted"
   fi
   IFS='|' read -r running label _id <<<"$(container_state "$container")"
@@ -343,14 +341,14 @@ do_activate() {
 
 main() {
   exec </dev/null
-  (($# > 0)) || fail 2 invalid-argument "usage: registry-install.sh dirs|write|activate ..." false
+  (($# > 0)) || fail "$EXIT_INVALID" invalid-argument "usage: registry-install.sh dirs|write|activate ..." false
   local verb=$1
   shift
   case $verb in
     dirs) do_dirs "$@" ;;
     write) do_write "$@" ;;
     activate) do_activate "$@" ;;
-    *) fail 2 invalid-argument "unknown action (dirs, write, activate)" false argument "$(json_str "$verb")" ;;
+    *) fail "$EXIT_INVALID" invalid-argument "unknown action (dirs, write, activate)" false argument "$(json_str "$verb")" ;;
   esac
 }
 

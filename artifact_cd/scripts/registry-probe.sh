@@ -1,8 +1,7 @@
 # registry-probe.sh: read-only facts about the D601 artifact registry host (R21-R24).
 #
-#   --unit U --unit-path P --unit-sha256 H --project N --container C --image I --endpoint E
-#   --storage S --config-path P --config-sha256 H --compose-path P --compose-sha256 H
-#   [--spec-sha256 H]
+#   argv: artifact_cd.contract.RegistryProbeArgs (docs/contracts.md, generated argv table);
+#   --spec-sha256 is optional here (without it the spec is not compared)
 #
 # One SSH round trip; it writes nothing, starts nothing and restarts nothing. It only collects
 # facts (one JSON line); the decision is artifact_cd.health.decide (pure, on the caller's side).
@@ -11,7 +10,6 @@
 set -euo pipefail
 
 PROBE_VERSION=1
-SPEC_LABEL=io.unidesk.artifact-registry.spec-sha256
 PROJECT_LABEL=com.docker.compose.project
 
 # tf A B: true when A equals B, else false (JSON booleans).
@@ -255,9 +253,9 @@ main() {
     case $1 in
       --unit | --unit-path | --unit-sha256 | --project | --container | --image | --endpoint | --storage | \
         --config-path | --config-sha256 | --compose-path | --compose-sha256 | --spec-sha256) ;;
-      *) fail 2 invalid-argument "unknown argument" false argument "$(json_str "$1")" ;;
+      *) fail "$EXIT_INVALID" invalid-argument "unknown argument" false argument "$(json_str "$1")" ;;
     esac
-    [[ -z ${given[$1]-} ]] || fail 2 invalid-argument "$1 given twice" false argument "$(json_str "$1")"
+    [[ -z ${given[$1]-} ]] || fail "$EXIT_INVALID" invalid-argument "$1 given twice" false argument "$(json_str "$1")"
     given[$1]=1
     arg_value $# "$1"
     case $1 in
@@ -291,7 +289,7 @@ main() {
   need sha256_hex --compose-sha256 "$compose_sha"
   [[ -z ${given[--spec-sha256]-} ]] || need sha256_hex --spec-sha256 "$spec"
   local port=${endpoint##*:}
-  is_port "$port" || fail 2 invalid-argument "--endpoint has no valid port" false argument '"--endpoint"'
+  is_port "$port" || fail "$EXIT_INVALID" invalid-argument "--endpoint has no valid port" false argument '"--endpoint"'
 
   local systemd_running=false systemctl_present=false unit_json
   command -v systemctl >/dev/null 2>&1 && systemctl_present=true

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 
 from artifact_cd import health, render
 from artifact_cd.config import RegistryConfig, parse_stack_config
+from artifact_cd.contract import StepResult, last_json_object
 from artifact_cd.plan import plan_registry_host, registry_probe_args
 from artifact_cd.scripts import command_line, script_text
 
@@ -32,21 +32,17 @@ SHA = "a" * 64
 WILDCARD_V4 = "0.0.0.0"  # noqa: S104 - only ever bound inside the test's own network namespace
 
 
-def run_script(name: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
+def run_script(
+    name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, dict[str, Any] | None, str]:
     """Exactly what a host runs: ``bash -s -- <quoted args>`` with the script text on stdin."""
     proc = subprocess.run(
-        ["bash", "-c", command_line(args)],
-        input=script_text(name),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
+        ["bash", "-c", command_line(args)], input=script_text(name), capture_output=True, text=True,
+        timeout=120, env=env, cwd=cwd, check=False,
     )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    doc = json.loads(lines[-1]) if lines else None
     assert len(lines) <= 1, f"more than one stdout line: {proc.stdout!r}"
-    return proc.returncode, doc, proc.stderr
+    return proc.returncode, last_json_object(proc.stdout), proc.stderr
 
 
 def cfg_raw() -> dict[str, Any]:
@@ -147,18 +143,9 @@ HOSTILE_INSTALL = [
 )
 def test_hostile_arguments_refused(name: str, args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "PATH": os.environ["PATH"]}
-    proc = subprocess.run(
-        ["bash", "-c", command_line(args)],
-        input=script_text(name),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    code, doc, stderr = run_script(name, *args, env=env, cwd=tmp_path)
+    assert code == 2, (doc, stderr)
+    assert doc is not None
     assert doc["ok"] is False and doc["error"] == "invalid-argument" and doc["retryable"] is False
     assert not (tmp_path / "CANARY").exists()
     assert list(tmp_path.iterdir()) == []  # nothing was created
@@ -337,7 +324,7 @@ def test_probe_sees_listeners_in_a_private_netns(tmp_path: Path) -> None:
     )
     if proc.returncode != 0 and "unshare" in proc.stderr and "Operation not permitted" in proc.stderr:
         pytest.skip("no permission for a private network namespace")
-    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc = StepResult.parse(proc.stdout, "registry-probe.sh").data
     assert sorted(doc["listeners"]["addresses"]) == [WILDCARD_V4, "::1"]
     assert doc["http"]["code"] == 200
     answer = health.decide(doc, mode="health")

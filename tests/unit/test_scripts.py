@@ -27,17 +27,12 @@ import pytest
 
 from artifact_cd import plan
 from artifact_cd.config import load_stack
-from artifact_cd.scripts import SCRIPT_DIR, command_line, script_text
+from artifact_cd.contract import ARGS_MODELS, last_json_object
+from artifact_cd.scripts import PY_DIR, SCRIPT_DIR, command_line, script_text
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY_SCRIPTS = (
-    "manifest-check.sh",
-    "move-image.sh",
-    "compose-deploy.sh",
-    "k3s-import.sh",
-    "k3s-verify.sh",
-    "read-auth.sh",
-)
+# the consumers' scripts (manifest-check, move-image, compose-deploy, k3s-import, k3s-verify, read-auth)
+DEPLOY_SCRIPTS = tuple(dict.fromkeys(m.script for m in ARGS_MODELS if not m.script.startswith("registry-")))
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "cd" * 32
@@ -52,10 +47,8 @@ class Run:
 
     @property
     def json(self) -> dict[str, Any]:
-        lines = [line for line in self.stdout.splitlines() if line.strip()]
-        assert lines, f"no stdout; stderr: {self.stderr[-2000:]}"
-        doc = json.loads(lines[-1])
-        assert isinstance(doc, dict)
+        doc = last_json_object(self.stdout)
+        assert doc is not None, f"no JSON result line; stdout: {self.stdout[-500:]!r}; stderr: {self.stderr[-2000:]}"
         return doc
 
 
@@ -255,17 +248,11 @@ def test_read_auth_failures_are_structured_and_quote_nothing(tmp_path: Path, con
 # --------------------------------------------------------------------------- compose-deploy: env file
 
 
-def _python_program(script: str, variable: str) -> str:
-    body = (SCRIPT_DIR / script).read_text(encoding="utf-8")
-    match = re.search(rf"^{variable}='\n(.*?)\n'$", body, re.S | re.M)
-    assert match, variable
-    return match.group(1)
-
-
-ENVFILE_PY = _python_program("compose-deploy.sh", "ENVFILE_PY")
+ENVFILE_PY = (PY_DIR / "envfile.py").read_text(encoding="utf-8")  # the text compose-deploy.sh runs
 
 
 def envfile(*args: str) -> subprocess.CompletedProcess[str]:
+    """The env-file helper exactly as compose-deploy.sh runs it: ``python3 -c "$ENVFILE_PY" ...``."""
     return subprocess.run(["python3", "-c", ENVFILE_PY, *args], capture_output=True, text=True, check=False)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from artifact_cd.contract import StepResult
 from artifact_cd.scripts import command_line, script_text
 
 NEW = "0123456789abcdef0123456789abcdef01234567"
@@ -112,9 +113,8 @@ class FakeCluster:
             env={"PATH": path, "FAKE_K8S": str(self.dir)},
             check=False,
         )
-        lines = [line for line in proc.stdout.splitlines() if line.strip()]
-        assert len(lines) == 1, (proc.stdout, proc.stderr)
-        return proc.returncode, json.loads(lines[0]), proc.stderr
+        assert len([line for line in proc.stdout.splitlines() if line.strip()]) == 1, (proc.stdout, proc.stderr)
+        return proc.returncode, StepResult.parse(proc.stdout, "k3s-verify.sh").data, proc.stderr
 
 
 @pytest.fixture

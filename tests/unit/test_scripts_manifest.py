@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from artifact_cd.plan import ACCEPT_MEDIA_TYPES
+from artifact_cd.contract import MANIFEST_MEDIA_TYPES, StepResult
 from artifact_cd.scripts import command_line, script_text
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -131,9 +131,8 @@ def check(endpoint: str, tag: str = COMMIT) -> tuple[int, dict[str, Any], str]:
         timeout=60,
         check=False,
     )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, (proc.stdout, proc.stderr)
-    return proc.returncode, json.loads(lines[0]), proc.stderr
+    assert len([line for line in proc.stdout.splitlines() if line.strip()]) == 1, (proc.stdout, proc.stderr)
+    return proc.returncode, StepResult.parse(proc.stdout, "manifest-check.sh").data, proc.stderr
 
 
 def test_docker_manifest_gives_digest_image_id_and_labels(registry: FakeRegistry) -> None:
@@ -149,7 +148,7 @@ def test_docker_manifest_gives_digest_image_id_and_labels(registry: FakeRegistry
     head = [r for r in registry.requests if r[0] == "HEAD"]
     assert head and head[0][1] == f"/v2/{REPO}/manifests/{COMMIT}"
     accepted = {part.strip() for value in head[0][2] for part in value.split(",")}
-    assert accepted == set(ACCEPT_MEDIA_TYPES), "all four media types, else schema1 digests or 404s"
+    assert accepted == set(MANIFEST_MEDIA_TYPES), "all four media types, else schema1 digests or 404s"
     assert ("GET", f"/v2/{REPO}/blobs/{config_digest}") in [(m, p) for m, p, _ in registry.requests]
     assert size > 0
 
