@@ -51,7 +51,6 @@ from .step import (
     DeploymentPatch,
     K8sPatch,
     ObjectKey,
-    ScriptArgv,
     Step,
     StepHost,
 )
@@ -90,7 +89,6 @@ __all__ = [
     "RegistryRef",
     "RollbackDoc",
     "RuntimeSecretsDoc",
-    "ScriptArgv",
     "ServicePlan",
     "SourceDoc",
     "Step",

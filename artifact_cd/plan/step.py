@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
+from pydantic import model_serializer, model_validator
 
-from ..contract import Live, ManifestFacts, ScriptCall, is_live
+from ..contract import Live, ManifestFacts, ScriptCall
 from ..jsondoc import Doc
 
 StepHost = Literal["d601", "master", "kubernetes-api"]
@@ -21,30 +21,7 @@ HOST_MASTER: Final = "master"
 HOST_K8S_API: Final = "kubernetes-api"
 
 
-class ScriptArgv(BaseModel):
-    """A script with its argv given as it is: a call outside the contract's scripts (a rig self-test).
-
-    It behaves like a contract args model (``to_argv``, ``needs_manifest``, ``resolve``); the
-    components translate only the contract's models."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    script: str
-    argv: tuple[str, ...] = ()
-
-    def to_argv(self) -> tuple[str, ...]:
-        return self.argv
-
-    @property
-    def needs_manifest(self) -> bool:
-        return any(is_live(a) for a in self.argv)
-
-    def resolve(self, facts: ManifestFacts) -> Self:
-        argv = tuple(facts.value_of(Live(a)) if is_live(a) else a for a in self.argv)
-        return self.model_copy(update={"argv": argv})
-
-
-Call = ScriptCall | ScriptArgv
+Call = ScriptCall
 
 
 class DeploymentPatch(Doc):

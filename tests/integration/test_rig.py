@@ -23,7 +23,7 @@ import pytest
 
 from artifact_cd import catalog, scripts
 from artifact_cd.config import parse_stack_config
-from artifact_cd.plan import Step
+from artifact_cd.contract import Live, ManifestFacts, is_live
 from artifact_cd.render import render_all
 from tests.rig import Host, Rig, RigError, install_registry, teardown
 from tests.rig.images import STALE_COMMIT, VARIANTS, entry_script, fetch_manifest, handler_script
@@ -85,6 +85,24 @@ def test_ssh_into_host_key_only(rig: Rig, name: str) -> None:
     assert "Permission denied" in refused.stderr
 
 
+@dataclass(frozen=True)
+class _SelfTest:
+    """A script outside the contract with its argv as given (the rig's self-test script)."""
+
+    argv: tuple[str, ...]
+    script: str = "rig-selftest.sh"
+
+    @property
+    def needs_manifest(self) -> bool:
+        return any(is_live(a) for a in self.argv)
+
+    def to_argv(self) -> tuple[str, ...]:
+        return self.argv
+
+    def resolve(self, facts: ManifestFacts) -> _SelfTest:
+        return _SelfTest(tuple(facts.value_of(Live(a)) if is_live(a) else a for a in self.argv), self.script)
+
+
 def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run_step sends command_line(argv) + script_text(script) exactly; live values replace the placeholders."""
     from artifact_cd import plan
@@ -102,17 +120,8 @@ def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, mo
     monkeypatch.setattr(scripts, "SCRIPT_DIR", tmp_path)
     scripts.script_text.cache_clear()
     try:
-        step = Step(
-            id="selftest",
-            host="d601",
-            action="echo args",
-            call=plan.ScriptArgv(
-                script="rig-selftest.sh",
-                argv=("--digest", plan.DIGEST, "--image-id", plan.IMAGE_ID, "it's $(not) run", ""),
-            ),
-            mutates=False,
-        )
-        result = rig.d601.run_step(step, digest="sha256:" + "1" * 64, image_id="sha256:" + "2" * 64)
+        call = _SelfTest(("--digest", plan.DIGEST, "--image-id", plan.IMAGE_ID, "it's $(not) run", ""))
+        result = rig.d601.run_call(call, digest="sha256:" + "1" * 64, image_id="sha256:" + "2" * 64)
     finally:
         scripts.script_text.cache_clear()
     assert result.returncode == 0, result.stderr

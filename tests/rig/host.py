@@ -24,13 +24,26 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from artifact_cd.contract import last_json_object
+from artifact_cd.contract import ManifestFacts, last_json_object
 from artifact_cd.scripts import command_line, script_text
 
 if TYPE_CHECKING:
     from artifact_cd.plan import Step
+
+
+
+class ScriptCallLike(Protocol):
+    """A script call: the contract's args models, or a test's own script with its argv."""
+
+    @property
+    def script(self) -> str: ...
+    @property
+    def needs_manifest(self) -> bool: ...
+    def to_argv(self) -> tuple[str, ...]: ...
+    def resolve(self, facts: ManifestFacts) -> Self: ...
+
 
 RIG_DIR = Path(__file__).resolve().parent
 HOSTINIT = RIG_DIR / "hostinit.sh"
@@ -295,9 +308,18 @@ class Host:
 
     def run_step(self, step: Step, *, digest: str = "", image_id: str = "", timeout: float = 600) -> StepResult:
         """Run a plan Step exactly as the Pulumi remote Command does: same command line, same stdin."""
-        proc = self.ssh(
-            command_line(step.resolved_args(digest, image_id)), input=script_text(step.script), timeout=timeout
-        )
+        if step.call is None:
+            raise ValueError(f"step {step.id} runs no script")
+        return self.run_call(step.call, digest=digest, image_id=image_id, timeout=timeout)
+
+    def run_call(
+        self, call: ScriptCallLike, *, digest: str = "", image_id: str = "", timeout: float = 600
+    ) -> StepResult:
+        """Run a script call (``bash -s -- <argv>``, the script text on stdin), the manifest check's
+        live values in place of the placeholders."""
+        if call.needs_manifest:
+            call = call.resolve(ManifestFacts(digest=digest, image_id=image_id))
+        proc = self.ssh(command_line(call.to_argv()), input=script_text(call.script), timeout=timeout)
         return StepResult(proc.returncode, proc.stdout, proc.stderr, parse_last_json(proc.stdout))
 
     def write_file(self, path: str, content: str | bytes, *, mode: str = "0644") -> None:

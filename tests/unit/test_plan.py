@@ -306,16 +306,6 @@ def test_a_step_is_either_a_script_call_or_a_patch() -> None:
         plan.Step(id="x", host="d601", action="a", call=call, k8s=body, mutates=False)
 
 
-def test_a_script_outside_the_contract_keeps_its_argv_and_resolves_the_live_values() -> None:
-    step = plan.Step(
-        id="selftest", host="d601", action="echo",
-        call=plan.ScriptArgv(script="x.sh", argv=("--digest", plan.DIGEST, "--image-id", plan.IMAGE_ID, "a b")),
-        mutates=False,
-    )  # fmt: skip
-    assert step.script == "x.sh" and step.needs_manifest
-    assert step.resolved_args("sha256:" + "1" * 64, "") == ["--digest", "sha256:" + "1" * 64, "--image-id", "", "a b"]
-
-
 def test_target_documents_are_a_union_discriminated_on_kind(cfg: StackConfig) -> None:
     adapter: TypeAdapter[plan.TargetDoc] = TypeAdapter(plan.TargetDoc)
     kinds = {type(p.target) for p in plan.plan_services(cfg)}
