@@ -23,7 +23,6 @@ stdout; human diagnostics go to stderr.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from collections.abc import Sequence
@@ -95,10 +94,6 @@ def script_text(name: str) -> str:
         body,
     ]
     return "".join(parts)
-
-
-def script_sha256(name: str) -> str:
-    return hashlib.sha256(script_text(name).encode("utf-8")).hexdigest()
 
 
 def command_line(args: Sequence[str]) -> str:

@@ -203,7 +203,7 @@ def test_r2_r13_no_exposure_resource_is_ever_registered(cached_run: Any, up_runs
 def _expected_triggers(commit: str, step: core_plan.Step) -> list[str]:
     assert step.script is not None
     argv_hash = hashlib.sha256("\0".join(step.args).encode()).hexdigest()
-    return [commit, scripts.script_sha256(step.script), argv_hash]
+    return [commit, hashlib.sha256(scripts.script_text(step.script).encode()).hexdigest(), argv_hash]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

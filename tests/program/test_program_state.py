@@ -120,7 +120,7 @@ def test_triggers_are_content_hashes_of_script_and_argv(cached_run: Any) -> None
         commit, step = plan_steps[r.name]
         subject, script_hash, argv_hash = r.inputs["triggers"]
         assert subject == (commit or f"registry-host:{run.outputs['registryHost']['paths']['image']}")
-        assert script_hash == scripts.script_sha256(step["script"])
+        assert script_hash == hashlib.sha256(scripts.script_text(step["script"]).encode()).hexdigest()
         assert argv_hash == hashlib.sha256("\0".join(step["args"]).encode()).hexdigest()
 
 
@@ -206,7 +206,7 @@ def test_plan_resources_shows_commands_with_templates_and_stdin_hashes(
         cmd = d["command"]
         assert cmd["create"] == scripts.command_line(step["args"])
         assert cmd["createResolved"] is not ("<digest:manifest-check>" in step["args"])
-        assert cmd["stdinSha256"] == scripts.script_sha256(step["script"]) and cmd["script"] == step["script"]
+        assert cmd["stdinSha256"] == hashlib.sha256(scripts.script_text(step["script"]).encode()).hexdigest() and cmd["script"] == step["script"]
         assert cmd["step"] == step["id"] and cmd["connection"] == "[secret]"
         assert cmd["delete"] is None and d["protect"] is False
 
