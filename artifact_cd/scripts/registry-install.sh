@@ -156,21 +156,23 @@ do_write() {
 
 unit_prop() { run_root systemctl show -p "$2" --value -- "$1" 2>/dev/null || true; }
 
-# container_state NAME: "<running>|<spec label>|<id>" ("absent" when there is no such container).
+# container_state NAME: "<running>|<spec label>|<id>|<started at>" ("absent" when there is no such
+# container).
 container_state() {
   local out
   if out=$(run_root timeout 20 docker inspect --type container \
-    --format "{{.State.Running}}|{{index .Config.Labels \"$SPEC_LABEL\"}}|{{.Id}}" -- "$1" 2>/dev/null); then
+    --format "{{.State.Running}}|{{index .Config.Labels \"$SPEC_LABEL\"}}|{{.Id}}|{{.State.StartedAt}}" -- "$1" 2>/dev/null); then
     printf '%s' "$out"
   else
     printf absent
   fi
 }
 
-current() { # current NAME SPEC: the container runs and carries the expected spec label
-  local running label _id
-  IFS='|' read -r running label _id <<<"$(container_state "$1")"
-  [[ $running == true && $label == "$2" ]]
+current() { # current NAME SPEC [OLD_START]: the container runs, carries the expected spec label and,
+  # when OLD_START is given, was (re)started since then (a restart asked with --no-block happened)
+  local running label _id started
+  IFS='|' read -r running label _id started <<<"$(container_state "$1")"
+  [[ $running == true && $label == "$2" && (-z ${3-} || $started != "$3") ]]
 }
 
 # rewritten_mounts NAME: the bind-mounted regular files (the registry config) rewritten after the
@@ -199,7 +201,8 @@ remove_container() {
     fail "$EXIT_VERIFY_FAILED" unhealthy "cannot remove the outdated container $1" true container "$(json_str "$1")"
 }
 
-# wait_current UNIT NAME SPEC SECONDS: until the unit is active and the container is current.
+# wait_current UNIT NAME SPEC SECONDS [OLD_START]: until the unit is active and the container is
+# current (and, with OLD_START, restarted since).
 wait_current() {
   local deadline=$((SECONDS + $4)) state
   while ((SECONDS < deadline)); do
@@ -207,7 +210,7 @@ wait_current() {
     if [[ $state == failed ]]; then
       return 2
     fi
-    if [[ $state == active ]] && current "$2" "$3"; then
+    if [[ $state == active ]] && current "$2" "$3" "${5-}"; then
       return 0
     fi
     sleep 0.5
@@ -289,9 +292,9 @@ do_activate() {
     enabled=true
   fi
 
-  local state running label _id reason="" replaced=false
+  local state running label _id started_at reason="" replaced=false old_start=""
   state=$(unit_prop "$unit" ActiveState)
-  IFS='|' read -r running label _id <<<"$(container_state "$container")"
+  IFS='|' read -r running label _id started_at <<<"$(container_state "$container")"
   if [[ $state != active && $state != activating && $state != reloading ]]; then
     if [[ $running != absent && $label != "$spec" ]]; then
       remove_container "$container" # outdated or foreign; storage is a bind mount and stays
@@ -315,6 +318,7 @@ do_activate() {
     if [[ $reloaded == true ]]; then reason="unit-reloaded"; else reason="spec-changed"; fi
   elif [[ $running == true && -n $(rewritten_mounts "$container") ]]; then
     run_root systemctl restart --no-block -- "$unit" # a mounted file was rewritten (e.g. drift fixed)
+    old_start=$started_at # until the restart happened, the running container still looks current
     restarted=true
     reason="mounted-file-rewritten"
   elif [[ $running != true ]] && ! wait_current "$unit" "$container" "$spec" 20; then
@@ -324,7 +328,7 @@ do_activate() {
   fi
 
   local rc=0
-  wait_current "$unit" "$container" "$spec" "$READY_TIMEOUT" || rc=$?
+  wait_current "$unit" "$container" "$spec" "$READY_TIMEOUT" "$old_start" || rc=$?
   if ((rc == 2)); then
     fail "$EXIT_VERIFY_FAILED" unhealthy "$unit failed while starting; see: journalctl -u $unit" false \
       unit "$(json_str "$unit")" reloaded "$reloaded" started "$started" restarted "$restarted"
@@ -332,7 +336,7 @@ do_activate() {
     fail "$EXIT_VERIFY_FAILED" unhealthy "$container is not running the rendered spec ${spec:0:12} after ${READY_TIMEOUT}s; see: journalctl -u $unit" \
       true unit "$(json_str "$unit")" reloaded "$reloaded" started "$started" restarted "$restarted"
   fi
-  IFS='|' read -r running label _id <<<"$(container_state "$container")"
+  IFS='|' read -r running label _id started_at <<<"$(container_state "$container")"
   json_obj ok true action '"activate"' unit "$(json_str "$unit")" reloaded "$reloaded" enabled "$enabled" \
     started "$started" restarted "$restarted" replacedContainer "$replaced" \
     reason "$(if [[ -n $reason ]]; then json_str "$reason"; else printf null; fi)" containerId "$(json_str "$_id")" \
