@@ -10,7 +10,11 @@ A remote step runs ``bash -s -- <quoted args>`` with the script text on stdin. T
 3. the Python helpers that ``lib.sh`` or the script runs: for each ``$<NAME>_PY`` they reference,
    the text of ``py/<name>.py`` read into ``<NAME>_PY`` by a quoted heredoc (the scripts run
    ``python3 -c "$<NAME>_PY" ...``); the helpers are real modules, linted, type-checked and tested;
-4. ``lib.sh`` (shared shell functions), then the step's script itself.
+4. ``lib.sh`` (shared shell functions);
+5. the shared function files the script names with a ``# include: <name>.sh`` line (files in
+   ``include/``, e.g. ``registry-facts.sh``: the registry facts both ``registry-probe.sh`` and
+   ``live-probe.sh`` collect), each once, in the order named;
+6. the step's script itself.
 
 So helpers and constants are shared without a copy on the target, and the very same text and argv
 are what the real-rig tests run: nothing is rebuilt from strings.
@@ -33,12 +37,15 @@ from artifact_cd.contract import shell_constants
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 PY_DIR = SCRIPT_DIR / "py"  # fixed at import: a test may point SCRIPT_DIR elsewhere, not the helpers
+INCLUDE_DIR = SCRIPT_DIR / "include"  # shared function files (fixed at import, like the helpers)
 LIB = "lib.sh"
 SHELL_DIRECTIVE = "# shellcheck shell=bash"
 HEREDOC_END = "PY"
 
 # `$MANIFEST_PY` / `${MANIFEST_PY}` -> the helper py/manifest.py
 _HELPER_REFERENCE = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)_PY\b")
+# `# include: registry-facts.sh` (a whole line of the script) -> include/registry-facts.sh
+_INCLUDE_DIRECTIVE = re.compile(r"^# include: ([a-z0-9][a-z0-9-]*\.sh)$", re.M)
 
 
 def helper_variable(path: Path) -> str:
@@ -70,6 +77,17 @@ def helper_block(path: Path) -> str:
     )
 
 
+def include_paths(text: str) -> tuple[Path, ...]:
+    """The shared function files a script names (``# include: <name>.sh`` lines), in order, once each."""
+    paths = []
+    for name in dict.fromkeys(m.group(1) for m in _INCLUDE_DIRECTIVE.finditer(text)):
+        path = INCLUDE_DIR / name
+        if not path.is_file():
+            raise ValueError(f"# include: {name} is named but {path} does not exist")
+        paths.append(path)
+    return tuple(paths)
+
+
 def _without_directive(text: str) -> str:
     first, _, rest = text.partition("\n")
     return rest if first.strip() == SHELL_DIRECTIVE else text
@@ -77,20 +95,26 @@ def _without_directive(text: str) -> str:
 
 @cache
 def script_text(name: str) -> str:
-    """The exact stdin of a step that runs ``name``: constants, helpers, ``lib.sh``, the script."""
+    """The exact stdin of a step that runs ``name``: constants, helpers, ``lib.sh``, includes, script."""
     if "/" in name or not name.endswith(".sh") or name == LIB:
         raise ValueError(f"not a step script: {name!r}")
     body = (SCRIPT_DIR / name).read_text(encoding="utf-8")
     lib_path = SCRIPT_DIR / LIB
     lib = lib_path.read_text(encoding="utf-8") if lib_path.exists() else ""
     lib, body = _without_directive(lib), _without_directive(body)
+    included = {p.name: _without_directive(p.read_text(encoding="utf-8")) for p in include_paths(body)}
+    includes = list(included.values())
     parts = [
         f"{SHELL_DIRECTIVE}\n# {name} as sent: generated constants, Python helpers, lib.sh, {name}\n",
         # a command first: a shellcheck directive before a script's first command covers it all
         "set -euo pipefail\n",
         shell_constants(),
-        *(helper_block(path) for path in helper_paths(lib, body)),
+        *(helper_block(path) for path in helper_paths(lib, *includes, body)),
         lib + ("\n" if lib and not lib.endswith("\n") else ""),
+        *(
+            f"# ---- include/{file} ----\n{text}{'' if text.endswith(chr(10)) else chr(10)}"
+            for file, text in included.items()
+        ),
         body,
     ]
     return "".join(parts)
