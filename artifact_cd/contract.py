@@ -18,6 +18,8 @@ Pure: no Pulumi, no I/O.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterator
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
 
 # --------------------------------------------------------------------------- shared constants
 
@@ -406,6 +409,201 @@ class RegistryProbeArgs(ScriptArgs):
     spec_sha256: str
 
 
+# --------------------------------------------------------------------------- the live probe
+#
+# live-probe.sh reports what runs on one host (the live view, artifact_cd.live). What it must look
+# at is a LiveProbeSpec, sent as base64 JSON (``--spec-b64``) and validated twice: here, and by the
+# target's helper (scripts/py/livefacts.py) with the same rules as lib.sh's ``is_*`` checks.
+
+_SPEC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # lib.sh is_name
+_SPEC_PATH_RE = re.compile(r"/[A-Za-z0-9._+@/-]*")  # lib.sh is_abs_path (plus no . or .. segment)
+_SPEC_DOTS_RE = re.compile(r"(^|/)\.\.?(/|$)")
+_SPEC_ENV_PREFIX_RE = re.compile(r"[A-Z][A-Z0-9_]{0,80}_")  # lib.sh is_env_prefix
+_SPEC_ENV_KEY_RE = re.compile(r"[A-Z][A-Z0-9_]{0,127}")  # lib.sh is_env_key
+_SPEC_REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*")  # lib.sh is_repository
+_SPEC_HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")  # lib.sh is_http_path
+_SPEC_LOOPBACK_RE = re.compile(r"(?:127\.0\.0\.1|\[::1\]|localhost):[0-9]{1,5}")  # is_loopback_endpoint
+_SPEC_K8S_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+# the commit image: <registry>/<repository>:<40-hex commit> (lib.sh is_image_ref, tag = a commit)
+_SPEC_COMMIT_IMAGE_RE = re.compile(rf"[a-z0-9]+(?:[._/:-][a-z0-9]+)*:{COMMIT_PATTERN}")
+_B64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+LIVE_SPEC_MAX_B64 = 65536  # live-probe.sh refuses a longer --spec-b64
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"not {what}: {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _abs_path(value: str) -> str:
+    if not _SPEC_PATH_RE.fullmatch(value) or _SPEC_DOTS_RE.search(value):
+        raise ValueError(f"not an absolute path without . or .. segments: {value!r}")
+    return value
+
+
+SpecName = Annotated[str, _matching(_SPEC_NAME_RE, "a name")]
+SpecPath = Annotated[str, AfterValidator(_abs_path)]
+SpecEnvPrefix = Annotated[str, _matching(_SPEC_ENV_PREFIX_RE, "an env prefix (UPPER_CASE_)")]
+SpecEnvKey = Annotated[str, _matching(_SPEC_ENV_KEY_RE, "an env key")]
+SpecRepository = Annotated[str, _matching(_SPEC_REPOSITORY_RE, "a repository name")]
+SpecHttpPath = Annotated[str, _matching(_SPEC_HTTP_PATH_RE, "an HTTP path")]
+SpecLoopback = Annotated[str, _matching(_SPEC_LOOPBACK_RE, "a loopback endpoint")]
+SpecK8sName = Annotated[str, _matching(_SPEC_K8S_NAME_RE, "a Kubernetes name")]
+SpecCommitImage = Annotated[str, _matching(_SPEC_COMMIT_IMAGE_RE, "a commit image <registry>/<repo>:<sha>")]
+SpecPort = Annotated[int, Field(ge=1, le=65535, strict=True)]
+LiveHost = Literal["d601", "master"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class LiveComposeSpec(_Spec):
+    """One Compose service to report: its container, commit image, health and required secrets."""
+
+    service: SpecName
+    container: SpecName
+    image: SpecCommitImage  # the desired commit image: is it present on the host?
+    env_prefix: SpecEnvPrefix  # <PREFIX>COMMIT is read from the container env (nothing else)
+    verify: VerifyKind  # todo-note-synthetic: health commits come from the label and the env
+    health_path: SpecHttpPath
+    health_port: SpecPort
+    env_file: SpecPath
+    required_secrets: tuple[SpecEnvKey, ...] = ()  # present/length only, never a value
+
+
+class LiveK3sDeploymentSpec(_Spec):
+    name: SpecK8sName
+    container: SpecK8sName
+
+
+class LiveK3sSpec(_Spec):
+    """One k3s service to report: its Deployments, health through the API proxy, containerd image."""
+
+    service: SpecName
+    namespace: SpecK8sName
+    deployments: Annotated[tuple[LiveK3sDeploymentSpec, ...], Field(min_length=1)]
+    kubernetes_service: SpecK8sName
+    health_path: SpecHttpPath
+    health_port: SpecPort
+    image: SpecCommitImage
+    env_prefix: SpecEnvPrefix = K3S_ENV_PREFIX
+    socket: SpecPath  # k3s containerd
+    containerd_namespace: SpecK8sName
+
+
+class LiveManifestSpec(_Spec):
+    """One commit manifest to HEAD in the D601 registry (the four media types)."""
+
+    endpoint: SpecLoopback
+    repository: SpecRepository
+    tag: Commit
+
+    @property
+    def key(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class LiveProbeSpec(_Spec):
+    """What one host's live probe looks at (``--spec-b64``: base64 of this model's JSON)."""
+
+    version: Literal[1] = 1
+    compose: tuple[LiveComposeSpec, ...] = ()
+    k3s: tuple[LiveK3sSpec, ...] = Field(default=(), alias="k3s")  # not to_camel's "k3S"
+    manifests: tuple[LiveManifestSpec, ...] = ()
+    auth_config: SpecPath | None = None  # master: sha256 of this config.json's canonical auth section
+
+    @model_validator(mode="after")
+    def _one_entry_per_service(self) -> Self:
+        services = [s.service for s in self.compose] + [s.service for s in self.k3s]
+        if len(services) != len(set(services)):
+            raise ValueError(f"a service is listed twice: {sorted(services)}")
+        return self
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(s.service for s in self.compose) + tuple(s.service for s in self.k3s)
+
+    def to_b64(self) -> str:
+        doc = self.model_dump(mode="json", by_alias=True)
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return base64.b64encode(text.encode("ascii")).decode("ascii")
+
+    @classmethod
+    def from_b64(cls, value: str) -> LiveProbeSpec:
+        if len(value) > LIVE_SPEC_MAX_B64 or not _B64_RE.fullmatch(value):
+            raise ValueError("not base64 (or longer than the probe accepts)")
+        try:
+            return cls.model_validate_json(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValidationError) as error:
+            raise ValueError(f"not a live probe spec: {error}") from None
+
+
+def _spec_b64(value: str) -> str:
+    LiveProbeSpec.from_b64(value)
+    return value
+
+
+class LiveProbeArgs(ScriptArgs):
+    """``live-probe.sh``: one host's live facts, read-only (the live view; docs/contracts.md "Live view").
+
+    ``--host`` names the host the probe runs on; ``--spec-b64`` what to look at; on D601 the
+    ``--registry-*`` values are the registry probe's (``RegistryProbeArgs``), all or none."""
+
+    script: ClassVar[str] = "live-probe.sh"
+    host: LiveHost
+    spec_b64: Annotated[str, AfterValidator(_spec_b64)]
+    registry_unit: str | None = None
+    registry_unit_path: str | None = None
+    registry_unit_sha256: str | None = None
+    registry_project: str | None = None
+    registry_container: str | None = None
+    registry_image: str | None = None
+    registry_endpoint: str | None = None
+    registry_storage: str | None = None
+    registry_config_path: str | None = None
+    registry_config_sha256: str | None = None
+    registry_compose_path: str | None = None
+    registry_compose_sha256: str | None = None
+    registry_spec_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _registry_all_or_none(self) -> Self:
+        given = [name for name in self.registry_fields() if getattr(self, name) is not None]
+        if given and len(given) != len(self.registry_fields()):
+            raise ValueError("the --registry-* values are given all or none")
+        return self
+
+    @staticmethod
+    def registry_fields() -> tuple[str, ...]:
+        return tuple("registry_" + name for name in RegistryProbeArgs.model_fields)
+
+    @classmethod
+    def of(
+        cls, host: LiveHost, spec: LiveProbeSpec, registry: RegistryProbeArgs | None = None
+    ) -> LiveProbeArgs:
+        values: dict[str, Any] = {}
+        if registry is not None:
+            values = {f"registry_{name}": getattr(registry, name) for name in RegistryProbeArgs.model_fields}
+        return cls(host=host, spec_b64=spec.to_b64(), **values)
+
+    @property
+    def spec(self) -> LiveProbeSpec:
+        return LiveProbeSpec.from_b64(self.spec_b64)
+
+    @property
+    def registry(self) -> RegistryProbeArgs | None:
+        if self.registry_unit is None:
+            return None
+        return RegistryProbeArgs(
+            **{name: getattr(self, f"registry_{name}") for name in RegistryProbeArgs.model_fields}
+        )
+
+
 ScriptCall = (
     ManifestCheckArgs
     | MoveImageArgs
@@ -417,6 +615,7 @@ ScriptCall = (
     | RegistryWriteArgs
     | RegistryActivateArgs
     | RegistryProbeArgs
+    | LiveProbeArgs
 )
 
 ARGS_MODELS: tuple[type[ScriptArgs], ...] = tuple(get_args(ScriptCall))

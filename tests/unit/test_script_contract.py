@@ -73,6 +73,7 @@ EXPECTED_HELPERS = {
     "compose-deploy.sh": {"CONTAINER_PY", "ENVFILE_PY"},
     "move-image.sh": {"FREE_PORT_PY", "PULLED_PY"},
     "read-auth.sh": {"AUTH_PY"},
+    "live-probe.sh": {"LIVEFACTS_PY", "ENVFILE_PY", "CONTAINER_PY", "AUTH_PY"},
 }
 
 

@@ -34,7 +34,7 @@ def _code(text: str) -> str:
 
 def test_registry_probe_and_live_probe_share_the_registry_facts() -> None:
     facts = (INCLUDE_DIR / "registry-facts.sh").read_text(encoding="utf-8").partition("\n")[2]
-    for name in ("registry-probe.sh",):
+    for name in ("registry-probe.sh", "live-probe.sh"):
         text = script_text(name)
         assert text.count(facts) == 1, f"{name} carries include/registry-facts.sh exactly once"
         lib = text.index((SCRIPT_DIR / LIB).read_text(encoding="utf-8").partition("\n")[2])

@@ -26,7 +26,7 @@ import pytest
 
 from artifact_cd import contract
 from artifact_cd.scripts import PY_DIR
-from artifact_cd.scripts.py import auth, container, envfile, free_port, health, manifest, pulled
+from artifact_cd.scripts.py import auth, container, envfile, free_port, health, livefacts, manifest, pulled
 
 HELPERS = sorted(p for p in PY_DIR.glob("*.py") if p.name != "__init__.py")
 US = "\x1f"
@@ -38,7 +38,8 @@ LABELS = (contract.REVISION_LABEL, contract.SOURCE_LABEL, contract.SERVICE_LABEL
 
 
 def test_every_helper_module_is_tested_here() -> None:
-    tested = {m.__name__.rsplit(".", 1)[-1] for m in (auth, container, envfile, free_port, health, manifest, pulled)}
+    modules = (auth, container, envfile, free_port, health, livefacts, manifest, pulled)
+    tested = {m.__name__.rsplit(".", 1)[-1] for m in modules}  # livefacts: tests/unit/test_live_probe.py
     assert {p.stem for p in HELPERS} == tested
 
 

@@ -31,8 +31,11 @@ from artifact_cd.contract import ARGS_MODELS, last_json_object
 from artifact_cd.scripts import PY_DIR, SCRIPT_DIR, command_line, script_text
 
 ROOT = Path(__file__).resolve().parents[2]
-# the consumers' scripts (manifest-check, move-image, compose-deploy, k3s-import, k3s-verify, read-auth)
-DEPLOY_SCRIPTS = tuple(dict.fromkeys(m.script for m in ARGS_MODELS if not m.script.startswith("registry-")))
+# the consumers' scripts (manifest-check, move-image, compose-deploy, k3s-import, k3s-verify, read-auth);
+# the read-only probes (registry-probe, live-probe): test_registry_scripts.py, test_live_probe.py
+DEPLOY_SCRIPTS = tuple(
+    dict.fromkeys(m.script for m in ARGS_MODELS if not m.script.startswith(("registry-", "live-")))
+)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "cd" * 32
