@@ -325,6 +325,10 @@ class ComposeDeployArgs(ScriptArgs):
     compose_command: str | None = None
     required_secrets: Annotated[tuple[str, ...], Flag("--required-secret")] = ()
     lock_wait: int | None = None
+    # deploy (the default; None: not emitted, so the plan's argv is unchanged) or verify: read-only,
+    # no lock, retag, env write or recreate; the same verdict with recreated false (the Pulumi
+    # Command's ``update``, run when only its script text or connection changed)
+    mode: Literal["deploy", "verify"] | None = None
 
 
 class K3sImportArgs(ScriptArgs):
