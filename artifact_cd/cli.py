@@ -9,6 +9,8 @@ non-zero exit and never a traceback:
 - 3  refused by a gate (unsupported, deprecated)
 
 ``status`` and ``health`` print a table on a terminal and JSON with ``--json`` or when piped.
+``status --services`` (the live view) exits 0 only when every planned service is in sync (held
+services do not count), 1 otherwise. ``plan --live`` adds the live view to the plan (read-only).
 """
 
 from __future__ import annotations
@@ -17,18 +19,24 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from . import catalog, render
 from .config import ConfigError, Problem, RegistryConfig, StackConfig, describe_commit_problem, load_stack
 from .gates import ApplyContext, Decision, deprecated_backend_core
-from .plan import plan_service, plan_stack
+from .plan import ServicePlan, plan_service, plan_services, plan_stack
+
+if TYPE_CHECKING:
+    from .remote import SshSettings
 
 EXIT_OK = 0
+EXIT_NOT_OK = 1
 EXIT_INVALID = 2
 EXIT_REFUSED = 3
+DEFAULT_SSH_TIMEOUT = 120.0
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -73,11 +81,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError([Problem("--commit", problem, "pass the full 40-hex sha of a pushed commit")])
         if args.service is None:
             raise ConfigError([Problem("--commit", "needs --service", "add --service <id>")])
+    _check_live_options(args)
     if getattr(args, "resources", False):
         return _plan_resources(args)
     if args.service is None:
         doc = plan_stack(cfg, ctx)
         doc["upstreamImages"] = _upstream_refusals(cfg)
+        if args.live:
+            doc = _live_stack(args, cfg, doc, plan_services(cfg, ctx))
         emit(doc)
         return EXIT_OK
     entry = catalog.get(args.service)
@@ -97,9 +108,67 @@ def cmd_plan(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_REFUSED
-    doc = plan_service(cfg, entry.id, ctx, commit_override=args.commit).to_json()
+    plan = plan_service(cfg, entry.id, ctx, commit_override=args.commit)
+    doc = _live_service(args, cfg, plan) if args.live else plan.to_json()
     emit(doc)
     return EXIT_REFUSED if doc["decision"] == Decision.UNSUPPORTED.value else EXIT_OK
+
+
+# --------------------------------------------------------------------------- the live view
+
+
+def _check_live_options(args: argparse.Namespace) -> None:
+    """``--ssh-*``/``--timeout`` only with ``--live``; ``--live`` not with ``--resources``."""
+    if not args.live and (args.ssh_key is not None or args.ssh_option or args.timeout is not None):
+        raise ConfigError([Problem("--ssh-option", "only with --live", "add --live or drop the SSH options")])
+    if args.live and getattr(args, "resources", False):
+        raise ConfigError([Problem("--live", "not with --resources", "drop one of --live and --resources")])
+
+
+def _ssh_settings(args: argparse.Namespace) -> SshSettings:
+    from .remote import cli_settings
+
+    timeout = args.timeout if args.timeout is not None else DEFAULT_SSH_TIMEOUT
+    return cli_settings(
+        ssh_key=args.ssh_key, ssh_options=args.ssh_option, timeout=timeout, environ=os.environ
+    )
+
+
+def _live_stack(
+    args: argparse.Namespace, cfg: StackConfig, doc: dict[str, Any], plans: list[ServicePlan]
+) -> dict[str, Any]:
+    from .liveprobe import collect_live, live_plan_stack
+
+    settings = _ssh_settings(args)
+    return live_plan_stack(cfg, doc, plans, collect_live(cfg, plans, settings))
+
+
+def _live_service(args: argparse.Namespace, cfg: StackConfig, plan: ServicePlan) -> dict[str, Any]:
+    from .liveprobe import collect_live, live_plan_service, live_view_summary, service_statuses
+
+    settings = _ssh_settings(args)
+    view = collect_live(cfg, [plan], settings)
+    statuses = service_statuses(cfg, [plan], view)
+    doc = live_plan_service(plan, view, statuses[0] if statuses else None)
+    doc["liveView"] = live_view_summary([plan], view, statuses)
+    return doc
+
+
+def cmd_status_services(args: argparse.Namespace) -> int:
+    """``status --services``: one read-only probe per host; per service desired vs live."""
+    from .liveprobe import collect_live, format_status_table, status_document
+
+    cfg = load(args)
+    settings = _ssh_settings(args)
+    plans = plan_services(cfg, ApplyContext.from_environ(os.environ, live=False))
+    started = time.monotonic()
+    view = collect_live(cfg, plans, settings)
+    doc = status_document(cfg, plans, view, seconds=round(time.monotonic() - started, 3))
+    if args.json or not sys.stdout.isatty():
+        emit(doc)
+    else:
+        sys.stdout.write(format_status_table(doc))
+    return EXIT_OK if doc["ok"] else EXIT_NOT_OK
 
 
 def _upstream_refusal(service_id: str, cfg: StackConfig) -> dict[str, Any] | None:
@@ -176,13 +245,16 @@ def cmd_registry_query(args: argparse.Namespace) -> int:
     """status / health: one read-only SSH round trip to D601 (artifact_cd.remote, artifact_cd.health)."""
     from .remote import cli_query
 
+    if getattr(args, "services", False):
+        return cmd_status_services(args)
+
     mode: Literal["status", "health"] = "health" if args.verb == "health" else "status"
     return cli_query(
         load(args),
         mode,
         ssh_key=args.ssh_key,
         ssh_options=args.ssh_option,
-        timeout=args.timeout,
+        timeout=args.timeout if args.timeout is not None else DEFAULT_SSH_TIMEOUT,
         as_json=args.json,
         environ=os.environ,
         out=sys.stdout,
@@ -210,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the Pulumi program under the mock engine (preview); list every resource it registers",
     )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="read-only: fill the dry-run's live fields from one probe per host over SSH",
+    )
+    _ssh_arguments(p)
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("render", help="the registry config, compose file and systemd unit with SHA-256")
@@ -240,18 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=text)
         p.add_argument("--stack", required=True, choices=catalog.ENVS)
         p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
-        p.add_argument("--ssh-key", help="private key file for D601 (default: $ARTIFACT_CD_SSH_KEY or ssh's)")
-        p.add_argument(
-            "--ssh-option",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="extra OpenSSH -o option, repeatable (also $ARTIFACT_CD_SSH_OPTIONS, shell-quoted words)",
-        )
-        p.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole SSH round trip")
+        if verb == "status":
+            p.add_argument(
+                "--services",
+                action="store_true",
+                help="the live view: per service desired vs live commit, verdict, what to run",
+            )
+        _ssh_arguments(p)
         p.set_defaults(handler=cmd_registry_query)
 
     return parser
+
+
+def _ssh_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssh-key", help="private key file (default: $ARTIFACT_CD_SSH_KEY or ssh's)")
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra OpenSSH -o option, repeatable (also $ARTIFACT_CD_SSH_OPTIONS, shell-quoted words)",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="seconds for an SSH round trip (default 120)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,6 +62,7 @@ class ServiceFacts(_Facts):
     """One planned service as the probe saw it on its host (never a secret value)."""
 
     service: str
+    kind: str | None = None  # "compose" | "k3s"
     found: bool  # the container / every Deployment exists
     running: bool | None = None
     container_id: str | None = None  # compose: the container; k3s: None
@@ -102,6 +103,13 @@ class HostView(_Facts):
     manifests: dict[str, str | None] = Field(default_factory=dict)  # D601: "repo:tag" -> digest|None
     auth_sha256: str | None = None  # master: sha256 of the canonical auth section (frontend dev)
     seconds: float | None = None
+    # additive (issue 10, the collector): why a fact is missing, and the probe's own view
+    manifest_errors: dict[str, str] = Field(default_factory=dict)  # "repo:tag" -> why unknown
+    auth_error: str | None = None  # config-missing | config-unreadable | config-invalid | auth-missing
+    registry_error: str | None = None
+    hostname: str | None = None
+    docker_state: str | None = None  # reachable | not-installed | permission-denied | ...
+    probe_seconds: float | None = None  # the probe's own time on the host (seconds: the round trip)
 
 
 class LiveView(_Facts):
@@ -133,6 +141,7 @@ class ServiceStatus(_Facts):
     action: str
     repair: str | None = None  # drift fingerprint (the repairing steps' trigger), when repairable
     missing_secret_keys: tuple[str, ...] | None = None
+    manifest_digest: str | None = None  # the commit's manifest digest in the D601 registry, when known
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -187,6 +196,7 @@ def decide_service(
             action=action,
             repair=repair,
             missing_secret_keys=missing,
+            manifest_digest=digest,
         )
 
     up = f"pulumi up --stack {stack}"
@@ -206,6 +216,8 @@ def decide_service(
     assert commit is not None
     publish = f"python -m artifact_cd publish --service {service} --repo <checkout at {commit}>"
     fix = up if manifest_present is not False else f"{publish}, then {up}"
+    if missing:  # the deploy's preflight refuses before anything changes: restore them first
+        fix = f"restore {', '.join(missing)} in the env file, then {fix}"
     if not facts.found:
         return status(Verdict.NOT_DEPLOYED, f"no container/Deployment of {service} on {host}", fix)
     if live_commit != commit or facts.requested_commit != commit:
@@ -225,4 +237,11 @@ def decide_service(
         )
     if facts.image_present is False:
         return status(Verdict.MISSING_IMAGE, f"live on {commit}, but its image is gone from {host}", fix)
+    if missing:
+        return status(
+            Verdict.IN_SYNC,
+            f"live and healthy on {commit}; required secret keys missing in the env file: "
+            f"{', '.join(missing)} (the next deploy would be refused)",
+            f"restore {', '.join(missing)} in the env file before the next deploy (values are never printed)",
+        )
     return status(Verdict.IN_SYNC, f"live and healthy on {commit}", "nothing to do")

@@ -1,4 +1,4 @@
-"""OpenSSH runner for the CLI's read-only verbs (``status``, ``health``).
+"""OpenSSH runner for the CLI's read-only verbs (``status``, ``health``) and the live probe.
 
 One SSH round trip: ``ssh -o BatchMode=yes -p PORT user@host bash -s -- <probe args>`` with the
 probe script (``lib.sh`` + ``registry-probe.sh``) on stdin: exactly the ``command_line`` and
@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from . import health
 from .config import ConfigError, HostConfig, Problem, StackConfig
-from .contract import RegistryProbeArgs, last_json_object
+from .contract import RegistryProbeArgs, ScriptArgs, last_json_object
 from .plan import Step, plan_registry_host
 from .scripts import command_line, script_text
 
@@ -150,7 +150,15 @@ def run_step(host: HostConfig, step: Step, settings: SshSettings) -> RemoteResul
         case call if call.needs_manifest:
             raise ValueError(f"step {step.id} needs the manifest check's live values")
         case call:
-            pass
+            return run_call(host, call, settings)
+
+
+def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> RemoteResult:
+    """Run one script call over SSH: ``bash -s -- <its argv>``, the script text on stdin.
+
+    Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh)."""
+    if call.needs_manifest:
+        raise ValueError(f"{call.script} needs the manifest check's live values")
     argv = ssh_argv(host, command_line(call.to_argv()), settings)
     started = time.monotonic()
     try:
@@ -216,6 +224,19 @@ EXIT_OK = 0
 EXIT_NOT_OK = 1
 
 
+def cli_settings(
+    *, ssh_key: str | None, ssh_options: Sequence[str], timeout: float, environ: Mapping[str, str]
+) -> SshSettings:
+    """The CLI's SSH settings (``--ssh-key``, ``--ssh-option``, ``ARTIFACT_CD_SSH_*``); an unusable
+    option or key file is a :class:`ConfigError` (exit 2)."""
+    try:
+        return SshSettings.build(key_file=ssh_key, options=ssh_options, environ=environ, timeout=timeout)
+    except SshOptionError as error:
+        raise ConfigError(
+            [Problem("--ssh-option", str(error), f"pass OpenSSH Key=Value options; check {SSH_KEY_ENV}")]
+        ) from None
+
+
 def cli_query(
     cfg: StackConfig,
     mode: health.Mode,
@@ -231,12 +252,7 @@ def cli_query(
     ``out`` is not a terminal, else a table). Exit 0 when ok, 1 when not ok.
 
     Raises :class:`ConfigError` (exit 2) for an unusable SSH option or key file."""
-    try:
-        settings = SshSettings.build(key_file=ssh_key, options=ssh_options, environ=environ, timeout=timeout)
-    except SshOptionError as error:
-        raise ConfigError(
-            [Problem("--ssh-option", str(error), f"pass OpenSSH Key=Value options; check {SSH_KEY_ENV}")]
-        ) from None
+    settings = cli_settings(ssh_key=ssh_key, ssh_options=ssh_options, timeout=timeout, environ=environ)
     doc = registry_query(cfg, mode, settings)
     doc = {"stack": cfg.env, **doc}
     if as_json or not out.isatty():
