@@ -8,8 +8,13 @@ Two shapes, one component (the plan says which):
 
 ``deploy`` is ``compose-deploy.sh``: lock, secret preflight (baidu-netdisk), retag, write the
 ``UNIDESK_<SERVICE>_DEPLOY_*`` env, ``up -d --no-build --no-deps --force-recreate <service>``, verify
-(image, revision label, health commits; todo-note synthetic health; baidu auth gate). No
-Kubernetes object is ever created here.
+(image, revision label, health commits; todo-note synthetic health; baidu auth gate); a deploy
+that finds the service already live on exactly this deploy changes nothing (``alreadyLive``). Its
+``update`` is the same call in verify mode (read-only). No Kubernetes object is ever created here.
+
+How the live view shapes it (``components.reconcile``): in a repair, ``move`` and ``deploy`` carry
+the drift fingerprint in their live slot (replaced: they run again); held, every input is ignored
+and the deploy's ``create`` is the verify mode too.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from artifact_cd.catalog import TargetKind
 from artifact_cd.contract import ComposeDeployArgs, ManifestCheckArgs, MoveImageArgs
 from artifact_cd.plan import ComposeTargetDoc, ServicePlan, Step
 
-from .steps import Connections, ServiceConsumer, ok_result, planned_commit, remote_step, step_script
+from .reconcile import NO_LIVE_VIEW, Posture, ServiceAction
+from .steps import (
+    Connections,
+    ServiceConsumer,
+    ok_result,
+    planned_commit,
+    remote_step,
+    step_script,
+    verify_only,
+)
 
 TYPE = "unidesk:cd:ComposeServiceConsumer"
 
@@ -35,6 +49,12 @@ class ComposeServiceConsumerArgs:
     # what the manifest check waits for (the registry install's decided acceptance, when this
     # stack manages the registry)
     after: Sequence[pulumi.Input[pulumi.Resource]] = ()
+    # how the live view registers it (None: as planned, without a live view)
+    action: ServiceAction | None = None
+
+    @property
+    def live(self) -> ServiceAction:
+        return self.action or ServiceAction(self.plan.service, self.plan, Posture.IN_SYNC, NO_LIVE_VIEW)
 
 
 @dataclass(frozen=True)
@@ -82,12 +102,20 @@ class ComposeServiceConsumer(ServiceConsumer):
         self, name: str, args: ComposeServiceConsumerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        plan, conns = args.plan, args.connections
+        plan, conns, action = args.plan, args.connections, args.live
         steps = check_plan(plan)
-        commit = steps.commit
-        check, live = self._manifest_check(name, steps.check, conns, commit, after=args.after)
-        move = remote_step(self, name, steps.move, conns, commit, live=live, depends_on=[check])
-        deploy = remote_step(self, name, steps.deploy, conns, commit, live=live, depends_on=[move])
+        commit, hold = steps.commit, action.hold
+        check, live = self._manifest_check(
+            name, steps.check, conns, commit, after=args.after, slot=action.slot(repairs=False), hold=hold
+        )
+        move = remote_step(
+            self, name, steps.move, conns, commit, slot=action.slot(repairs=True), hold=hold, live=live,
+            depends_on=[check],
+        )  # fmt: skip
+        deploy = remote_step(
+            self, name, steps.deploy, conns, commit, slot=action.slot(repairs=True), hold=hold, live=live,
+            depends_on=[move], create_as=verify_only if hold else None, update_as=verify_only,
+        )  # fmt: skip
 
         self.verdict = deploy.stdout.apply(lambda out: ok_result(out, f"{plan.service} deploy"))
         self.register_outputs(
@@ -95,6 +123,8 @@ class ComposeServiceConsumer(ServiceConsumer):
                 "service": plan.service,
                 "commit": commit,
                 "targetKind": steps.target.kind.value,
+                "posture": action.posture.value,
+                "live": action.verdict,
                 "digest": self.digest,
                 "imageId": self.image_id,
                 "moved": move.stdout.apply(lambda out: ok_result(out, f"{plan.service} {steps.move.id}")),

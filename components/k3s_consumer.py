@@ -8,6 +8,16 @@ forced server-side apply; retained on delete) → ``verify`` (D601: rollout + he
 Kubernetes API service proxy; an old healthy revision is rejected).
 
 Only patches of existing objects are registered: never a Service, NodePort, hostPort or Ingress.
+
+How the live view shapes it (``components.reconcile``): in a repair, ``import`` and ``verify``
+carry the drift fingerprint in their live slot (replaced: they run again) and each
+``DeploymentPatch`` gets the pod-template annotation ``unidesk.io/deploy-repair: <fingerprint>``
+(an update: a forced server-side apply of the whole patch, which takes a hand-edited image or env
+back, and a new pod template, which restarts the pods — the k3s counterpart of a Compose
+recreate; docs/engine-semantics.md K4, K5, K7). In sync, that annotation keeps its stored value
+(``ignore_changes``). The patch document of the plan stays as it is; the annotation is added here.
+The auth read's live slot is the master's auth hash: a changed auth section replaces the read, and
+the Secret/ConfigMap patches update with the new value. Held, every input is ignored.
 """
 
 from __future__ import annotations
@@ -22,10 +32,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from artifact_cd import plan as core_plan
-from artifact_cd.contract import K3sImportArgs, K3sVerifyArgs, ManifestCheckArgs, ReadAuthArgs
+from artifact_cd.contract import (
+    ANNOTATION_PREFIX,
+    K3sImportArgs,
+    K3sVerifyArgs,
+    ManifestCheckArgs,
+    ReadAuthArgs,
+)
 from artifact_cd.plan import AuthSyncPatch, DeploymentPatch, K3sTargetDoc, ServicePlan, Step
 
+from .reconcile import NO_LIVE_VIEW, Posture, ServiceAction
 from .steps import (
+    PATCH_INPUTS,
     Connections,
     LiveValues,
     ServiceConsumer,
@@ -39,6 +57,9 @@ from .steps import (
 
 TYPE = "unidesk:cd:K3sServiceConsumer"
 PATCH_FORCE = DeploymentPatch.FORCE
+REPAIR_ANNOTATION = f"{ANNOTATION_PREFIX}repair"
+# the property path of the repair annotation in a DeploymentPatch's inputs (ignore_changes)
+REPAIR_ANNOTATION_PATH = f'spec.template.metadata.annotations["{REPAIR_ANNOTATION}"]'
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,12 @@ class K3sServiceConsumerArgs:
     provider: k8s.Provider
     # what the manifest check waits for (see ComposeServiceConsumerArgs.after)
     after: Sequence[pulumi.Input[pulumi.Resource]] = ()
+    # how the live view registers it (None: as planned, without a live view)
+    action: ServiceAction | None = None
+
+    @property
+    def live(self) -> ServiceAction:
+        return self.action or ServiceAction(self.plan.service, self.plan, Posture.IN_SYNC, NO_LIVE_VIEW)
 
 
 @dataclass(frozen=True)
@@ -145,25 +172,37 @@ class K3sServiceConsumer(ServiceConsumer):
         self, name: str, args: K3sServiceConsumerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        plan, conns = args.plan, args.connections
+        plan, conns, action = args.plan, args.connections, args.live
         steps = check_plan(plan)
-        commit = steps.commit
+        commit, hold = steps.commit, action.hold
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
+        repairs = action.slot(repairs=True)
 
-        check, live = self._manifest_check(name, steps.check, conns, commit, after=args.after)
-        imported = remote_step(self, name, steps.imported, conns, commit, live=live, depends_on=[check])
+        check, live = self._manifest_check(
+            name, steps.check, conns, commit, after=args.after, slot=action.slot(repairs=False), hold=hold
+        )
+        imported = remote_step(
+            self, name, steps.imported, conns, commit, slot=repairs, hold=hold, live=live, depends_on=[check]
+        )
         before_patches: list[pulumi.Resource] = [imported]
 
         if steps.auth is not None:
-            read = remote_step(self, name, steps.auth.read, conns, commit, depends_on=[imported])
-            before_patches = list(self._auth_sync(name, steps.auth, read, plan, k8s_opts))
+            read = remote_step(
+                self, name, steps.auth.read, conns, commit, slot=action.auth_slot(), hold=hold,
+                depends_on=[imported],
+            )  # fmt: skip
+            before_patches = list(self._auth_sync(name, steps.auth, read, plan, k8s_opts, hold=hold))
 
         patches: list[pulumi.Resource] = [
-            self._deployment_patch(name, step, body, live=live, k8s_opts=k8s_opts, depends_on=before_patches)
+            self._deployment_patch(
+                name, step, body, live=live, k8s_opts=k8s_opts, depends_on=before_patches, action=action
+            )
             for step, body in steps.patches
         ]
 
-        verify = remote_step(self, name, steps.verify, conns, commit, depends_on=patches)
+        verify = remote_step(
+            self, name, steps.verify, conns, commit, slot=repairs, hold=hold, depends_on=patches
+        )
 
         self.verdict = verify.stdout.apply(lambda out: ok_result(out, f"{plan.service} verify"))
         self.register_outputs(
@@ -171,6 +210,8 @@ class K3sServiceConsumer(ServiceConsumer):
                 "service": plan.service,
                 "commit": commit,
                 "targetKind": steps.target.kind.value,
+                "posture": action.posture.value,
+                "live": action.verdict,
                 "digest": self.digest,
                 "imageId": self.image_id,
                 "imported": imported.stdout.apply(lambda out: ok_result(out, f"{plan.service} import")),
@@ -188,15 +229,26 @@ class K3sServiceConsumer(ServiceConsumer):
         live: LiveValues,
         k8s_opts: pulumi.ResourceOptions,
         depends_on: list[pulumi.Resource],
+        action: ServiceAction,
     ) -> k8s.apps.v1.DeploymentPatch:
         body = resolve_live(patch.to_json(), live)
         if contains_placeholder(body):
             raise ValueError(f"{step.id}: a live placeholder is left in the patch")
+        ignore: list[str] = []
+        if action.hold:
+            ignore = list(PATCH_INPUTS)
+        elif action.posture == Posture.REPAIR and action.repair:
+            template = body["spec"]["template"]["metadata"]
+            template["annotations"] = {**template["annotations"], REPAIR_ANNOTATION: action.repair}
+        else:
+            ignore = [REPAIR_ANNOTATION_PATH]
         return k8s.apps.v1.DeploymentPatch(
             f"{name}-{step.id}",
             metadata=cast(Any, body["metadata"]),
             spec=cast(Any, body["spec"]),
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=depends_on)),
+            opts=pulumi.ResourceOptions.merge(
+                k8s_opts, pulumi.ResourceOptions(depends_on=depends_on, ignore_changes=ignore or None)
+            ),
         )
 
     def _auth_sync(
@@ -206,6 +258,8 @@ class K3sServiceConsumer(ServiceConsumer):
         read: pulumi.Resource,
         plan: ServicePlan,
         k8s_opts: pulumi.ResourceOptions,
+        *,
+        hold: bool,
     ) -> tuple[pulumi.Resource, pulumi.Resource]:
         secret, config_map = auth.patch.secret, auth.patch.config_map
         stdout = cast(Any, read).stdout
@@ -214,7 +268,10 @@ class K3sServiceConsumer(ServiceConsumer):
             lambda out: _auth_from(out, f"{plan.service} auth-read")
         )
         auth_sha = auth_json.apply(lambda text: hashlib.sha256(text.encode("utf-8")).hexdigest())
-        after_read = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[read]))
+        after_read = pulumi.ResourceOptions.merge(
+            k8s_opts,
+            pulumi.ResourceOptions(depends_on=[read], ignore_changes=list(PATCH_INPUTS) if hold else None),
+        )
         secret_patch = k8s.core.v1.SecretPatch(
             f"{name}-{auth.sync.id}-secret",
             metadata={"name": secret.name, "namespace": secret.namespace, "annotations": dict(PATCH_FORCE)},

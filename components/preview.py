@@ -15,11 +15,17 @@ everything it depends on — and returns what the provider computes. The test en
 
 ``run_program`` is not re-entrant (the Pulumi runtime settings are process-global); calls are
 serialised by a lock. Each call starts a fresh root stack.
+
+Without ``secrets`` a run gets placeholder secrets, which reach no host: the program then decides
+without a live view (``components.live_source.without_live_view``): every service as planned, the
+way ``plan --resources`` shows it. What the program logs (``pulumi.log``: the live view's warnings,
+held and refused services) is in ``ProgramRun.logs``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +47,8 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from artifact_cd import config as core_config
 from artifact_cd import gates, scripts
+
+from . import live_source
 
 PROGRAM_DIR = Path(__file__).resolve().parent.parent  # the Pulumi project: Pulumi.yaml, __main__.py
 COMMAND_TYPE = "command:remote:Command"
@@ -101,6 +109,13 @@ class ProgramRun:
     resources: list[RegisteredResource]
     outputs: dict[str, Any]
     error: BaseException | None
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (level name, message) from pulumi.log
+
+    def warnings(self) -> list[str]:
+        return [message for level, message in self.logs if level == "WARNING"]
+
+    def errors(self) -> list[str]:
+        return [message for level, message in self.logs if level == "ERROR"]
 
     def of_type(self, type_: str) -> list[RegisteredResource]:
         return [r for r in self.resources if r.type == type_]
@@ -302,6 +317,27 @@ async def _resolve(value: Any) -> Any:
 _LOG = logging.getLogger("components.preview")
 
 
+class _Recorder(logging.Handler):
+    """Keeps what the program logs through ``pulumi.log`` during one run."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelname, record.getMessage()))
+
+
+@contextmanager
+def _recording() -> Iterator[_Recorder]:
+    recorder = _Recorder()
+    _LOG.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        _LOG.removeHandler(recorder)
+
+
 def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """A failed run leaves Outputs nobody awaits; their error is already ``ProgramRun.error``."""
     message = str(context.get("message", ""))
@@ -338,13 +374,15 @@ def run_program(
     project_dir = project_dir or PROGRAM_DIR
     project = core_config.PROJECT
     values = _config_values(stack, config, project_dir)
+    placeholders = secrets is None
     if secrets is None:
         secrets = {key: PLACEHOLDER_SECRET for key in core_config.SECRET_KEYS if key not in values}
     all_config = {f"{project}:{k}": _to_config_string(v) for k, v in values.items()}
     all_config.update({f"{project}:{k}": v for k, v in secrets.items()})
     secret_keys = [f"{project}:{k}" for k in secrets]
 
-    with _RUN_LOCK, _environment(environ):
+    offline = live_source.without_live_view() if placeholders else contextlib.nullcontext()
+    with _RUN_LOCK, _environment(environ), offline, _recording() as recorder:
         program_mocks = mocks or ProgramMocks()
         preview = program_mocks.preview
         monitor = RecordingMonitor(program_mocks)
@@ -374,7 +412,12 @@ def run_program(
             error = error or exc
         pulumi.runtime.set_all_config({}, [])
         return ProgramRun(
-            stack=stack, preview=preview, resources=list(monitor.recorded), outputs=outputs, error=error
+            stack=stack,
+            preview=preview,
+            resources=list(monitor.recorded),
+            outputs=outputs,
+            error=error,
+            logs=list(recorder.records),
         )
 
 

@@ -6,20 +6,27 @@ Order of business, and nothing is registered before the refusals:
    refuses unknown keys and bad values exactly as the offline ``plan`` does;
 2. plan every service of the stack (:func:`artifact_cd.plan.plan_services`) with the gates'
    :class:`ApplyContext` (``live`` = not a preview; Code Queue task detection from the environment);
-3. in a live run (``pulumi up``) any ``gated`` service fails the program, naming the approval;
-4. the secrets the planned resources need must be set, encrypted;
-5. register the registry host (only when ``registry.manage``) and one consumer per ``planned``
-   service; plan-only / gated / unsupported / not-configured services register nothing;
-6. export ``plans`` ({service: plan document}), ``registryHost`` (its plan), ``results`` and, when
-   the registry is managed, ``registryAcceptance``. In a preview the plan documents equal
-   ``python -m artifact_cd plan --stack <stack>``; after ``up`` ``registry.digest`` is the live one.
+3. the secrets the planned (and gated) services need must be set, encrypted;
+4. read the live view (``components.live_source.probe_live``: one read-only SSH round trip per
+   host, in preview and up alike) and decide from it how each service and the registry install
+   are registered (``components.reconcile``): in sync, repaired, held, or refused;
+5. register the registry host (only when ``registry.manage``) and one consumer per planned (or
+   held) service; plan-only / unsupported / not-configured services register nothing;
+6. print the live view's warnings (drift to repair, held services and the approval to set,
+   hosts that did not answer) with ``pulumi.log``;
+7. export ``plans`` ({service: plan document}, exactly ``python -m artifact_cd plan --stack S``),
+   ``registryHost`` (its plan), ``results`` (the live digest, image ID and verdict of each
+   registered consumer), ``held`` and, when the registry is managed, ``registryAcceptance``;
+8. in ``pulumi up``, a service (or the registry install) whose host did not answer was not
+   registered: the program then fails, after every other service was deployed, so the engine
+   deletes nothing of it (docs/engine-semantics.md E1: a run that fails performs no deletes).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,6 +45,7 @@ from artifact_cd.config import (
     parse_stack_config,
 )
 from artifact_cd.gates import ApplyContext, Decision
+from artifact_cd.live import LiveView
 from artifact_cd.plan import (
     ComposeTargetDoc,
     K3sTargetDoc,
@@ -48,9 +56,10 @@ from artifact_cd.plan import (
     plan_services,
 )
 
-from . import compose_consumer, k3s_consumer, registry_host
+from . import compose_consumer, k3s_consumer, live_source, registry_host
 from .compose_consumer import ComposeServiceConsumer, ComposeServiceConsumerArgs
 from .k3s_consumer import K3sServiceConsumer, K3sServiceConsumerArgs
+from .reconcile import Note, Posture, Reconciliation, reconcile
 from .registry_host import ArtifactRegistryHost, ArtifactRegistryHostArgs
 from .steps import MissingScript, ServiceConsumer, connections
 
@@ -61,7 +70,12 @@ KUBECONFIG = "kubeconfig"
 
 
 class ProgramRefused(pulumi.RunError):
-    """The program refused before registering any resource (config, gate or missing secret)."""
+    """The program refused before registering any resource (config, missing secret, live probe setup)."""
+
+
+class ServicesRefused(pulumi.RunError):
+    """``pulumi up`` did not register services whose host did not answer; every other service was
+    deployed. Failing the run keeps their state (a successful run would delete it, E1)."""
 
 
 # --------------------------------------------------------------------------- config
@@ -127,8 +141,9 @@ def _refuse(title: str, lines: list[str]) -> ProgramRefused:
 # --------------------------------------------------------------------------- what to register
 
 
-def needed_secrets(cfg: StackConfig, planned: list[ServicePlan]) -> dict[str, list[str]]:
-    """Secret key → who needs it, for the resources this run registers."""
+def needed_secrets(cfg: StackConfig, planned: Sequence[ServicePlan]) -> dict[str, list[str]]:
+    """Secret key → who needs it, for the resources this run may register (a gated service is
+    held at its live commit, so its hosts are probed and its Commands registered)."""
     need: dict[str, list[str]] = {}
     if cfg.registry.manage:
         need.setdefault(HOST_SECRET[core_plan.HOST_D601], []).append("registry host")
@@ -162,19 +177,9 @@ def check_secrets(need: Mapping[str, list[str]], present: frozenset[str], encryp
         raise _refuse("secrets missing or not encrypted; nothing was registered:", problems)
 
 
-def check_gates(plans: list[ServicePlan], ctx: ApplyContext) -> None:
-    if not ctx.live:
-        return
-    gated = [p for p in plans if p.decision == Decision.GATED]
-    if gated:
-        raise _refuse(
-            "pulumi up refused: gated services need an approval for exactly their commit; "
-            "nothing was registered:",
-            [f"{p.service} ({p.commit}): {p.reason}. Fix: {p.fix}" for p in gated],
-        )
-
-
-def check_translatable(cfg: StackConfig, planned: list[ServicePlan], registry_plan: RegistryHostPlan) -> None:
+def check_translatable(
+    cfg: StackConfig, planned: Sequence[ServicePlan], registry_plan: RegistryHostPlan
+) -> None:
     """Every plan to register is one a component can translate and every script exists — checked
     before the first resource, so a broken checkout never leaves a half-registered program."""
     problems: list[str] = []
@@ -203,11 +208,44 @@ def check_translatable(cfg: StackConfig, planned: list[ServicePlan], registry_pl
 # --------------------------------------------------------------------------- main
 
 
-def _doc_with_digest(doc: dict[str, Any], digest: pulumi.Output[str] | None) -> Any:
-    if digest is None or doc.get("registry") is None:
-        return doc
-    registry = dict(doc["registry"])
-    return {**doc, "registry": digest.apply(lambda d: {**registry, "digest": d})}
+def read_live(
+    cfg: StackConfig, plans: Sequence[ServicePlan], config: pulumi.Config, need: Mapping[str, list[str]]
+) -> LiveView | None:
+    """This run's live view of the hosts the stack's services and registry use; None when the run
+    has none (placeholder secrets: ``components.live_source.without_live_view``). The private keys
+    are read as plaintext here and handed only to the probe (never logged, never in an Output)."""
+    if not live_source.live_view_available():
+        return None
+    keys: dict[str, str] = {}
+    for host, key in HOST_SECRET.items():
+        if key in need:
+            value = config.get(key)
+            if value:
+                keys[host] = value
+    try:
+        return live_source.probe_live(cfg, plans, keys)  # looked up when called (tests replace it)
+    except live_source.LiveSourceError as error:
+        raise _refuse(
+            "the live probe cannot be set up; nothing was registered:",
+            [f"{error}. Fix: {live_source.SSH_OPTIONS_FIX}"],
+        ) from None
+
+
+def _log(note: Note, component: pulumi.Resource | None = None) -> None:
+    match note.severity:
+        case "error":
+            pulumi.log.error(note.message, resource=component)
+        case "warning":
+            pulumi.log.warn(note.message, resource=component)
+        case _:
+            pulumi.log.info(note.message, resource=component)
+
+
+def _refused(rec: Reconciliation) -> list[str]:
+    lines = [f"{h.service} ({h.commit}): {h.reason}. Fix: {h.fix}" for h in rec.refused]
+    if rec.registry is not None and rec.registry.posture is None:
+        lines.insert(0, f"the registry install: {rec.registry.reason}")
+    return lines
 
 
 def main(environ: Mapping[str, str] | None = None) -> None:
@@ -225,27 +263,32 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     )
     plans = plan_services(cfg, ctx)
     registry_plan: RegistryHostPlan = plan_registry_host(cfg)
-    check_gates(plans, ctx)
     planned = [p for p in plans if p.decision == Decision.PLANNED]
+    gated = [p for p in plans if p.decision == Decision.GATED]
     check_translatable(cfg, planned, registry_plan)
-    need = needed_secrets(cfg, planned)
+    need = needed_secrets(cfg, planned + gated)
     check_secrets(need, present, encrypted)
 
     config = pulumi.Config(PROJECT)
+    view = read_live(cfg, planned + gated, config, need)
+    rec = reconcile(cfg, ctx, plans, view, decide_registry=registry_host.health_decide)
+    check_translatable(cfg, [a.plan for a in rec.actions if a.plan not in planned], registry_plan)
+
     keys = {host: config.require_secret(key) for host, key in HOST_SECRET.items() if key in need}
     conns = connections(cfg, keys)
 
     acceptance: pulumi.Output[dict[str, Any]] | None = None
     after: list[pulumi.Input[pulumi.Resource]] = []
-    if cfg.registry.manage:
+    if rec.registry is not None and rec.registry.posture is not None:
         registry = ArtifactRegistryHost(
-            REGISTRY_COMPONENT, ArtifactRegistryHostArgs(plan=registry_plan, connections=conns)
+            REGISTRY_COMPONENT,
+            ArtifactRegistryHostArgs(plan=registry_plan, connections=conns, action=rec.registry),
         )
         acceptance = registry.acceptance
         after = [registry.ready]
 
     provider: k8s.Provider | None = None
-    if KUBECONFIG in need:
+    if any(isinstance(a.plan.target, K3sTargetDoc) for a in rec.actions):
         provider = k8s.Provider(
             K8S_PROVIDER,
             kubeconfig=config.require_secret(KUBECONFIG),
@@ -253,44 +296,52 @@ def main(environ: Mapping[str, str] | None = None) -> None:
         )
 
     consumers: dict[str, ServiceConsumer] = {}
-    for p in planned:
+    for action in rec.actions:
+        p = action.plan
         match p.target:
             case K3sTargetDoc():
                 assert provider is not None
                 consumers[p.service] = K3sServiceConsumer(
                     p.service,
-                    K3sServiceConsumerArgs(plan=p, connections=conns, provider=provider, after=after),
+                    K3sServiceConsumerArgs(
+                        plan=p, connections=conns, provider=provider, after=after, action=action
+                    ),
                 )
             case ComposeTargetDoc():
                 consumers[p.service] = ComposeServiceConsumer(
-                    p.service, ComposeServiceConsumerArgs(plan=p, connections=conns, after=after)
+                    p.service,
+                    ComposeServiceConsumerArgs(plan=p, connections=conns, after=after, action=action),
                 )
             case NoTargetDoc():  # refused by check_translatable before anything was registered
                 raise AssertionError(f"{p.service}: planned without a consumer target")
 
-    pulumi.export(
-        "plans",
-        {
-            # preview: the plan document as the offline plan prints it (registry.digest null);
-            # up: the same document with the digest the manifest check read live
-            p.service: _doc_with_digest(
-                p.to_json(), consumers[p.service].digest if ctx.live and p.service in consumers else None
-            )
-            for p in plans
-        },
-    )
+    for note in rec.notes:
+        _log(note, consumers.get(note.service) if note.service else None)
+
+    # the plan documents exactly as the offline plan prints them, in preview and up alike (the
+    # live digest is in `results`): a preview after an up shows no output change
+    pulumi.export("plans", {p.service: p.to_json() for p in plans})
     pulumi.export("registryHost", registry_plan.to_json())
     pulumi.export(
         "results",
         {
-            p.service: {
-                "commit": p.commit,
-                "digest": consumers[p.service].digest,
-                "imageId": consumers[p.service].image_id,
-                "verdict": consumers[p.service].verdict,
+            a.service: {
+                "commit": a.plan.commit,
+                "digest": consumers[a.service].digest,
+                "imageId": consumers[a.service].image_id,
+                "verdict": consumers[a.service].verdict,
             }
-            for p in planned
+            for a in rec.actions
+            if a.posture != Posture.HOLD
         },
     )
+    pulumi.export("held", [h.to_json() for h in sorted(rec.held, key=lambda h: h.service)])
     if acceptance is not None:
         pulumi.export("registryAcceptance", acceptance)
+
+    if ctx.live and (rec.refused or (rec.registry is not None and rec.registry.posture is None)):
+        raise ServicesRefused(
+            "pulumi up refused what it could not see; every other service was deployed, and the "
+            "state of these is kept (fix, then run pulumi up again):\n"
+            + "\n".join(f"  - {line}" for line in _refused(rec))
+        )

@@ -10,8 +10,17 @@ Nothing here can delete the registry storage: no Command has a ``delete``, every
 ``retain_on_delete``, so ``pulumi destroy`` (or dropping ``registry.manage``) forgets the
 resources and leaves the host, the unit, the container and the storage as they are.
 
-Acceptance: the probe's facts are decided by ``artifact_cd.health.decide(facts, mode="health")``;
-a non-preview run fails unless the decision is ``healthy``.
+Acceptance: the probe's facts are decided by ``artifact_cd.health.decide(facts, mode="health")``
+(:func:`health_decide`, looked up when called); a non-preview run fails unless the decision is
+``healthy``. Which facts (``components.reconcile``): when the live view of this run says the
+registry is healthy (nothing needs installing), the acceptance is that live decision, never the
+acceptance Command's stored stdout — an unchanged Command never runs again and keeps the stdout of
+its last run (docs/engine-semantics.md C4, C7), so deciding on it would wedge every later run
+after one unhealthy probe. Otherwise (drift: files differ from the render, unit stopped or
+disabled, listener off loopback, container not on the rendered spec, or not installed) every step,
+the acceptance included, carries the drift fingerprint in its live slot: they are replaced, run
+again, and the acceptance is decided from the probe of this run. A held install (a preview while
+D601 does not answer) ignores every input and decides nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from artifact_cd.contract import (
 )
 from artifact_cd.plan import RegistryHostPlan, Step
 
+from .reconcile import NO_LIVE_VIEW, Posture, RegistryAction
 from .steps import Connections, remote_step, result_of, step_script
 
 TYPE = "unidesk:registry:ArtifactRegistryHost"
@@ -53,13 +63,16 @@ def health_decide(facts: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def accept(stdout: str | None) -> dict[str, Any]:
+def accept(stdout: str | None, *, strict: bool = True) -> dict[str, Any]:
     """Decide the acceptance probe's facts (:func:`health_decide`, looked up when called);
-    anything but ``healthy`` fails the run."""
+    anything but ``healthy`` fails the run. Not ``strict`` (a preview): the decision is returned
+    as it is (the live view's warning already says what is wrong; ``pulumi up`` refuses it)."""
     facts = StepResult.parse(stdout, "registry-acceptance").data
     verdict = health_decide(facts)
     if not isinstance(verdict, dict) or verdict.get("decision") != "healthy":
         decision = verdict.get("decision") if isinstance(verdict, dict) else verdict
+        if not strict:
+            return verdict if isinstance(verdict, dict) else {"ok": False, "decision": decision}
         failed = verdict.get("failedScopes") if isinstance(verdict, dict) else None
         action = verdict.get("recommendedAction") if isinstance(verdict, dict) else None
         raise RegistryUnhealthy(
@@ -112,6 +125,12 @@ def check_plan(plan: RegistryHostPlan) -> RegistryHostSteps:
 class ArtifactRegistryHostArgs:
     plan: RegistryHostPlan
     connections: Connections
+    # how the live view registers it (None: as planned, without a live view)
+    action: RegistryAction | None = None
+
+    @property
+    def live(self) -> RegistryAction:
+        return self.action or RegistryAction(Posture.IN_SYNC, NO_LIVE_VIEW)
 
 
 class ArtifactRegistryHost(pulumi.ComponentResource):
@@ -125,20 +144,30 @@ class ArtifactRegistryHost(pulumi.ComponentResource):
         self, name: str, args: ArtifactRegistryHostArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        plan = args.plan
+        plan, action = args.plan, args.live
         steps = check_plan(plan)
         subject = f"registry-host:{plan.paths.image}"
         previous: list[pulumi.Resource] = []
         commands: dict[str, remote.Command] = {}
         for step in steps.in_order:
             cmd = remote_step(
-                self, name, step, args.connections, subject, depends_on=previous, retain_on_delete=True
-            )
+                self, name, step, args.connections, subject, slot=action.slot(), hold=action.hold,
+                depends_on=previous, retain_on_delete=True,
+            )  # fmt: skip
             commands[step.id] = cmd
             previous = [cmd]
 
         acceptance_command: pulumi.Resource = commands[steps.acceptance.id]
-        self.acceptance = commands[steps.acceptance.id].stdout.apply(accept)
+        if action.hold:
+            self.acceptance = pulumi.Output.from_input(
+                {"ok": False, "decision": "unknown", "detail": action.reason or "D601 did not answer"}
+            )
+        elif action.posture == Posture.IN_SYNC and action.decision is not None:
+            self.acceptance = pulumi.Output.from_input(dict(action.decision))  # this run's live decision
+        else:
+            strict = not pulumi.runtime.is_dry_run()  # a preview shows the decision, an up refuses it
+            stdout = commands[steps.acceptance.id].stdout
+            self.acceptance = stdout.apply(lambda out: accept(out, strict=strict))
         self.ready = self.acceptance.apply(lambda _decided: acceptance_command)
         self.register_outputs(
             {

@@ -6,11 +6,23 @@ Every script step of a plan becomes one ``pulumi_command.remote.Command``:
   the plan, with the manifest check's live values in place of the placeholders
   (``call.resolve(facts)``);
 - ``stdin``  = ``scripts.script_text(call.script)`` — ``lib.sh`` + the step's script file;
-- ``triggers`` = [subject (the commit), sha256 of the script text, sha256 of the argv template]:
-  content hashes, so a change of one service's commit or of a script replaces only what uses it;
-- no ``delete`` and no ``update``: removing a Command from the program never runs anything on a
-  host (the registry storage and the services are left as they are), and a changed ``create``
-  runs the new ``create`` again.
+- ``triggers`` = ``[subject, live slot, sha256 of the argv template]``: only what must redeploy.
+  The subject is the commit (consumers) or ``registry-host:<image>``; the argv hash is the target
+  (every argument of the plan's step, placeholders unresolved). The **live slot** (index 1) is
+  what the live view says about the step (``components.reconcile``): the drift fingerprint on the
+  steps that repair a drifted service (then it differs from the stored one: a replace re-runs
+  them, docs/engine-semantics.md rule 4, C2/C3), the master's auth hash on the frontend's auth
+  read, and otherwise a label whose stored value is kept (``ignore_changes`` on ``triggers[1]``,
+  which the engine resets to the stored element: ``PropertyPath.Reset``, rule 3). The script text
+  is not a trigger: a new version of the scripts changes ``stdin``, which is an update (C2, C5).
+- ``update``: only the Compose deploy has one, the same call in ``--mode verify`` (read-only); an
+  update runs it instead of ``create`` (C5), so a new script text or SSH connection re-verifies a
+  service and never recreates it. Every other step's ``create`` is read-only or idempotent, and an
+  update runs it again.
+- no ``delete``: removing a Command from the program never runs anything on a host (the registry
+  storage and the services are left as they are).
+- ``hold``: every input is ignored (``ignore_changes`` on each one): a stored Command is a ``same``
+  step that runs nothing (rule 3, E2), whatever the program registers now.
 
 Stdout is recorded in the state. A step whose stdout carries a secret
 (``contract.SECRET_STDOUT_SCRIPTS``) has stdout and stderr as additional secret outputs and is
@@ -20,7 +32,7 @@ not logged. Results are parsed with ``contract.StepResult`` (one JSON object, th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +41,17 @@ from pulumi_command import remote
 
 from artifact_cd import scripts
 from artifact_cd.config import HostConfig, StackConfig
-from artifact_cd.contract import SECRET_STDOUT_SCRIPTS, Live, ManifestFacts, StepResult
+from artifact_cd.contract import (
+    SECRET_STDOUT_SCRIPTS,
+    ComposeDeployArgs,
+    Live,
+    ManifestFacts,
+    StepResult,
+)
 from artifact_cd.gates import Decision
 from artifact_cd.plan import HOST_D601, HOST_MASTER, Call, ServicePlan, Step
+
+from .reconcile import LiveSlot
 
 
 class MissingScript(RuntimeError):
@@ -65,13 +85,33 @@ def step_script(step: Step) -> str:
         ) from None
 
 
-def step_triggers(step: Step, subject: str) -> list[str]:
-    text = step_script(step)
-    return [
-        subject,
-        hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        argv_sha256(script_call(step).to_argv()),
-    ]
+LIVE_SLOT = 1  # the index of the live slot in a Command's triggers
+KEEP_LIVE_SLOT = f"triggers[{LIVE_SLOT}]"
+# Every input of a remote.Command (C1) and of a kubernetes *Patch: what a held resource ignores.
+COMMAND_INPUTS: tuple[str, ...] = (
+    "addPreviousOutputInEnv",
+    "connection",
+    "create",
+    "delete",
+    "environment",
+    "logging",
+    "stdin",
+    "triggers",
+    "update",
+)
+PATCH_INPUTS: tuple[str, ...] = ("apiVersion", "binaryData", "data", "kind", "metadata", "spec", "stringData")
+
+
+def step_triggers(step: Step, subject: str, slot: str) -> list[str]:
+    """``[subject, live slot, sha256 of the argv template]`` (see the module docstring)."""
+    return [subject, slot, argv_sha256(script_call(step).to_argv())]
+
+
+def verify_only(call: Call) -> Call:
+    """The Compose deploy in ``--mode verify`` (read-only); any other call as it is."""
+    if isinstance(call, ComposeDeployArgs):
+        return call.model_copy(update={"mode": "verify"})
+    return call
 
 
 def parse_result(stdout: str | None, what: str) -> dict[str, Any]:
@@ -145,32 +185,43 @@ def remote_step(
     conns: Connections,
     subject: str,
     *,
+    slot: LiveSlot,
+    hold: bool = False,
     live: LiveValues | None = None,
     depends_on: Sequence[pulumi.Input[pulumi.Resource]] = (),
     retain_on_delete: bool = False,
+    create_as: Callable[[Call], Call] | None = None,
+    update_as: Callable[[Call], Call] | None = None,
 ) -> remote.Command:
-    """One remote Command for ``step``: exact argv, script text on stdin, content-hash triggers."""
+    """One remote Command for ``step``: exact argv, script text on stdin, the triggers of the module
+    docstring. ``create_as`` / ``update_as`` turn the call into the one ``create`` / ``update`` runs
+    (the Compose deploy's verify mode); ``hold`` ignores every input."""
     call = script_call(step, owner_name)
-    create: pulumi.Input[str]
-    if call.needs_manifest:
-        if live is None:
-            raise ValueError(f"step {step.id} of {owner_name} needs the manifest check's live values")
-        create = live.facts.apply(lambda facts: scripts.command_line(call.resolve(facts).to_argv()))
-    else:
-        create = scripts.command_line(call.to_argv())
+
+    def command(transform: Callable[[Call], Call] | None) -> pulumi.Input[str]:
+        change = transform or (lambda c: c)
+        if call.needs_manifest:
+            if live is None:
+                raise ValueError(f"step {step.id} of {owner_name} needs the manifest check's live values")
+            return live.facts.apply(lambda facts: scripts.command_line(change(call.resolve(facts)).to_argv()))
+        return scripts.command_line(change(call).to_argv())
+
+    ignore = list(COMMAND_INPUTS) if hold else ([KEEP_LIVE_SLOT] if slot.keep else [])
     secret_stdout = call.script in SECRET_STDOUT_SCRIPTS
     return remote.Command(
         f"{owner_name}-{step.id}",
         connection=conns.for_host(step.host),
-        create=create,
+        create=command(create_as),
+        update=command(update_as) if update_as is not None else None,
         stdin=step_script(step),
-        triggers=step_triggers(step, subject),
+        triggers=step_triggers(step, subject, slot.value),
         logging=remote.Logging.NONE if secret_stdout else remote.Logging.STDOUT_AND_STDERR,
         opts=pulumi.ResourceOptions(
             parent=owner,
             depends_on=list(depends_on),
             additional_secret_outputs=["stdout", "stderr"] if secret_stdout else None,
             retain_on_delete=retain_on_delete or None,
+            ignore_changes=ignore or None,
         ),
     )
 
@@ -200,9 +251,11 @@ class ServiceConsumer(pulumi.ComponentResource):
         commit: str,
         *,
         after: Sequence[pulumi.Input[pulumi.Resource]],
+        slot: LiveSlot,
+        hold: bool = False,
     ) -> tuple[remote.Command, LiveValues]:
         """The consumer's first Command (after ``after``) and the live values it reads."""
-        check = remote_step(self, name, step, conns, commit, depends_on=after)
+        check = remote_step(self, name, step, conns, commit, slot=slot, hold=hold, depends_on=after)
         live = LiveValues.of(check, f"{name} manifest-check")
         self.digest, self.image_id = live.digest, live.image_id
         return check, live

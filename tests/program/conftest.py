@@ -1,6 +1,6 @@
-"""Fixtures of the program tests: one Pulumi import per session and runs of ``__main__.py``
-under the test engine (tests/engine.py), cached by their inputs (see program_support.py for the
-helpers)."""
+"""Fixtures of the program tests: one Pulumi import per session, the default live view, and runs
+of ``__main__.py`` under the test engine (tests/engine.py), cached by their inputs (see
+program_support.py for the helpers)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,24 @@ from typing import Any
 
 import pytest
 
-from .program_support import FAKE_SECRETS, FakeHosts, stack_config
+from .program_support import FAKE_SECRETS, FakeHosts, in_sync_view, stack_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put the repo on sys.path
     sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_live_view() -> Iterator[None]:
+    """The program never probes a real host in these tests: its live view is ``in_sync_view``
+    (every service live on its desired commit) unless a test sets another one with
+    ``program_support.use_live`` (session scope, so module fixtures that run the program see it)."""
+    from components import live_source
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(live_source, "probe_live", in_sync_view)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

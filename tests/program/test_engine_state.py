@@ -28,7 +28,7 @@ from tests.engine import (
     parse_property_path,
 )
 
-from .program_support import FAKE_SECRETS, FakeHosts, stack_config
+from .program_support import FAKE_SECRETS, FakeHosts, World, stack_config, use_live, world_of
 
 GATED = {"dev": "code-queue", "prod": "code-queue-mgr"}
 DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
@@ -298,15 +298,10 @@ def test_preview_after_up_on_prod_with_the_registry_shows_no_changes(registry_by
     assert report.run.outputs["registryAcceptance"]["decision"] == "healthy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the `plans` stack output differs in every preview after an up. "
-    "components/program.py exports plans[*].registry.digest = the live digest only when "
-    "ctx.live (up) and null in a preview, although the preview knows the stored digest; the "
-    "CLI shows `~ plans` under Outputs. The program must export the same document in both "
-    "(e.g. the stored/live digest in preview too, or keep the live digest out of `plans`).",
-)
 def test_preview_after_up_shows_no_stack_output_changes(dev: Stack) -> None:
+    """rule 15 on the outputs too: `plans` is the offline plan document in preview and up alike
+    (the live digest is in `results`), so a preview after an up shows no `~ plans` (was a finding:
+    the up exported the live digest into `plans`, the preview null)."""
     report = dev.preview(**run_kw(approved("dev")))
     assert report.error is None and report.changes == {}
     assert report.output_changes == {}
@@ -392,9 +387,10 @@ def test_a_connection_change_updates_by_running_create_again_and_a_failed_update
     dev: Stack,
 ) -> None:
     """rules 4, 5 and 7 (C2, C5, C8, C11): a new master SSH key is an update of every Command on
-    the master, and with no ``update`` command each runs its ``create`` again — finding: rotating
-    a key re-runs baidu-netdisk's transfer and deploy (a Compose recreate, R14). The deploy fails:
-    it keeps its old inputs (the old key) and outputs; the next ``up`` updates only it."""
+    the master. Each runs its ``create`` again, except the Compose deploy, whose ``update`` is its
+    read-only verify mode (rotating a key no longer recreates baidu-netdisk, R14). The deploy's
+    verification fails: it keeps its old inputs (the old key) and outputs; the next ``up``
+    updates only it."""
     rotated = dict(FAKE_SECRETS, masterPrivateKey="FAKE-ROTATED-MASTER-KEY")
     old_stdout = dev.named("baidu-netdisk-deploy").outputs["stdout"]
     hosts = FakeHosts(fail={"baidu-netdisk-deploy": (1, '{"ok": false}\n')})
@@ -403,7 +399,8 @@ def test_a_connection_change_updates_by_running_create_again_and_a_failed_update
     master = {"baidu-netdisk-transfer", "baidu-netdisk-deploy", "frontend-auth-read"}
     assert first.changed_names() == dict.fromkeys(master, "update")
     for call in first.executed:
-        assert (call.op, call.command) == ("update", call.create)
+        expected = call.create + " --mode verify" if call.name == "baidu-netdisk-deploy" else call.create
+        assert (call.op, call.command) == ("update", expected)
         assert "PULUMI_COMMAND_STDOUT" in call.environment
     deploy = dev.named("baidu-netdisk-deploy")
     assert deploy.inputs["connection"]["privateKey"] == FAKE_SECRETS["masterPrivateKey"]
@@ -457,8 +454,8 @@ def test_a_patcher_sees_every_patch_create() -> None:
 def test_export_import_round_trip_and_lost_state(dev: Stack) -> None:
     """E8: an exported state imported into a new stack gives the same operations (all same); an
     older state imported after a commit change makes that service replace again; a lost (empty)
-    state creates everything and runs every Command again, although the hosts already run
-    these commits (finding: issue 10, problem 3)."""
+    state creates everything and runs every Command again (the deploys then find the services
+    live and recreate nothing: test_day_two.py, problem 3)."""
     cfg_a, cfg_b = approved("dev"), with_commit(approved("dev"), backend_core=NEW_COMMIT)
     exported = dev.export()
     assert exported == dev.resources and exported is not dev.resources
@@ -483,48 +480,50 @@ def test_export_import_round_trip_and_lost_state(dev: Stack) -> None:
     assert set(hosts.names()) == commands(dev)
 
 
-def test_an_unhealthy_registry_can_be_left_with_replace(registry_by_facts: None) -> None:
-    """rule 11 (E6): ``pulumi up --replace <acceptance>`` runs the acceptance probe again; today it
-    is the only way out of the wedge below (issue 10, problem 1)."""
+def test_an_unhealthy_registry_can_still_be_left_with_replace(
+    registry_by_facts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rule 11 (E6): ``pulumi up --replace <acceptance>`` runs the acceptance probe again. Since
+    day two it is no longer the only way out of an unhealthy registry (the next test)."""
+    world = World(registry_facts={"ok": False}, install_repairs_registry=False)
+    use_live(monkeypatch, world)
     stack = Stack("prod")
-    first = stack.up(executor=FakeHosts(probe_facts={"ok": False}), **run_kw(approved("prod")))
+    first = stack.up(**FakeHosts(world=world).up_kw(), **run_kw(approved("prod")))
     assert type(first.error).__name__ == "RegistryUnhealthy"
-    hosts = FakeHosts()
+    world.registry_facts = {"ok": True, "probe": "registry-probe"}  # fixed by hand
+    hosts = FakeHosts(world=world)
     out = stack.up(
-        executor=hosts, replace=["artifact-registry-registry-acceptance"], **run_kw(approved("prod"))
+        **hosts.up_kw(), replace=["artifact-registry-registry-acceptance"], **run_kw(approved("prod"))
     )
     assert out.error is None, out.error
     assert out.op("artifact-registry-registry-acceptance") == "replace"
     assert "artifact-registry-registry-acceptance" in hosts.names()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (issue 10, problem 1): registry-probe.sh exits 0 on an unhealthy registry, so "
-    "the acceptance Command succeeds and its unhealthy stdout is stored; components/registry_host.py "
-    "decides on that stored stdout, and an unchanged Command never runs again (C4, C7), so every "
-    "later preview and up fail even after the registry is fixed. The program must decide the "
-    "acceptance from a probe of this run, not from a stored output.",
-)
-def test_a_fixed_registry_lets_the_next_up_pass(registry_by_facts: None) -> None:
-    """R7: after the registry was unhealthy and is fixed, the next ``up`` passes (no ``--replace``)."""
+def test_a_fixed_registry_lets_the_next_up_pass(
+    registry_by_facts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R7 (was a finding: issue 10, problem 1): registry-probe.sh exits 0 on an unhealthy registry,
+    so the acceptance Command's unhealthy stdout is stored, and an unchanged Command never runs
+    again (C4, C7). The acceptance is now decided from the live view of each run when nothing
+    needs installing, so once the registry is fixed the next ``up`` passes without ``--replace``."""
+    world = World(registry_facts={"ok": False}, install_repairs_registry=False)
+    use_live(monkeypatch, world)
     stack = Stack("prod")
-    first = stack.up(executor=FakeHosts(probe_facts={"ok": False}), **run_kw(approved("prod")))
+    first = stack.up(**FakeHosts(world=world).up_kw(), **run_kw(approved("prod")))
     assert type(first.error).__name__ == "RegistryUnhealthy"
     assert stack.preview(**run_kw(approved("prod"))).error is None
-    assert stack.up(executor=FakeHosts(), **run_kw(approved("prod"))).error is None
+    world.registry_facts = {"ok": True, "probe": "registry-probe"}  # fixed by hand
+    assert stack.up(**FakeHosts(world=world).up_kw(), **run_kw(approved("prod"))).error is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (issue 10, problem 4): a gated service whose new commit has no matching approval "
-    "is left out of the program: the preview then reports every one of its resources as a delete, "
-    "and components/program.py check_gates refuses the whole up, so backend-core cannot ship. The "
-    "program must hold the gated service (register it unchanged) and deploy the others.",
-)
-def test_a_gated_commit_without_approval_holds_only_that_service(dev: Stack) -> None:
-    """R10, R20: code-queue (dev) gets a new commit without an approval while backend-core gets
-    one too: code-queue is held (all same), backend-core deploys."""
+def test_a_gated_commit_without_approval_holds_only_that_service(
+    dev: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R10, R20 (was a finding: issue 10, problem 4): code-queue (dev) gets a new commit without an
+    approval while backend-core gets one too: code-queue is held at the commit it serves (every
+    input ignored: all same, nothing runs), backend-core deploys."""
+    use_live(monkeypatch, world_of("dev", approved("dev")))  # what the first up deployed
     cfg = with_commit(approved("dev"), code_queue="3" * 40, backend_core=NEW_COMMIT)
     preview = dev.preview(**run_kw(cfg))
     assert preview.error is None, preview.error
@@ -534,16 +533,10 @@ def test_a_gated_commit_without_approval_holds_only_that_service(dev: Stack) -> 
     assert up.op("backend-core-manifest-check") == "replace"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (issue 10, problem 5): components/steps.py step_triggers puts the sha256 of the "
-    "script text into every Command's triggers, so any edit of lib.sh replaces every Command, "
-    "including each Compose deploy (a --force-recreate) and k3s verify. Triggers must carry only "
-    "what must redeploy (commit, digest, target, live drift).",
-)
 def test_a_script_only_change_replaces_nothing(dev: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """A new version of this project's scripts (here: one more comment line in every script's
-    stdin) may update, but replaces no Command."""
+    stdin) may update, but replaces no Command (was a finding: issue 10, problem 5, when the
+    script text's hash was a trigger)."""
     from artifact_cd import scripts
 
     original = scripts.script_text

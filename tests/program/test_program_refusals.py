@@ -3,6 +3,8 @@
 R9/R10/R20 gates (supervisor approvals, the self-bootstrap guard, unsupported/plan-only), hostile
 or unknown config (the same parser as the offline plan), secrets that are missing or stored in
 plaintext, and the registry install's acceptance (R7, R21/R22: ``health.decide`` must say healthy).
+A gated service without its approval no longer refuses the whole ``up`` (issue 10, problem 4):
+it is held — at the commit it serves, or not registered at all — and every other service deploys.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from artifact_cd.config import ConfigError, parse_stack_config
 
-from .program_support import FAKE_SECRETS, FakeHosts, stack_config
+from .program_support import FAKE_SECRETS, FakeHosts, Live, World, in_sync_world, stack_config, use_live
 
 COMMAND = "command:remote:Command"
 
@@ -35,24 +37,65 @@ def _nothing_registered(run: Any) -> bool:
 # --------------------------------------------------------------------------- gates
 
 
-def test_r20_up_with_a_gated_service_and_no_approval_fails_before_any_resource(cached_run: Any) -> None:
-    run = cached_run("prod", preview=False)
-    assert run.error is not None and type(run.error).__name__ == "ProgramRefused"
+OLD = "0" * 39 + "1"
+
+
+def _world_with(service: str, commit: str | None) -> Any:
+    """A live source: everything in sync, ``service`` live on ``commit`` (None: not deployed)."""
+
+    def source(cfg: Any, plans: Any, keys: Any) -> Any:
+        world = in_sync_world(cfg, plans)
+        if commit is None:
+            world.services.pop(service, None)
+        else:
+            world.services[service] = Live(commit)
+        return world.view(cfg, plans)
+
+    return source
+
+
+def test_r20_up_holds_a_gated_service_without_its_approval_and_deploys_the_others(
+    engine: Any, healthy_registry: list[Mapping[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """code-queue-mgr (prod) has a new commit and no approval, and runs OLD: it is held at OLD
+    (registered with every input ignored; on a fresh state its steps run for OLD only, the deploy in
+    verify mode: nothing changes), the warning names the approval, `held` lists it; the others deploy."""
+    use_live(monkeypatch, _world_with("code-queue-mgr", OLD))
+    hosts = FakeHosts()
+    run = engine.run_program(
+        "prod", preview=False, config=stack_config("prod"), secrets=FAKE_SECRETS, environ={}, executor=hosts
+    )
+    assert run.error is None, run.error
     commit = stack_config("prod")["services"]["code-queue-mgr"]["commit"]
-    message = str(run.error)
-    assert "code-queue-mgr" in message and commit in message
-    assert f"pulumi config set --path 'approvals.code-queue-mgr.commit' {commit}" in message
-    assert _nothing_registered(run)
+    fix = f"pulumi config set --path 'approvals.code-queue-mgr.commit' {commit}"
+    [held] = run.outputs["held"]
+    assert held["service"] == "code-queue-mgr" and held["commit"] == commit and held["liveCommit"] == OLD
+    assert held["verdict"] == "held" and held["registered"] == "held-at-live-commit" and fix in held["fix"]
+    assert any("code-queue-mgr: held" in w and fix in w for w in run.warnings())
+    assert "code-queue-mgr" not in run.outputs["results"] and "backend-core" in run.outputs["results"]
+    mine = [c for c in hosts.calls if c.name.startswith("code-queue-mgr-")]
+    assert mine and all(OLD in c.command and commit not in c.command for c in mine)
+    deploy = next(c for c in mine if c.name == "code-queue-mgr-deploy")
+    assert deploy.command.endswith("--mode verify")
+    for r in run.children("code-queue-mgr"):
+        assert set(r.inputs) <= set(r.options["ignoreChanges"]), r.name
+    assert "backend-core-deploy" in hosts.names()
 
 
-def test_r20_preview_of_a_gated_service_registers_nothing_for_it_but_plans_it(cached_run: Any) -> None:
-    run = cached_run("prod")
+def test_r20_a_gated_service_serving_no_commit_in_sync_registers_nothing_but_is_planned(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_live(monkeypatch, _world_with("code-queue-mgr", None))
+    run = engine.run_program("prod", config=stack_config("prod"), secrets=FAKE_SECRETS, environ={})
     assert run.error is None
     doc = run.outputs["plans"]["code-queue-mgr"]
     assert doc["decision"] == "gated" and doc["requiresSupervisorApproval"] is True
     assert doc["approval"]["status"] == "missing"
     assert not [r for r in run.resources if r.name == "code-queue-mgr" or r.parent == "code-queue-mgr"]
     assert [r for r in run.resources if r.parent == "backend-core"]  # the others are registered
+    [held] = run.outputs["held"]
+    assert held["registered"] == "nothing" and held["liveCommit"] is None
+    assert any("code-queue-mgr: held" in w and "nothing of it is registered" in w for w in run.warnings())
 
 
 def test_r20_up_with_a_matching_approval_registers_the_consumer_fake_hosts(
@@ -72,24 +115,33 @@ def test_r20_up_with_a_matching_approval_registers_the_consumer_fake_hosts(
     assert healthy_registry  # the install's acceptance was decided from the probe's facts
 
 
-def test_r20_a_stale_approval_fails_before_any_resource(cached_run: Any) -> None:
+def test_r20_a_stale_approval_holds_the_service(
+    cached_run: Any, healthy_registry: list[Mapping[str, Any]]
+) -> None:
     stale = "0" * 39 + "1"
     cfg = _approve(stack_config("prod"), "code-queue-mgr", commit=stale)
     run = cached_run("prod", preview=False, config=cfg)
-    assert type(run.error).__name__ == "ProgramRefused"
-    assert stale in str(run.error) and "code-queue-mgr" in str(run.error)
-    assert _nothing_registered(run)
+    assert run.error is None, run.error
+    assert run.outputs["plans"]["code-queue-mgr"]["approval"]["status"] == "stale"
+    [held] = run.outputs["held"]
+    assert held["service"] == "code-queue-mgr" and stale in held["reason"]
+    assert "code-queue-mgr" not in run.outputs["results"]
     preview = cached_run("prod", config=cfg)
     assert preview.outputs["plans"]["code-queue-mgr"]["approval"]["status"] == "stale"
 
 
 def test_r20_code_queue_is_refused_inside_a_code_queue_task(cached_run: Any) -> None:
+    """Inside a Code Queue task a guarded service registers nothing at all (not even held: a
+    create could touch it); every other service deploys."""
     cfg = _approve(stack_config("dev"), "code-queue")
     inside = {"UNIDESK_CODE_QUEUE_TASK_ID": "task-4711"}
     run = cached_run("dev", preview=False, config=cfg, environ=inside)
-    assert type(run.error).__name__ == "ProgramRefused"
-    assert "code-queue" in str(run.error) and "self-bootstrap" in str(run.error)
-    assert _nothing_registered(run)
+    assert run.error is None, run.error
+    assert not run.children("code-queue") and "code-queue" not in run.outputs["results"]
+    [held] = run.outputs["held"]
+    assert held["service"] == "code-queue" and "self-bootstrap" in held["reason"]
+    assert "inside a Code Queue task" in held["reason"] and held["registered"] == "nothing"
+    assert "backend-core" in run.outputs["results"]
     preview = cached_run("dev", config=cfg, environ=inside)
     doc = preview.outputs["plans"]["code-queue"]
     assert doc["decision"] == "gated" and doc["selfBootstrapGuard"]["runningInsideCodeQueueTask"] is True
@@ -249,6 +301,7 @@ def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy_fake_hosts(
         }
 
     monkeypatch.setattr(registry_host, "health_decide", degraded)
+    use_live(monkeypatch, World(registry_facts=facts))  # the live view sees what the probe sees
     cfg = _approve(stack_config("prod"), "code-queue-mgr")
     hosts = FakeHosts(probe_facts=facts)
     run = engine.run_program(
@@ -256,7 +309,7 @@ def test_r7_up_fails_unless_the_registry_acceptance_decides_healthy_fake_hosts(
     )
     assert type(run.error).__name__ == "RegistryUnhealthy"
     assert "service-degraded" in str(run.error) and "start the unit" in str(run.error)
-    assert seen == [facts]
+    assert seen == [facts, facts]  # the live view's facts (not healthy: install again), then this run's probe
     # CD flow step 1: no consumer step ran against an unhealthy registry
     ran = hosts.names()
     assert "artifact-registry-registry-acceptance" in ran
@@ -268,7 +321,9 @@ def test_r9_consumers_wait_for_the_decided_registry_acceptance_fake_hosts(
 ) -> None:
     cfg = _approve(stack_config("prod"), "code-queue-mgr")
     hosts = FakeHosts()
-    run = engine.run_program("prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=hosts)
+    run = engine.run_program(
+        "prod", preview=False, config=cfg, secrets=FAKE_SECRETS, environ={}, executor=hosts
+    )
     assert run.error is None, run.error
     checks = [r for r in run.resources if r.name.endswith("-manifest-check")]
     assert checks

@@ -2,6 +2,8 @@
 
 R10 (the matrix), R11 (manifest first), R13 (k3s), R14/R16 (Compose), R17 (frontend auth sync),
 R2/R13 (no exposure), R6/R12 (preview = dry-run: digest null), R7 (registry host, storage kept).
+The live view is the default one (tests/program/conftest.py): every service live on its desired
+commit, so a gated service without its approval is held at that commit (R20).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from artifact_cd import scripts
 from artifact_cd.config import parse_stack_config
 from artifact_cd.plan import plan_registry_host, plan_services, registry_probe_args
 
-from .program_support import FAKE_SECRETS, FakeHosts, fake_digest, stack_config
+from .program_support import FAKE_AUTH, FAKE_SECRETS, FakeHosts, auth_sha256, fake_digest, stack_config
 
 COMMAND = "command:remote:Command"
 DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
@@ -39,6 +41,13 @@ ALLOWED_TYPES = {
     REGISTRY,
 }
 
+CODE_QUEUE_DEV = [
+    "code-queue-provider-egress-proxy-dev",
+    "code-queue-read-dev",
+    "code-queue-scheduler-dev",
+    "code-queue-write-dev",
+]
+GATED = {"dev": "code-queue", "prod": "code-queue-mgr"}
 # R10, written out independently of the catalog: service -> (component, [(child step, host)], deployments)
 CM = [("manifest-check", "d601"), ("transfer", "master"), ("deploy", "master")]
 CD = [("manifest-check", "d601"), ("pull", "d601"), ("deploy", "d601")]
@@ -56,7 +65,7 @@ R10: dict[str, dict[str, tuple[str, list[tuple[str, str]], list[str]] | None]] =
         "pipeline": (COMPOSE, CD, []),
         "met-nonlinear": None,  # plan-only
         "k3sctl-adapter": None,  # plan-only
-        "code-queue": None,  # gated: dry-run only without a supervisor approval
+        "code-queue": (K3S, KS, [f"unidesk-dev/{d}" for d in CODE_QUEUE_DEV]),  # gated: held (R20)
     },
     "prod": {
         "backend-core": (COMPOSE, CM, []),
@@ -68,7 +77,7 @@ R10: dict[str, dict[str, tuple[str, list[tuple[str, str]], list[str]] | None]] =
         "project-manager": (COMPOSE, CM, []),
         "oa-event-flow": (COMPOSE, CM, []),
         "todo-note": (COMPOSE, CM, []),
-        "code-queue-mgr": None,  # gated (supervisor)
+        "code-queue-mgr": (COMPOSE, CM, []),  # gated (supervisor): held at its live commit (R20)
         "findjob": (COMPOSE, CD, []),
         "pipeline": (COMPOSE, CD, []),
         "met-nonlinear": None,
@@ -95,7 +104,9 @@ def _approved(stack: str) -> dict[str, Any]:
     return cfg
 
 
-def _up_both_stacks(engine: Any, configure: Callable[[str], dict[str, Any]]) -> dict[str, tuple[Any, FakeHosts]]:
+def _up_both_stacks(
+    engine: Any, configure: Callable[[str], dict[str, Any]]
+) -> dict[str, tuple[Any, FakeHosts]]:
     """`pulumi up` of dev and prod against fake hosts; the registry acceptance decides healthy."""
     from components import registry_host
 
@@ -117,7 +128,7 @@ def _up_both_stacks(engine: Any, configure: Callable[[str], dict[str, Any]]) -> 
 
 @pytest.fixture(scope="module")
 def up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
-    """As configured: gated services make `up` refuse (approved_up_runs approves them)."""
+    """As configured: gated services are held (approved_up_runs approves them)."""
     return _up_both_stacks(engine, stack_config)
 
 
@@ -157,6 +168,16 @@ def test_r10_component_type_and_children_per_service_in_preview(cached_run: Any,
         auth = sorted(c.type for c in children if c.type in (SECRET_PATCH, CONFIGMAP_PATCH))
         assert auth == ([CONFIGMAP_PATCH, SECRET_PATCH] if (stack, service) == ("dev", "frontend") else [])
         assert {c.type for c in children} <= {COMMAND, DEPLOYMENT_PATCH, SECRET_PATCH, CONFIGMAP_PATCH}
+        held = service == GATED[stack]  # R20: no approval; live on its commit, so held there
+        for child in children:
+            ignored = set(child.options["ignoreChanges"])
+            if held:
+                assert set(child.inputs) <= ignored, (child.name, "a held resource ignores every input")
+            else:
+                assert ignored <= {
+                    "triggers[1]",
+                    'spec.template.metadata.annotations["unidesk.io/deploy-repair"]',
+                }
 
 
 def test_r10_code_queue_dev_with_approval_patches_only_the_execution_slice_fake_hosts(
@@ -164,12 +185,7 @@ def test_r10_code_queue_dev_with_approval_patches_only_the_execution_slice_fake_
 ) -> None:
     run, _ = approved_up_runs["dev"]
     patches = [r for r in run.children("code-queue") if r.type == DEPLOYMENT_PATCH]
-    assert sorted(p.inputs["metadata"]["name"] for p in patches) == [
-        "code-queue-provider-egress-proxy-dev",
-        "code-queue-read-dev",
-        "code-queue-scheduler-dev",
-        "code-queue-write-dev",
-    ]
+    assert sorted(p.inputs["metadata"]["name"] for p in patches) == CODE_QUEUE_DEV
     assert {p.inputs["metadata"]["namespace"] for p in patches} == {"unidesk-dev"}
     assert run.named("code-queue").type == K3S
 
@@ -200,10 +216,11 @@ def test_r2_r13_no_exposure_resource_is_ever_registered(cached_run: Any, up_runs
 # --------------------------------------------------------------------------- exact commands
 
 
-def _expected_triggers(commit: str, step: core_plan.Step) -> list[str]:
+def _expected_triggers(commit: str, step: core_plan.Step, slot: str = "live:in-sync") -> list[str]:
+    """[commit, live slot, sha256 of the argv template]: the script text is no trigger."""
     assert step.script is not None
     argv_hash = hashlib.sha256("\0".join(step.args).encode()).hexdigest()
-    return [commit, hashlib.sha256(scripts.script_text(step.script).encode()).hexdigest(), argv_hash]
+    return [commit, slot, argv_hash]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -235,8 +252,14 @@ def test_r11_each_command_runs_exactly_the_plan_step_script_and_argv_fake_hosts(
             res = commands[name]
             assert res.parent == plan.service
             assert res.inputs["create"] == expected_create and res.inputs["stdin"] == call.stdin
-            assert res.inputs["triggers"] == _expected_triggers(commit, step)
-            assert "delete" not in res.inputs and "update" not in res.inputs
+            auth = "auth:" + auth_sha256(FAKE_AUTH) if step.id == "auth-read" else "live:in-sync"
+            assert res.inputs["triggers"] == _expected_triggers(commit, step, auth)
+            assert res.options["ignoreChanges"] == ([] if step.id == "auth-read" else ["triggers[1]"])
+            assert "delete" not in res.inputs
+            if step.id == "deploy":  # an update re-verifies read-only (compose-deploy.sh --mode verify)
+                assert res.inputs["update"] == expected_create + " --mode verify"
+            else:
+                assert "update" not in res.inputs
             if step.needs_manifest:
                 assert digest in call.create and image_id in call.create
                 assert f"{plan.service}-manifest-check" in res.options["dependsOn"]
@@ -411,20 +434,23 @@ def test_r12_preview_plan_outputs_equal_the_offline_plan(
 def test_r12_up_with_fake_hosts_exports_the_live_digest_and_verdicts(
     approved_up_runs: Any, cached_run: Any, stack: str
 ) -> None:
+    """The plan documents are the offline plan's in up as in preview (a preview after an up shows
+    no output change); the live digest, image ID and verdict of each consumer are in `results`."""
     run, _ = approved_up_runs[stack]
     preview = cached_run(stack, config=_approved(stack))
+    assert run.outputs["plans"] == preview.outputs["plans"]
     for service, doc in run.outputs["plans"].items():
-        before = preview.outputs["plans"][service]
+        assert doc["registry"] is None or doc["registry"]["digest"] is None
         if doc["decision"] == "planned":
             repo, commit = doc["registry"]["repository"], doc["commit"]
-            assert doc["registry"]["digest"] == fake_digest("manifest", repo, commit)
-            assert {**doc, "registry": {**doc["registry"], "digest": None}} == before
             result = run.outputs["results"][service]
-            assert result["digest"] == doc["registry"]["digest"]
+            assert result["commit"] == commit
+            assert result["digest"] == fake_digest("manifest", repo, commit)
             assert result["imageId"] == fake_digest("config", repo, commit)
             assert result["verdict"]["ok"] is True
         else:
-            assert doc == before and service not in run.outputs["results"]
+            assert service not in run.outputs["results"]
+    assert run.outputs["held"] == []
     if stack == "prod":
         assert run.outputs["registryAcceptance"]["decision"] == "healthy"
     else:
@@ -436,7 +462,7 @@ def test_fake_hosts_outputs_give_a_wellformed_live_digest(cached_run: Any) -> No
     cfg["services"] = {"findjob": cfg["services"]["findjob"]}
     run = cached_run("dev", preview=False, config=cfg)  # cached_run: a FakeHosts executor
     assert run.error is None, run.error
-    digest = run.outputs["plans"]["findjob"]["registry"]["digest"]
+    digest = run.outputs["results"]["findjob"]["digest"]
     assert digest.startswith("sha256:") and len(digest) == 71
     assert digest in run.named("findjob-deploy").inputs["create"]
 

@@ -1,6 +1,7 @@
-"""What ends up in the Pulumi state: no secret in clear, content-hash triggers that change only
-for the service whose commit changed, failures that stop the dependants, and the offline
-``plan --resources`` view (stable JSON; the same program in preview)."""
+"""What ends up in the Pulumi state: no secret in clear, triggers that change only for the service
+whose commit changed (the commit, the live slot and the argv hash; never the script text),
+failures that stop the dependants, and the offline ``plan --resources`` view (stable JSON; the
+same program in preview, without a live view)."""
 
 from __future__ import annotations
 
@@ -102,13 +103,17 @@ def test_changing_one_commit_changes_only_that_services_triggers(
     assert changed == {name for name, (parent, _) in t0.items() if parent == service}
     assert changed  # the service has Commands, and all of them change
     for name in changed:
-        subject, script_hash, _ = t1[name][1]
-        assert subject == new and script_hash == t0[name][1][1]  # the commit changed, not the script
+        subject, slot, _ = t1[name][1]
+        assert subject == new and slot == t0[name][1][1]  # the commit changed, not the live slot
     others = {r.name: r.inputs for r in before.program_resources if r.parent not in (service, None)}
     assert others == {r.name: r.inputs for r in after.program_resources if r.parent not in (service, None)}
 
 
-def test_triggers_are_content_hashes_of_script_and_argv(cached_run: Any) -> None:
+def test_triggers_are_the_commit_the_live_slot_and_the_argv_hash_never_the_script(cached_run: Any) -> None:
+    """[subject, live slot, sha256 of the argv template]: what must redeploy, never the script text
+    (a new script version is a stdin change: an update, docs/engine-semantics.md C2). In sync, the
+    live slot keeps its stored value (ignore_changes triggers[1]); the registry, which the default
+    fake facts do not show healthy, carries its drift fingerprint there."""
     run = cached_run("prod")
     plan_steps = {}
     for doc in run.outputs["plans"].values():
@@ -116,12 +121,23 @@ def test_triggers_are_content_hashes_of_script_and_argv(cached_run: Any) -> None
             plan_steps[f"{doc['service']}-{step['id']}"] = (doc["commit"], step)
     for step in run.outputs["registryHost"]["steps"]:
         plan_steps[f"artifact-registry-{step['id']}"] = (None, step)
+    scripts_hashes = {
+        hashlib.sha256(scripts.script_text(s["script"]).encode()).hexdigest()
+        for _, s in plan_steps.values()
+        if s["script"]
+    }
     for r in run.of_type(COMMAND):
         commit, step = plan_steps[r.name]
-        subject, script_hash, argv_hash = r.inputs["triggers"]
+        subject, slot, argv_hash = r.inputs["triggers"]
         assert subject == (commit or f"registry-host:{run.outputs['registryHost']['paths']['image']}")
-        assert script_hash == hashlib.sha256(scripts.script_text(step["script"]).encode()).hexdigest()
         assert argv_hash == hashlib.sha256("\0".join(step["args"]).encode()).hexdigest()
+        assert slot not in scripts_hashes
+        if commit is None:
+            assert slot.startswith("registry:infra-blocked:") and r.options["ignoreChanges"] == []
+        elif r.parent == "code-queue-mgr":  # gated without its approval: held, every input ignored
+            assert slot == "live:held" and {"triggers", "create", "stdin"} <= set(r.options["ignoreChanges"])
+        else:
+            assert slot == "live:in-sync" and r.options["ignoreChanges"] == ["triggers[1]"]
 
 
 # --------------------------------------------------------------------------- executor
@@ -181,7 +197,7 @@ def test_plan_resources_lists_every_resource_beside_the_plan_documents(
     offline = json.loads(capsys.readouterr().out)
     assert resources_json["plans"] == {d["service"]: d for d in offline["services"]}
     assert resources_json["registryHost"] == offline["registryHost"]
-    run = cached_run("dev")
+    run = cached_run("dev", secrets=None)  # placeholder secrets: no live view, as --resources
     names = sorted(r.name for r in run.program_resources)
     assert sorted(d["name"] for d in resources_json["resources"]) == names
     keys = [(d["parent"] or "", d["type"], d["name"]) for d in resources_json["resources"]]
@@ -206,7 +222,10 @@ def test_plan_resources_shows_commands_with_templates_and_stdin_hashes(
         cmd = d["command"]
         assert cmd["create"] == scripts.command_line(step["args"])
         assert cmd["createResolved"] is not ("<digest:manifest-check>" in step["args"])
-        assert cmd["stdinSha256"] == hashlib.sha256(scripts.script_text(step["script"]).encode()).hexdigest() and cmd["script"] == step["script"]
+        assert (
+            cmd["stdinSha256"] == hashlib.sha256(scripts.script_text(step["script"]).encode()).hexdigest()
+            and cmd["script"] == step["script"]
+        )
         assert cmd["step"] == step["id"] and cmd["connection"] == "[secret]"
         assert cmd["delete"] is None and d["protect"] is False
 
