@@ -19,11 +19,12 @@ if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put 
     sys.path.insert(0, str(REPO_ROOT))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def default_live_view() -> Iterator[None]:
     """The program never probes a real host in these tests: its live view is ``in_sync_view``
     (every service live on its desired commit) unless a test sets another one with
-    ``program_support.use_live`` (session scope, so module fixtures that run the program see it)."""
+    ``program_support.use_live``. Package scope: set up before the modules' fixtures that run the
+    program, and undone after this package (the rig tests use the real probe)."""
     from components import live_source
 
     patch = pytest.MonkeyPatch()
