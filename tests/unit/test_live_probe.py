@@ -379,10 +379,13 @@ def test_secrets_are_presence_and_length_only_even_without_docker(tmp_path: Path
         "UNIDESK_X_GONE": {"present": False, "length": 0},
     }
     assert w.calls == [] and SECRET_VALUE not in json.dumps(facts)
-    env.chmod(0)
-    if os.geteuid() != 0:  # pragma: no cover - root reads a 0000 file
-        unreadable = w.probe().one_compose(raw(LiveProbeSpec(compose=(spec,)))["compose"][0], None, [])
-        assert "PermissionError" in unreadable["detail"]
+    unreadable_spec = compose_spec(env_file=str(tmp_path), required_secrets=("UNIDESK_X_ID",))  # a directory
+    one_spec = raw(LiveProbeSpec(compose=(unreadable_spec,)))["compose"][0]
+    w.health[("172.18.0.5", 8080, "/health")] = (200, health_body())
+    beside = w.probe().one_compose(one_spec, inspect_doc("oa-event-flow-backend", spec.env_prefix), [])
+    assert beside["detail"] == f"env file {tmp_path}: IsADirectoryError" and "secrets" not in beside
+    missing = w.probe().one_compose(one_spec, None, [])
+    assert "detail" not in missing, "no container and an unreadable env file: not-deployed, not unknown"
 
 
 def test_a_docker_that_does_not_answer_makes_every_compose_service_unknown() -> None:

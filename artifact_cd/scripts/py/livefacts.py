@@ -435,7 +435,8 @@ class Probe:
             try:
                 facts["secrets"], _ = self.envfile.secrets_report(spec["envFile"], spec["requiredSecrets"])
             except OSError as exc:
-                whys.append(f"env file {spec['envFile']}: {type(exc).__name__}")
+                if doc is not None:  # found=false with a detail would read "could not tell"
+                    whys.append(f"env file {spec['envFile']}: {type(exc).__name__}")
         if doc is not None:
             fields = self.container.container_fields(doc, spec["envPrefix"] + "COMMIT", self.revision_label)
             _, cid, image_id, status, _, revision, netmode, ip, env_commit = fields
