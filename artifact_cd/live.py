@@ -66,6 +66,7 @@ class ServiceFacts(_Facts):
     found: bool  # the container / every Deployment exists
     running: bool | None = None
     container_id: str | None = None  # compose: the container; k3s: None
+    generation: str | None = None  # k3s: "<deployment>=<metadata.generation>,..." (every spec change)
     image_id: str | None = None  # the image the container runs (compose)
     image: str | None = None  # the container's / Deployment's image reference
     revision: str | None = None  # the running image's org.opencontainers.image.revision label

@@ -403,7 +403,7 @@ def test_a_docker_that_does_not_answer_makes_every_compose_service_unknown() -> 
 def deployment(name: str, container_name: str, image: str, commit: str, ready: int = 1) -> dict[str, Any]:
     env = [{"name": "UNIDESK_DEPLOY_COMMIT", "value": commit}, {"name": "TOKEN", "valueFrom": {"secretKeyRef": {}}}]
     return {
-        "metadata": {"name": name},
+        "metadata": {"name": name, "generation": 3},
         "spec": {"template": {"spec": {"containers": [{"name": container_name, "image": image, "env": env}]}}},
         "status": {"readyReplicas": ready},
     }
@@ -440,11 +440,13 @@ def test_k3s_deployments_health_through_the_api_proxy_and_containerd_images() ->
         "image": one.image,
         "requestedCommit": A,
         "running": True,
+        "generation": "decision-center=3",
         "healthOk": True,
         "healthCommit": A,
         "healthRequestedCommit": A,
     }
     cq = facts["code-queue"]
+    assert cq["generation"] == "code-queue-read-dev=3,code-queue-write-dev=3"
     assert cq["found"] is True and cq["image"] is None and cq["requestedCommit"] is None and cq["running"] is False
     assert cq["imagePresent"] is False and "the Deployments disagree" in cq["detail"]
     assert "no endpoints available" in cq["detail"]

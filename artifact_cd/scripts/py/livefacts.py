@@ -526,9 +526,10 @@ class Probe:
         facts["found"] = all(d["name"] in by_name for d in spec["deployments"])
         if not facts["found"]:
             return facts
-        images, requested, ready = [], [], []
+        images, requested, ready, generations = [], [], [], []
         for d in spec["deployments"]:
             item = by_name[d["name"]]
+            generations.append(f"{d['name']}={clean((item.get('metadata') or {}).get('generation', ''), 20)}")
             pod = ((item.get("spec") or {}).get("template") or {}).get("spec") or {}
             containers = [c for c in pod.get("containers") or [] if c.get("name") == d["container"]]
             mine: dict[str, Any] = containers[0] if containers else {}
@@ -543,6 +544,7 @@ class Probe:
             image=images[0] if len(set(images)) == 1 and images[0] else None,
             requestedCommit=requested[0] if len(set(requested)) == 1 and requested[0] else None,
             running=all(ready),
+            generation=",".join(generations),
         )
         if not all(ready):
             whys.append("not every Deployment has a ready replica")
