@@ -341,7 +341,9 @@ def format_status_table(doc: Mapping[str, Any]) -> str:
     services = list(doc.get("services") or [])
     hosts = dict(doc.get("hosts") or {})
     reach = "; ".join(
-        f"{name}: {h.get('seconds')} s" if h.get("reachable") else f"{name}: UNREACHABLE ({h.get('error')})"
+        f"{name}: {h.get('seconds') or '-'} s"
+        if h.get("reachable")
+        else f"{name}: UNREACHABLE ({h.get('error')})"
         for name, h in hosts.items()
     )
     in_sync_count = sum(1 for s in services if s.get("verdict") == Verdict.IN_SYNC.value)
@@ -365,7 +367,9 @@ def format_status_table(doc: Mapping[str, Any]) -> str:
         "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     lines.append("")
-    for s in services:
+    for s in services:  # the ones with something to do (in sync with nothing to do: the table says it)
+        if s.get("verdict") == Verdict.IN_SYNC.value and s.get("action") == "nothing to do":
+            continue
         lines.append(f"  {s.get('service')} ({s.get('verdict')}): {s.get('reason')}")
         lines.append(f"    run: {s.get('action')}")
         if s.get("missingSecretKeys"):

@@ -335,7 +335,7 @@ def test_status_is_ok_when_every_planned_service_is_in_sync_and_held_ones_do_not
     assert set(first) >= {"service", "host", "desiredCommit", "liveCommit", "manifestPresent", "verdict", "reason",
                           "action", "decision"}  # fmt: skip
     table = format_status_table(doc)
-    assert "stack prod: in-sync" in table and "code-queue-mgr" in table and "run: nothing to do" in table
+    assert "stack prod: in-sync" in table and "code-queue-mgr (held)" in table and "run: nothing to do" not in table
     findjob = v.hosts["d601"].services["findjob"].model_copy(update={"revision": B, "requested_commit": B,
                                                                       "image": None})  # fmt: skip
     v.hosts["d601"].services["findjob"] = findjob
