@@ -18,7 +18,8 @@ json_str() {
   s=${s//$'\n'/\\n}
   s=${s//$'\r'/\\r}
   s=${s//$'\t'/\\t}
-  s=$(printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037')
+  # other control characters are dropped; the fork only when one is left (most strings have none)
+  if [[ $s == *[[:cntrl:]]* ]]; then s=$(printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037'); fi
   printf '"%s"' "$s"
 }
 
