@@ -19,7 +19,6 @@ and the deploy's ``create`` is the verify mode too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -28,33 +27,21 @@ from artifact_cd.catalog import TargetKind
 from artifact_cd.contract import ComposeDeployArgs, ManifestCheckArgs, MoveImageArgs
 from artifact_cd.plan import ComposeTargetDoc, ServicePlan, Step
 
-from .reconcile import NO_LIVE_VIEW, Posture, ServiceAction
 from .steps import (
-    Connections,
+    ConsumerArgs,
     ServiceConsumer,
     ok_result,
     planned_commit,
     remote_step,
-    step_script,
+    require_scripts,
     verify_only,
 )
 
 TYPE = "unidesk:cd:ComposeServiceConsumer"
 
 
-@dataclass(frozen=True)
-class ComposeServiceConsumerArgs:
-    plan: ServicePlan
-    connections: Connections
-    # what the manifest check waits for (the registry install's decided acceptance, when this
-    # stack manages the registry)
-    after: Sequence[pulumi.Input[pulumi.Resource]] = ()
-    # how the live view registers it (None: as planned, without a live view)
-    action: ServiceAction | None = None
-
-    @property
-    def live(self) -> ServiceAction:
-        return self.action or ServiceAction(self.plan.service, self.plan, Posture.IN_SYNC, NO_LIVE_VIEW)
+class ComposeServiceConsumerArgs(ConsumerArgs):
+    """A Compose consumer is given what every consumer is (``ConsumerArgs``)."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +79,7 @@ def check_plan(plan: ServicePlan) -> ComposeSteps:
                 f"target kind {plan.target.kind.value!r}): a Compose consumer runs manifest-check.sh, "
                 "move-image.sh, compose-deploy.sh"
             )
-    for step in (steps.check, steps.move, steps.deploy):
-        step_script(step)
+    require_scripts(plan.steps)
     return steps
 
 
@@ -102,12 +88,10 @@ class ComposeServiceConsumer(ServiceConsumer):
         self, name: str, args: ComposeServiceConsumerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TYPE, name, None, opts)
-        plan, conns, action = args.plan, args.connections, args.live
-        steps = check_plan(plan)
+        conns, action = args.connections, args.live
+        steps = check_plan(args.plan)
         commit, hold = steps.commit, action.hold
-        check, live = self._manifest_check(
-            name, steps.check, conns, commit, after=args.after, slot=action.slot(repairs=False), hold=hold
-        )
+        check, live = self._manifest_check(name, args, steps.check, commit)
         move = remote_step(
             self, name, steps.move, conns, commit, slot=action.slot(repairs=True), hold=hold, live=live,
             depends_on=[check],
@@ -116,18 +100,5 @@ class ComposeServiceConsumer(ServiceConsumer):
             self, name, steps.deploy, conns, commit, slot=action.slot(repairs=True), hold=hold, live=live,
             depends_on=[move], create_as=verify_only if hold else None, update_as=verify_only,
         )  # fmt: skip
-
-        self.verdict = deploy.stdout.apply(lambda out: ok_result(out, f"{plan.service} deploy"))
-        self.register_outputs(
-            {
-                "service": plan.service,
-                "commit": commit,
-                "targetKind": steps.target.kind.value,
-                "posture": action.posture.value,
-                "live": action.verdict,
-                "digest": self.digest,
-                "imageId": self.image_id,
-                "moved": move.stdout.apply(lambda out: ok_result(out, f"{plan.service} {steps.move.id}")),
-                "verdict": self.verdict,
-            }
-        )
+        moved = move.stdout.apply(lambda out: ok_result(out, f"{args.plan.service} {steps.move.id}"))
+        self._register_consumer(args, commit, steps.target, (deploy, "deploy"), moved=moved)

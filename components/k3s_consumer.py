@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -41,18 +40,18 @@ from artifact_cd.contract import (
 )
 from artifact_cd.plan import AuthSyncPatch, DeploymentPatch, K3sTargetDoc, ServicePlan, Step
 
-from .reconcile import NO_LIVE_VIEW, Posture, ServiceAction
+from .reconcile import Posture, ServiceAction
 from .steps import (
     PATCH_INPUTS,
-    Connections,
+    ConsumerArgs,
     LiveValues,
     ServiceConsumer,
     contains_placeholder,
     ok_result,
     planned_commit,
     remote_step,
+    require_scripts,
     resolve_live,
-    step_script,
 )
 
 TYPE = "unidesk:cd:K3sServiceConsumer"
@@ -62,19 +61,11 @@ REPAIR_ANNOTATION = f"{ANNOTATION_PREFIX}repair"
 REPAIR_ANNOTATION_PATH = f'spec.template.metadata.annotations["{REPAIR_ANNOTATION}"]'
 
 
-@dataclass(frozen=True)
-class K3sServiceConsumerArgs:
-    plan: ServicePlan
-    connections: Connections
-    provider: k8s.Provider
-    # what the manifest check waits for (see ComposeServiceConsumerArgs.after)
-    after: Sequence[pulumi.Input[pulumi.Resource]] = ()
-    # how the live view registers it (None: as planned, without a live view)
-    action: ServiceAction | None = None
+@dataclass(frozen=True, kw_only=True)
+class K3sServiceConsumerArgs(ConsumerArgs):
+    """What every consumer is given (``ConsumerArgs``) and the Kubernetes provider of the patches."""
 
-    @property
-    def live(self) -> ServiceAction:
-        return self.action or ServiceAction(self.plan.service, self.plan, Posture.IN_SYNC, NO_LIVE_VIEW)
+    provider: k8s.Provider
 
 
 @dataclass(frozen=True)
@@ -162,8 +153,7 @@ def check_plan(plan: ServicePlan) -> K3sSteps:
         patches=tuple(patches),
         verify=verify,
     )
-    for step in (check, imported, *([auth.read] if auth else []), verify):
-        step_script(step)
+    require_scripts(plan.steps)
     return steps
 
 
@@ -178,9 +168,7 @@ class K3sServiceConsumer(ServiceConsumer):
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, retain_on_delete=True)
         repairs = action.slot(repairs=True)
 
-        check, live = self._manifest_check(
-            name, steps.check, conns, commit, after=args.after, slot=action.slot(repairs=False), hold=hold
-        )
+        check, live = self._manifest_check(name, args, steps.check, commit)
         imported = remote_step(
             self, name, steps.imported, conns, commit, slot=repairs, hold=hold, live=live, depends_on=[check]
         )
@@ -204,21 +192,11 @@ class K3sServiceConsumer(ServiceConsumer):
             self, name, steps.verify, conns, commit, slot=repairs, hold=hold, depends_on=patches
         )
 
-        self.verdict = verify.stdout.apply(lambda out: ok_result(out, f"{plan.service} verify"))
-        self.register_outputs(
-            {
-                "service": plan.service,
-                "commit": commit,
-                "targetKind": steps.target.kind.value,
-                "posture": action.posture.value,
-                "live": action.verdict,
-                "digest": self.digest,
-                "imageId": self.image_id,
-                "imported": imported.stdout.apply(lambda out: ok_result(out, f"{plan.service} import")),
-                "deployments": list(steps.target.deployments),
-                "verdict": self.verdict,
-            }
-        )
+        imported_result = imported.stdout.apply(lambda out: ok_result(out, f"{plan.service} import"))
+        self._register_consumer(
+            args, commit, steps.target, (verify, "verify"),
+            imported=imported_result, deployments=list(steps.target.deployments),
+        )  # fmt: skip
 
     def _deployment_patch(
         self,

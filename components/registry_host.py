@@ -42,7 +42,7 @@ from artifact_cd.contract import (
 from artifact_cd.plan import RegistryHostPlan, Step
 
 from .reconcile import NO_LIVE_VIEW, Posture, RegistryAction
-from .steps import Connections, remote_step, result_of, step_script
+from .steps import Connections, remote_step, require_scripts, result_of
 
 TYPE = "unidesk:registry:ArtifactRegistryHost"
 
@@ -116,8 +116,7 @@ def check_plan(plan: RegistryHostPlan) -> RegistryHostSteps:
             )
     if not plan.managed_by_this_stack:
         raise ValueError("registry.manage is false: this stack does not own the registry install")
-    for step in steps.in_order:
-        step_script(step)
+    require_scripts(plan.steps)
     return steps
 
 

@@ -32,7 +32,7 @@ not logged. Results are parsed with ``contract.StepResult`` (one JSON object, th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +49,9 @@ from artifact_cd.contract import (
     StepResult,
 )
 from artifact_cd.gates import Decision
-from artifact_cd.plan import HOST_D601, HOST_MASTER, Call, ServicePlan, Step
+from artifact_cd.plan import HOST_D601, HOST_MASTER, Call, ServicePlan, Step, TargetDoc
 
-from .reconcile import LiveSlot
+from .reconcile import NO_LIVE_VIEW, LiveSlot, Posture, ServiceAction
 
 
 class MissingScript(RuntimeError):
@@ -83,6 +83,14 @@ def step_script(step: Step) -> str:
             f"step {step.id} runs {call.script}, which is missing from {scripts.SCRIPT_DIR}; "
             "the program cannot run it"
         ) from None
+
+
+def require_scripts(steps: Iterable[Step]) -> None:
+    """Every script step of ``steps`` has its script file (else MissingScript, for the first one
+    that has none); a Kubernetes patch step runs no script."""
+    for step in steps:
+        if step.call is not None:
+            step_script(step)
 
 
 LIVE_SLOT = 1  # the index of the live slot in a Command's triggers
@@ -235,6 +243,23 @@ def planned_commit(plan: ServicePlan) -> str:
     return plan.commit
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConsumerArgs:
+    """What every consumer component is given."""
+
+    plan: ServicePlan
+    connections: Connections
+    # what the manifest check waits for (the registry install's decided acceptance, when this
+    # stack manages the registry)
+    after: Sequence[pulumi.Input[pulumi.Resource]] = ()
+    # how the live view registers it (None: as planned, without a live view)
+    action: ServiceAction | None = None
+
+    @property
+    def live(self) -> ServiceAction:
+        return self.action or ServiceAction(self.plan.service, self.plan, Posture.IN_SYNC, NO_LIVE_VIEW)
+
+
 class ServiceConsumer(pulumi.ComponentResource):
     """What the program reads from every consumer component: the manifest check's live digest and
     image ID, and the last step's verdict."""
@@ -244,21 +269,44 @@ class ServiceConsumer(pulumi.ComponentResource):
     verdict: pulumi.Output[dict[str, Any]]
 
     def _manifest_check(
-        self,
-        name: str,
-        step: Step,
-        conns: Connections,
-        commit: str,
-        *,
-        after: Sequence[pulumi.Input[pulumi.Resource]],
-        slot: LiveSlot,
-        hold: bool = False,
+        self, name: str, args: ConsumerArgs, step: Step, commit: str
     ) -> tuple[remote.Command, LiveValues]:
-        """The consumer's first Command (after ``after``) and the live values it reads."""
-        check = remote_step(self, name, step, conns, commit, slot=slot, hold=hold, depends_on=after)
+        """The consumer's first Command (after ``args.after``) and the live values it reads."""
+        action = args.live
+        check = remote_step(
+            self, name, step, args.connections, commit,
+            slot=action.slot(repairs=False), hold=action.hold, depends_on=args.after,
+        )  # fmt: skip
         live = LiveValues.of(check, f"{name} manifest-check")
         self.digest, self.image_id = live.digest, live.image_id
         return check, live
+
+    def _register_consumer(
+        self,
+        args: ConsumerArgs,
+        commit: str,
+        target: TargetDoc,
+        last: tuple[remote.Command, str],
+        **outputs: Any,
+    ) -> None:
+        """``verdict`` from the ``last`` step (its Command, named for errors) and the component's
+        outputs: what every consumer reports, with ``outputs`` (its own) before the verdict."""
+        plan, action = args.plan, args.live
+        command, what = last
+        self.verdict = command.stdout.apply(lambda out: ok_result(out, f"{plan.service} {what}"))
+        self.register_outputs(
+            {
+                "service": plan.service,
+                "commit": commit,
+                "targetKind": target.kind.value,
+                "posture": action.posture.value,
+                "live": action.verdict,
+                "digest": self.digest,
+                "imageId": self.image_id,
+                **outputs,
+                "verdict": self.verdict,
+            }
+        )
 
 
 def replace_placeholder(value: Any, placeholder: str, live: pulumi.Output[str]) -> Any:
