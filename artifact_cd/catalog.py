@@ -11,7 +11,7 @@ printed in the plan so an operator can see what was guessed.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -145,24 +145,29 @@ CODE_QUEUE_EXECUTION_PLANE = (
 _COMPOSE_EXCLUDED = ("every other Compose service of the project (--no-deps, single-service recreate)",)
 
 
+class _GateOptions(TypedDict, total=False):
+    """A target's gate, when it has one (the model's defaults: none)."""
+
+    gate: Gate
+    gate_reason: str
+
+
 def _compose(
     host: Literal[TargetKind.COMPOSE_MASTER, TargetKind.COMPOSE_D601],
     service: str,
     container: str,
     retag: str,
     *,
-    gate: Gate = Gate.NONE,
-    gate_reason: str = "",
     excluded: tuple[str, ...] = (),
+    **gate: Unpack[_GateOptions],
 ) -> ComposeTarget:
     return ComposeTarget(
         kind=host,
         compose_service=service,
         container_name=container,
         retag_name=retag,
-        gate=gate,
-        gate_reason=gate_reason,
         excluded_targets=_COMPOSE_EXCLUDED + excluded,
+        **gate,
     )
 
 
@@ -178,6 +183,34 @@ def _k3s(
         kubernetes_service=deployment,
         pre_rollout=pre_rollout,
         excluded_targets=(f"every other Deployment in namespace {namespace}",),
+    )
+
+
+def _both_envs(target: Target) -> dict[Env, Target]:
+    """The same target in dev and prod (what differs is the stack's settings)."""
+    return dict.fromkeys(ENVS, target)
+
+
+class _EntryOptions(TypedDict, total=False):
+    """The ``ServiceEntry`` fields a user service may set beyond its id, targets and assumptions."""
+
+    verification: VerificationKind
+    required_secret_keys: tuple[str, ...]
+    self_bootstrap_guard: bool
+
+
+def _user_service(
+    sid: str, targets: dict[Env, Target], assumptions: tuple[str, ...], **options: Unpack[_EntryOptions]
+) -> ServiceEntry:
+    """A UniDesk user service built from its microservice Dockerfile (most of the catalog)."""
+    return ServiceEntry(
+        id=sid,
+        producer=PRODUCER_USER_SERVICE,
+        source_repo=UNIDESK_REPO,
+        dockerfile=_microservice(sid),
+        targets=targets,
+        assumptions=assumptions,
+        **options,
     )
 
 
@@ -204,27 +237,21 @@ CATALOG: tuple[ServiceEntry, ...] = (
             _ASSUME_K3S_CONTAINER,
         ),
     ),
-    ServiceEntry(
-        id="baidu-netdisk",
-        producer=PRODUCER_USER_SERVICE,
-        source_repo=UNIDESK_REPO,
-        dockerfile=_microservice("baidu-netdisk"),
+    _user_service(
+        "baidu-netdisk",
+        _both_envs(
+            _compose(TargetKind.COMPOSE_MASTER, "baidu-netdisk", "baidu-netdisk-backend", "baidu-netdisk")
+        ),
+        (
+            "dev validation uses the same master-server Compose shape; the dev stack's "
+            "compose.master settings name the dev project directory and env file",
+            _ASSUME_PORT,
+        ),
         verification=VerificationKind.BAIDU_AUTH_GATE,
         required_secret_keys=(
             "UNIDESK_BAIDU_NETDISK_CLIENT_ID",
             "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET",
             "UNIDESK_BAIDU_NETDISK_TOKEN_KEY",
-        ),
-        targets={
-            env: _compose(
-                TargetKind.COMPOSE_MASTER, "baidu-netdisk", "baidu-netdisk-backend", "baidu-netdisk"
-            )
-            for env in ENVS
-        },
-        assumptions=(
-            "dev validation uses the same master-server Compose shape; the dev stack's "
-            "compose.master settings name the dev project directory and env file",
-            _ASSUME_PORT,
         ),
     ),
     ServiceEntry(
@@ -244,30 +271,19 @@ CATALOG: tuple[ServiceEntry, ...] = (
         ),
     ),
     *(
-        ServiceEntry(
-            id=sid,
-            producer=PRODUCER_USER_SERVICE,
-            source_repo=UNIDESK_REPO,
-            dockerfile=_microservice(sid),
-            targets={
-                "dev": _k3s("unidesk-dev", f"{sid}-dev", sid),
-                "prod": _k3s("unidesk", sid, sid),
-            },
-            assumptions=(_ASSUME_DOCKERFILE, _ASSUME_PORT, _ASSUME_K3S_CONTAINER)
+        _user_service(
+            sid,
+            {"dev": _k3s("unidesk-dev", f"{sid}-dev", sid), "prod": _k3s("unidesk", sid, sid)},
+            (_ASSUME_DOCKERFILE, _ASSUME_PORT, _ASSUME_K3S_CONTAINER)
             + (() if sid == "decision-center" else ("Deployment names <id>-dev / <id>",)),
         )
         for sid in ("decision-center", "mdtodo", "claudeqq")
     ),
     *(
-        ServiceEntry(
-            id=sid,
-            producer=PRODUCER_USER_SERVICE,
-            source_repo=UNIDESK_REPO,
-            dockerfile=_microservice(sid),
-            targets={
-                "prod": _compose(TargetKind.COMPOSE_MASTER, sid, f"{sid}-backend", sid),
-            },
-            assumptions=(_ASSUME_PORT, f"retag name {sid}"),
+        _user_service(
+            sid,
+            {"prod": _compose(TargetKind.COMPOSE_MASTER, sid, f"{sid}-backend", sid)},
+            (_ASSUME_PORT, f"retag name {sid}"),
         )
         for sid in ("project-manager", "oa-event-flow")
     ),
@@ -283,13 +299,9 @@ CATALOG: tuple[ServiceEntry, ...] = (
         },
         assumptions=(_ASSUME_PORT, "retag name todo-note"),
     ),
-    ServiceEntry(
-        id="code-queue-mgr",
-        producer=PRODUCER_USER_SERVICE,
-        source_repo=UNIDESK_REPO,
-        dockerfile=_microservice("code-queue-mgr"),
-        self_bootstrap_guard=True,
-        targets={
+    _user_service(
+        "code-queue-mgr",
+        {
             "prod": _compose(
                 TargetKind.COMPOSE_MASTER,
                 "code-queue-mgr",
@@ -300,16 +312,14 @@ CATALOG: tuple[ServiceEntry, ...] = (
                 excluded=CODE_QUEUE_EXECUTION_PLANE,
             ),
         },
-        assumptions=(_ASSUME_DOCKERFILE, _ASSUME_PORT, "retag name code-queue-mgr"),
+        (_ASSUME_DOCKERFILE, _ASSUME_PORT, "retag name code-queue-mgr"),
+        self_bootstrap_guard=True,
     ),
     *(
-        ServiceEntry(
-            id=sid,
-            producer=PRODUCER_USER_SERVICE,
-            source_repo=UNIDESK_REPO,
-            dockerfile=_microservice(sid),
-            targets={env: _compose(TargetKind.COMPOSE_D601, sid, f"{sid}-backend", sid) for env in ENVS},
-            assumptions=(
+        _user_service(
+            sid,
+            _both_envs(_compose(TargetKind.COMPOSE_D601, sid, f"{sid}-backend", sid)),
+            (
                 _ASSUME_DOCKERFILE,
                 _ASSUME_PORT,
                 f"container name {sid}-backend, retag name {sid}",
@@ -318,13 +328,10 @@ CATALOG: tuple[ServiceEntry, ...] = (
         )
         for sid in ("findjob", "pipeline")
     ),
-    ServiceEntry(
-        id="met-nonlinear",
-        producer=PRODUCER_USER_SERVICE,
-        source_repo=UNIDESK_REPO,
-        dockerfile=_microservice("met-nonlinear"),
-        targets={
-            env: _compose(
+    _user_service(
+        "met-nonlinear",
+        _both_envs(
+            _compose(
                 TargetKind.COMPOSE_D601,
                 "met-nonlinear",
                 "met-nonlinear-backend",
@@ -335,17 +342,13 @@ CATALOG: tuple[ServiceEntry, ...] = (
                     "service contract disagree; only plan/dry-run is offered"
                 ),
             )
-            for env in ENVS
-        },
-        assumptions=(_ASSUME_DOCKERFILE, _ASSUME_PORT, "container name met-nonlinear-backend"),
+        ),
+        (_ASSUME_DOCKERFILE, _ASSUME_PORT, "container name met-nonlinear-backend"),
     ),
-    ServiceEntry(
-        id="k3sctl-adapter",
-        producer=PRODUCER_USER_SERVICE,
-        source_repo=UNIDESK_REPO,
-        dockerfile=_microservice("k3sctl-adapter"),
-        targets={
-            env: _compose(
+    _user_service(
+        "k3sctl-adapter",
+        _both_envs(
+            _compose(
                 TargetKind.COMPOSE_D601,
                 "k3sctl-adapter",
                 "k3sctl-adapter",
@@ -358,21 +361,16 @@ CATALOG: tuple[ServiceEntry, ...] = (
                 ),
                 excluded=("native k3s control plane and every k3s workload",),
             )
-            for env in ENVS
-        },
-        assumptions=(
+        ),
+        (
             "runs as a D601 host Compose service outside k3s (seed: outside the k3s fault domain)",
             _ASSUME_DOCKERFILE,
             _ASSUME_PORT,
         ),
     ),
-    ServiceEntry(
-        id="code-queue",
-        producer=PRODUCER_USER_SERVICE,
-        source_repo=UNIDESK_REPO,
-        dockerfile=_microservice("code-queue"),
-        self_bootstrap_guard=True,
-        targets={
+    _user_service(
+        "code-queue",
+        {
             "dev": K3sTarget(
                 namespace="unidesk-dev",
                 deployments=tuple(
@@ -398,13 +396,14 @@ CATALOG: tuple[ServiceEntry, ...] = (
                 excluded_targets=tuple("production " + t for t in CODE_QUEUE_EXECUTION_PLANE),
             ),
         },
-        assumptions=(
+        (
             "dev Deployments code-queue-{scheduler,read,write,provider-egress-proxy}-dev with "
             "containers code-queue-{part}",
             "health is read through Service code-queue-read-dev",
             _ASSUME_DOCKERFILE,
             _ASSUME_PORT,
         ),
+        self_bootstrap_guard=True,
     ),
 )
 
