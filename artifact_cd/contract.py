@@ -479,6 +479,11 @@ class LiveComposeSpec(_Spec):
     env_file: SpecPath
     required_secrets: tuple[SpecEnvKey, ...] = ()  # present/length only, never a value
 
+    @classmethod
+    def of(cls, service: str, deploy: ComposeDeployArgs) -> LiveComposeSpec:
+        """What to report of ``service``, deployed by ``deploy``: its call's values of these fields."""
+        return cls(service=service, **deploy.model_dump(include=set(cls.model_fields) - {"service"}))
+
 
 class LiveK3sDeploymentSpec(_Spec):
     name: SpecK8sName

@@ -103,19 +103,7 @@ def probe_requests(cfg: StackConfig, plans: Sequence[ServicePlan]) -> dict[str, 
                     )
                     manifests.setdefault(spec.key, spec)
                 case ComposeDeployArgs() as deploy if step.host in compose:
-                    compose[step.host].append(
-                        LiveComposeSpec(
-                            service=plan.service,
-                            container=deploy.container,
-                            image=deploy.image,
-                            env_prefix=deploy.env_prefix,
-                            verify=deploy.verify,
-                            health_path=deploy.health_path,
-                            health_port=deploy.health_port,
-                            env_file=deploy.env_file,
-                            required_secrets=deploy.required_secrets,
-                        )
-                    )
+                    compose[step.host].append(LiveComposeSpec.of(plan.service, deploy))
                 case K3sImportArgs() as call:
                     imported = call
                 case K3sVerifyArgs() as call:
