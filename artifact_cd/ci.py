@@ -26,8 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from . import catalog
 from .catalog import PRODUCER_BACKEND_CORE, PRODUCER_USER_SERVICE, ServiceEntry
-from .config import MUTABLE_TAGS, LoopbackEndpoint
-from .contract import DIGEST_RE
+from .config import MUTABLE_TAGS, LoopbackEndpoint, matching
+from .contract import DIGEST_RE, REPOSITORY_PATTERN, TAG_PATTERN
 
 CI_PATH = Path(__file__).resolve().parent.parent / "CI.json"
 
@@ -39,23 +39,14 @@ MIRROR_NAMESPACE = "unidesk/upstream"
 _ID_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _REL_PATH_RE = re.compile(r"[A-Za-z0-9._+@-]+(/[A-Za-z0-9._+@-]+)*")
 _URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*")
-_REPOSITORY_RE = re.compile(r"[a-z0-9]+([._/-][a-z0-9]+)*")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_REPOSITORY_RE = re.compile(REPOSITORY_PATTERN)
+_TAG_RE = re.compile(TAG_PATTERN)
+# name[:port][/path...]:tag
 _UPSTREAM_RE = re.compile(
-    r"(?P<name>[a-z0-9]+([._/-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)*)"
-    r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"
+    rf"(?P<name>{REPOSITORY_PATTERN}(?::[0-9]{{1,5}})?(?:/{REPOSITORY_PATTERN})*):(?P<tag>{TAG_PATTERN})"
 )
 
 PRODUCERS = (PRODUCER_BACKEND_CORE, PRODUCER_USER_SERVICE)
-
-
-def _pattern(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    def validate(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise PydanticCustomError("format", f"{value!r} is not {what}")
-        return value
-
-    return AfterValidator(validate)
 
 
 def _relative_path(value: str) -> str:
@@ -78,12 +69,12 @@ def _upstream_image(value: str) -> str:
     return value
 
 
-ArtifactId = Annotated[str, _pattern(_ID_RE, "a lowercase service id (a-z 0-9 -)")]
+ArtifactId = Annotated[str, matching(_ID_RE, "a lowercase service id (a-z 0-9 -)")]
 RelPath = Annotated[str, AfterValidator(_relative_path)]
-RepoUrl = Annotated[str, _pattern(_URL_RE, "an https repository URL")]
-Repository = Annotated[str, _pattern(_REPOSITORY_RE, "a registry repository name")]
-Tag = Annotated[str, _pattern(_TAG_RE, "an image tag")]
-Digest = Annotated[str, _pattern(DIGEST_RE, "a sha256:<64 hex> digest")]
+RepoUrl = Annotated[str, matching(_URL_RE, "an https repository URL")]
+Repository = Annotated[str, matching(_REPOSITORY_RE, "a registry repository name")]
+Tag = Annotated[str, matching(_TAG_RE, "an image tag")]
+Digest = Annotated[str, matching(DIGEST_RE, "a sha256:<64 hex> digest")]
 UpstreamImage = Annotated[str, AfterValidator(_upstream_image)]
 Note = Annotated[str, Field(min_length=1, max_length=400)]
 

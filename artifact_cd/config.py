@@ -32,7 +32,14 @@ from pydantic_core import PydanticCustomError
 
 from . import catalog
 from .catalog import Env, Gate, TargetKind
-from .contract import COMMIT_RE, DIGEST_PATTERN
+from .contract import (
+    ABS_PATH_PATTERN,
+    COMMIT_RE,
+    DIGEST_PATTERN,
+    K8S_NAME_PATTERN,
+    REPOSITORY_PATTERN,
+    TAG_PATTERN,
+)
 
 PROJECT = "unidesk-artifact-cd"
 SECRET_KEYS: tuple[str, ...] = ("d601PrivateKey", "masterPrivateKey", "kubeconfig")
@@ -53,14 +60,12 @@ _HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
 _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_PATH_RE = re.compile(r"/[A-Za-z0-9._+@/-]*")
+_PATH_RE = re.compile(ABS_PATH_PATTERN)
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
-_K8S_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+_K8S_NAME_RE = re.compile(K8S_NAME_PATTERN)
 _UNIT_RE = re.compile(r"[A-Za-z0-9_.@-]{1,240}\.service")
 _IMAGE_RE = re.compile(
-    r"(?P<name>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    rf"(?:@(?P<digest>{DIGEST_PATTERN}))?"
+    rf"(?P<name>{REPOSITORY_PATTERN})(?::(?P<tag>{TAG_PATTERN}))?(?:@(?P<digest>{DIGEST_PATTERN}))?"
 )
 _COMPOSE_CMD_RE = re.compile(r"/[A-Za-z0-9._/-]+(?: compose)?")
 _PERSON_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -153,7 +158,9 @@ def _strict_str(value: object) -> object:
     return value
 
 
-def _check(pattern: re.Pattern[str], what: str) -> Any:
+def matching(pattern: re.Pattern[str], what: str) -> Any:
+    """The validator of a string that ``pattern`` matches whole (no control character)."""
+
     def validate(value: str) -> str:
         if _CONTROL_RE.search(value) or not pattern.fullmatch(value):
             raise PydanticCustomError("format", f"{value!r} is not {what}")
@@ -233,26 +240,26 @@ _HOST_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) 
 StrictStr = Annotated[str, BeforeValidator(_strict_str)]
 Commit = Annotated[str, BeforeValidator(_commit)]
 Hostname = Annotated[StrictStr, AfterValidator(_hostname)]
-User = Annotated[StrictStr, _check(_USER_RE, "a POSIX user name")]
+User = Annotated[StrictStr, matching(_USER_RE, "a POSIX user name")]
 AbsPath = Annotated[StrictStr, AfterValidator(_abs_path)]
-Name = Annotated[StrictStr, _check(_NAME_RE, "a lowercase name (a-z 0-9 _ . -)")]
-K8sName = Annotated[StrictStr, _check(_K8S_NAME_RE, "a Kubernetes name")]
-UnitName = Annotated[StrictStr, _check(_UNIT_RE, "a systemd .service unit name")]
+Name = Annotated[StrictStr, matching(_NAME_RE, "a lowercase name (a-z 0-9 _ . -)")]
+K8sName = Annotated[StrictStr, matching(_K8S_NAME_RE, "a Kubernetes name")]
+UnitName = Annotated[StrictStr, matching(_UNIT_RE, "a systemd .service unit name")]
 LoopbackEndpoint = Annotated[StrictStr, AfterValidator(_loopback_endpoint)]
 PinnedImage = Annotated[StrictStr, AfterValidator(_pinned_image)]
 ComposeCommand = Annotated[
     StrictStr,
-    _check(
+    matching(
         _COMPOSE_CMD_RE, "an absolute compose command ('/usr/bin/docker compose' or a docker-compose path)"
     ),
 ]
 SshTarget = Annotated[StrictStr, AfterValidator(_ssh_target)]
 Person = Annotated[
-    StrictStr, _check(_PERSON_RE, "a plain identifier of who approved (no spaces or metacharacters)")
+    StrictStr, matching(_PERSON_RE, "a plain identifier of who approved (no spaces or metacharacters)")
 ]
 FreeText = Annotated[StrictStr, Field(max_length=300), AfterValidator(_free_text)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
-HostKey = Annotated[StrictStr, _check(_HOST_KEY_RE, "an SSH public host key ('ssh-ed25519 AAAA...')")]
+HostKey = Annotated[StrictStr, matching(_HOST_KEY_RE, "an SSH public host key ('ssh-ed25519 AAAA...')")]
 
 
 # --------------------------------------------------------------------------- models

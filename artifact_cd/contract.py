@@ -51,6 +51,11 @@ COMMIT_PATTERN = "[0-9a-f]{40}"
 DIGEST_PATTERN = "sha256:[0-9a-f]{64}"
 COMMIT_RE = re.compile(COMMIT_PATTERN)
 DIGEST_RE = re.compile(DIGEST_PATTERN)
+# Name rules that the stack config, CI.json and the live probe spec all check
+REPOSITORY_PATTERN = "[a-z0-9]+(?:[._/-][a-z0-9]+)*"  # a registry repository (lib.sh is_repository)
+TAG_PATTERN = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # an image tag
+K8S_NAME_PATTERN = "[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?"  # a Kubernetes object name
+ABS_PATH_PATTERN = "/[A-Za-z0-9._+@/-]*"  # plain characters only (lib.sh is_abs_path, less its . / .. rule)
 
 # Deploy stamp: k3s consumers use the generic env prefix (R13), Compose consumers a per-service
 # one (R14); both stamp COMMIT, IMAGE and DIGEST (k3s also SERVICE).
@@ -420,14 +425,14 @@ class RegistryProbeArgs(ScriptArgs):
 # target's helper (scripts/py/livefacts.py) with the same rules as lib.sh's ``is_*`` checks.
 
 _SPEC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # lib.sh is_name
-_SPEC_PATH_RE = re.compile(r"/[A-Za-z0-9._+@/-]*")  # lib.sh is_abs_path (plus no . or .. segment)
+_SPEC_PATH_RE = re.compile(ABS_PATH_PATTERN)  # lib.sh is_abs_path (plus no . or .. segment)
 _SPEC_DOTS_RE = re.compile(r"(^|/)\.\.?(/|$)")
 _SPEC_ENV_PREFIX_RE = re.compile(r"[A-Z][A-Z0-9_]{0,80}_")  # lib.sh is_env_prefix
 _SPEC_ENV_KEY_RE = re.compile(r"[A-Z][A-Z0-9_]{0,127}")  # lib.sh is_env_key
-_SPEC_REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*")  # lib.sh is_repository
+_SPEC_REPOSITORY_RE = re.compile(REPOSITORY_PATTERN)  # lib.sh is_repository
 _SPEC_HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")  # lib.sh is_http_path
 _SPEC_LOOPBACK_RE = re.compile(r"(?:127\.0\.0\.1|\[::1\]|localhost):[0-9]{1,5}")  # is_loopback_endpoint
-_SPEC_K8S_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+_SPEC_K8S_NAME_RE = re.compile(K8S_NAME_PATTERN)
 # the commit image: <registry>/<repository>:<40-hex commit> (lib.sh is_image_ref, tag = a commit)
 _SPEC_COMMIT_IMAGE_RE = re.compile(rf"[a-z0-9]+(?:[._/:-][a-z0-9]+)*:{COMMIT_PATTERN}")
 _B64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
