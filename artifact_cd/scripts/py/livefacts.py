@@ -296,6 +296,25 @@ def parallel(jobs: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the probe
 
 
+def no_health(why: str) -> dict[str, Any]:
+    """The health fields of a service whose health could not be read, and why."""
+    return {"healthOk": False, "healthCommit": None, "healthRequestedCommit": None, "why": why}
+
+
+def with_detail(
+    facts: dict[str, Any], whys: list[str], health: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``facts`` with the ``health`` fields merged in and every reason (``whys``, then the health's
+    ``why``) as its ``detail``."""
+    if health is not None:
+        why = health.pop("why", None)
+        facts.update(health)
+        whys = [*whys, why] if why else whys
+    if whys:
+        facts["detail"] = "; ".join(whys)
+    return facts
+
+
 class Probe:
     """The facts of one host; every tool call and request goes through ``run`` / ``request``."""
 
@@ -338,20 +357,17 @@ class Probe:
         todo-note-synthetic: status ok, the commits are the image label and the container env;
         baidu-auth-gate: standard and the five auth booleans all true."""
         status, body, error = got
-        out: dict[str, Any] = {"healthOk": False, "healthCommit": None, "healthRequestedCommit": None}
         if status is None:
-            out["why"] = f"health: no answer ({error or 'unreachable'})"
-            return out
+            return no_health(f"health: no answer ({error or 'unreachable'})")
         if status != 200:
-            out["why"] = f"health: HTTP {status}"
-            return out
+            return no_health(f"health: HTTP {status}")
         try:
             doc = json.loads(body.decode("utf-8", "replace"))
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
-            out["why"] = "health: HTTP 200 but not a JSON object"
-            return out
+            return no_health("health: HTTP 200 but not a JSON object")
+        out: dict[str, Any] = {"healthOk": False, "healthCommit": None, "healthRequestedCommit": None}
         fields = self.health.health_fields(doc)
         commit, requested, state = fields[1:4]
         if verify == SYNTHETIC:
@@ -431,6 +447,7 @@ class Probe:
         facts: dict[str, Any] = {"service": spec["service"], "kind": "compose", "found": doc is not None}
         facts["imagePresent"] = (spec["image"] in present) if present is not None else None
         whys: list[str] = []
+        health: dict[str, Any] | None = None
         if spec.get("requiredSecrets"):
             try:
                 facts["secrets"], _ = self.envfile.secrets_report(spec["envFile"], spec["requiredSecrets"])
@@ -450,23 +467,15 @@ class Probe:
             )
             addr = "127.0.0.1" if netmode == "host" else ip
             if status != "running":
-                facts.update(healthOk=False, healthCommit=None, healthRequestedCommit=None)
-                whys.append(f"the container is {clean(status, 40) or 'not running'}")
+                health = no_health(f"the container is {clean(status, 40) or 'not running'}")
             elif not addr:
-                facts.update(healthOk=False, healthCommit=None, healthRequestedCommit=None)
-                whys.append("the container has no network address")
+                health = no_health("the container has no network address")
             else:
                 got = self.get_health(addr, spec["healthPort"], spec["healthPath"])
                 health = self.health_facts(
                     got, verify=spec["verify"], revision=revision, env_commit=env_commit
                 )
-                why = health.pop("why", None)
-                facts.update(health)
-                if why:
-                    whys.append(why)
-        if whys:
-            facts["detail"] = "; ".join(whys)
-        return facts
+        return with_detail(facts, whys, health)
 
     # ------------------------------------------------------------------ k3s
 
@@ -552,14 +561,7 @@ class Probe:
         answer = (
             (200, body.encode("utf-8"), "") if hrc == 0 else (None, b"", "service proxy: " + last_line(herr))
         )
-        health = self.health_facts(answer)
-        why = health.pop("why", None)
-        facts.update(health)
-        if why:
-            whys.append(why)
-        if whys:
-            facts["detail"] = "; ".join(whys)
-        return facts
+        return with_detail(facts, whys, self.health_facts(answer))
 
     # ------------------------------------------------------------------ manifests, auth
 
