@@ -282,12 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the Pulumi program under the mock engine (preview); list every resource it registers",
     )
-    p.add_argument(
-        "--live",
-        action="store_true",
-        help="read-only: fill the dry-run's live fields from one probe per host over SSH",
+    _ssh_arguments(
+        p, live=("--live", "read-only: fill the dry-run's live fields from one probe per host over SSH")
     )
-    _ssh_arguments(p)
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("render", help="the registry config, compose file and systemd unit with SHA-256")
@@ -311,26 +308,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default="127.0.0.1:5000", help="the D601 registry endpoint (loopback)")
     p.set_defaults(handler=cmd_publish)
 
-    for verb, text in (
-        ("status", "read-only registry host status over SSH (ok when the query worked; exit 0/1)"),
-        ("health", "read-only registry host health over SSH (ok only when healthy; exit 0/1)"),
+    services = ("--services", "the live view: per service desired vs live commit, verdict, what to run")
+    for verb, text, live in (
+        ("status", "read-only registry host status over SSH (ok when the query worked; exit 0/1)", services),
+        ("health", "read-only registry host health over SSH (ok only when healthy; exit 0/1)", None),
     ):
         p = sub.add_parser(verb, help=text)
         p.add_argument("--stack", required=True, choices=catalog.ENVS)
         p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
-        if verb == "status":
-            p.add_argument(
-                "--services",
-                action="store_true",
-                help="the live view: per service desired vs live commit, verdict, what to run",
-            )
-        _ssh_arguments(p)
+        _ssh_arguments(p, live=live)
         p.set_defaults(handler=cmd_registry_query)
 
     return parser
 
 
-def _ssh_arguments(p: argparse.ArgumentParser) -> None:
+def _ssh_arguments(p: argparse.ArgumentParser, *, live: tuple[str, str] | None = None) -> None:
+    """The SSH arguments of a verb that reads the hosts, after ``live`` (flag, help): its switch to
+    the per-service live view, when it has one."""
+    if live is not None:
+        flag, text = live
+        p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--ssh-key", help="private key file (default: $ARTIFACT_CD_SSH_KEY or ssh's)")
     p.add_argument(
         "--ssh-option",
