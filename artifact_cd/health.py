@@ -264,9 +264,13 @@ class _Evaluation:
             )
             self.check(f"{name}File", "files", False, detail, file=name, path=path)
 
+    def _queried(self, section: str) -> Mapping[str, Any] | None:
+        """A section of the facts, when the probe could query it (None: it says nothing)."""
+        facts = _dict(self.facts[section])
+        return facts if facts.get("queried") is True else None
+
     def unit(self) -> None:
-        unit = _dict(self.facts["unit"])
-        if unit.get("queried") is not True:
+        if (unit := self._queried("unit")) is None:
             return
         name = self.unit_name
         self.unit_exists = unit.get("exists") is True
@@ -297,8 +301,7 @@ class _Evaluation:
         )
 
     def container(self) -> None:
-        container = _dict(self.facts["container"])
-        if container.get("queried") is not True:
+        if (container := self._queried("container")) is None:
             return
         name = self.container_name
         self.container_exists = container.get("exists") is True
