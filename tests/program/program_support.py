@@ -45,11 +45,38 @@ FAKE_AUTH_SECRET = "FAKE-AUTH-CLIENT-SECRET-93ac11"
 FAKE_AUTH: dict[str, Any] = {"clientId": "frontend", "clientSecret": FAKE_AUTH_SECRET}
 DEFAULT_PROBE_FACTS: dict[str, Any] = {"ok": True, "probe": "registry-probe"}
 REPAIR_ANNOTATION = "unidesk.io/deploy-repair"
+GATED = {"dev": "code-queue", "prod": "code-queue-mgr"}  # each stack's supervisor-gated service
 
 
 def stack_config(stack: str) -> dict[str, Any]:
     """The project's own ``Pulumi.<stack>.yaml`` (namespace stripped), as a fresh copy."""
     return copy.deepcopy(core_config.read_stack_file(ROOT / f"Pulumi.{stack}.yaml"))
+
+
+def approved(stack: str) -> dict[str, Any]:
+    """The stack's own config with the supervisor approval its gated service needs for ``up``."""
+    cfg = stack_config(stack)
+    gated = GATED[stack]
+    cfg["approvals"] = {gated: {"commit": cfg["services"][gated]["commit"], "by": "sup", "reason": "ok"}}
+    return cfg
+
+
+def with_commit(cfg: Mapping[str, Any], **commits: str) -> dict[str, Any]:
+    """A copy of ``cfg`` with other commits (``oa_event_flow=...`` for ``oa-event-flow``)."""
+    out = copy.deepcopy(dict(cfg))
+    for service, commit in commits.items():
+        out["services"][service.replace("_", "-")]["commit"] = commit
+    return out
+
+
+def run_kw(cfg: Mapping[str, Any], secrets: Mapping[str, str] = FAKE_SECRETS) -> dict[str, Any]:
+    """The inputs of one ``Stack.preview``/``Stack.up`` of ``cfg``: no gate variable set."""
+    return {"config": cfg, "secrets": secrets, "environ": {}}
+
+
+def of_service(names: Mapping[str, Any] | set[str], service: str) -> set[str]:
+    """The names of ``service``'s own resources among ``names`` (the service and ``<service>-*``)."""
+    return {n for n in names if n == service or n.startswith(service + "-")}
 
 
 def fake_digest(kind: str, repository: str, tag: str) -> str:

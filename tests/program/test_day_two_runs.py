@@ -26,9 +26,13 @@ from .program_support import (
     FakeHosts,
     Live,
     World,
+    approved,
     auth_sha256,
+    of_service,
+    run_kw,
     stack_config,
     use_live,
+    with_commit,
     world_of,
 )
 
@@ -36,28 +40,6 @@ NEW = "1" * 40
 DRIFT = "2" * 40
 GATED_NEW = "3" * 40
 HEALTHY_FACTS = {"ok": True, "probe": "registry-probe"}
-
-
-def approved(stack: str) -> dict[str, Any]:
-    cfg = stack_config(stack)
-    gated = {"dev": "code-queue", "prod": "code-queue-mgr"}[stack]
-    cfg["approvals"] = {gated: {"commit": cfg["services"][gated]["commit"], "by": "sup", "reason": "ok"}}
-    return cfg
-
-
-def with_commit(cfg: Mapping[str, Any], **commits: str) -> dict[str, Any]:
-    out = copy.deepcopy(dict(cfg))
-    for service, commit in commits.items():
-        out["services"][service.replace("_", "-")]["commit"] = commit
-    return out
-
-
-def kw(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {"config": cfg, "secrets": FAKE_SECRETS, "environ": {}}
-
-
-def of(names: Mapping[str, Any] | set[str], service: str) -> set[str]:
-    return {n for n in names if n == service or n.startswith(service + "-")}
 
 
 def clean(report: RunReport) -> None:
@@ -95,10 +77,10 @@ def deployed(
     world = World()
     use_live(monkeypatch, world)
     stack, hosts = Stack(name), FakeHosts(world=world)
-    first = stack.up(**hosts.up_kw(), **kw(cfg))
+    first = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert first.error is None, first.error
     assert set(first.ops.values()) == {"create"}
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
     world.recreated.clear()
     return stack, world, hosts
 
@@ -118,22 +100,24 @@ def test_problem_1_an_unhealthy_registry_never_wedges_the_stack(
     use_live(monkeypatch, world)
     stack = Stack("prod")
     hosts = FakeHosts(world=world)
-    first = stack.up(**hosts.up_kw(), **kw(cfg))
+    first = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert type(first.error).__name__ == "RegistryUnhealthy"
     assert [n for n in hosts.names() if not n.startswith("artifact-registry-")] == []
 
-    still = stack.preview(**kw(cfg))
+    still = stack.preview(**run_kw(cfg))
     assert still.error is None, still.error
     assert any("artifact registry: unhealthy" in w for w in still.run.warnings())
 
     world.registry_facts = dict(HEALTHY_FACTS)  # an operator restarts the registry by hand
     hosts = FakeHosts(world=world)
-    fixed = stack.up(**hosts.up_kw(), **kw(cfg))
+    fixed = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert fixed.error is None, fixed.error
-    assert not of(fixed.changed_names(), "artifact-registry"), "in sync: the install is left as stored"
+    assert not of_service(fixed.changed_names(), "artifact-registry"), (
+        "in sync: the install is left as stored"
+    )
     assert fixed.run.outputs["registryAcceptance"]["decision"] == "healthy"
     assert "backend-core-deploy" in hosts.names()
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
 
 def test_problem_2_registry_drift_runs_the_install_and_accepts_this_runs_probe(
@@ -145,15 +129,15 @@ def test_problem_2_registry_drift_runs_the_install_and_accepts_this_runs_probe(
     cfg = approved("prod")
     stack, world, _ = deployed("prod", monkeypatch, cfg)
     world.registry_facts = {"ok": False, "decision": "service-degraded", "detail": "config.yml differs"}
-    preview = stack.preview(**kw(cfg))
+    preview = stack.preview(**run_kw(cfg))
     registry_steps = {r.name for r in stack.resources.values() if r.name.startswith("artifact-registry-")}
     assert preview.changed_names() == dict.fromkeys(registry_steps, "replace")
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert up.error is None, up.error
     assert set(hosts.names()) == registry_steps
     assert up.run.outputs["registryAcceptance"]["decision"] == "healthy"
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
 
 # =========================================================================== problem 2
@@ -177,7 +161,7 @@ def test_problem_2_a_service_recreated_by_hand_on_another_commit_is_repaired(
         "backend-core-verify": "replace",
         "backend-core-patch-backend-core-dev": "update",
     }
-    preview = stack.preview(**kw(cfg))
+    preview = stack.preview(**run_kw(cfg))
     assert preview.error is None, preview.error
     assert preview.changed_names() == expected
     warned = preview.run.warnings()
@@ -187,7 +171,7 @@ def test_problem_2_a_service_recreated_by_hand_on_another_commit_is_repaired(
     assert preview.run.named("findjob-deploy").inputs["triggers"][1] != slot
 
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert up.error is None, up.error
     assert up.changed_names() == expected
     assert sorted(hosts.names()) == sorted(n for n, op in expected.items() if op == "replace")
@@ -199,7 +183,7 @@ def test_problem_2_a_service_recreated_by_hand_on_another_commit_is_repaired(
     assert patch.inputs["spec"]["template"]["metadata"]["annotations"]["unidesk.io/deploy-repair"].startswith(
         "drifted:"
     )
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
 
 def test_problem_2_an_unhealthy_service_and_a_missing_image_are_repaired(
@@ -211,16 +195,16 @@ def test_problem_2_an_unhealthy_service_and_a_missing_image_are_repaired(
     stack, world, _ = deployed("dev", monkeypatch, cfg)
     world.services["pipeline"].healthy = False
     world.services["mdtodo"].image_present = False
-    preview = stack.preview(**kw(cfg))
+    preview = stack.preview(**run_kw(cfg))
     assert set(preview.changed_names()) == {
         "pipeline-pull", "pipeline-deploy", "mdtodo-import", "mdtodo-verify", "mdtodo-patch-mdtodo-dev",
     }  # fmt: skip
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert up.error is None, up.error
     assert "pipeline" in world.recreated and world.services["pipeline"].healthy
     assert world.services["mdtodo"].image_present
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
 
 # =========================================================================== problem 3
@@ -238,7 +222,7 @@ def test_problem_3_a_fresh_state_with_everything_live_recreates_nothing(
     world = world_of(stack_name, cfg)
     use_live(monkeypatch, world)
     stack, hosts = Stack(stack_name), FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert up.error is None, up.error
     assert set(up.ops.values()) == {"create"}
     deploys = [c for c in hosts.calls if c.script == "compose-deploy.sh"]
@@ -249,12 +233,12 @@ def test_problem_3_a_fresh_state_with_everything_live_recreates_nothing(
             assert result["verdict"]["recreated"] is False and result["verdict"]["alreadyLive"] is True, (
                 service
             )
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
     # an old exported state imported again (pulumi stack import): the same, nothing to do
     again = Stack(stack_name)
     again.import_(stack.export(), stack.outputs)
-    clean(again.preview(**kw(cfg)))
+    clean(again.preview(**run_kw(cfg)))
 
 
 # =========================================================================== problem 4
@@ -271,10 +255,10 @@ def test_problem_4_a_gated_commit_without_approval_is_held_and_the_others_deploy
     stack, world, _ = deployed("dev", monkeypatch, cfg_a)
     old = cfg_a["services"]["code-queue"]["commit"]
     cfg_b = with_commit(cfg_a, code_queue=GATED_NEW, backend_core=NEW)
-    preview = stack.preview(**kw(cfg_b))
+    preview = stack.preview(**run_kw(cfg_b))
     assert preview.error is None, preview.error
-    assert not of(preview.changed_names(), "code-queue"), preview.changed_names()
-    assert of(preview.changed_names(), "backend-core")
+    assert not of_service(preview.changed_names(), "code-queue"), preview.changed_names()
+    assert of_service(preview.changed_names(), "backend-core")
     fix = f"pulumi config set --path 'approvals.code-queue.commit' {GATED_NEW}"
     assert any(w.startswith("code-queue: held") and fix in w for w in preview.run.warnings())
     [held] = preview.run.outputs["held"]
@@ -282,20 +266,22 @@ def test_problem_4_a_gated_commit_without_approval_is_held_and_the_others_deploy
     assert fix in held["fix"]
 
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg_b))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg_b))
     assert up.error is None, up.error
-    assert not of(up.changed_names(), "code-queue") and not of(set(hosts.names()), "code-queue")
+    assert not of_service(up.changed_names(), "code-queue") and not of_service(
+        set(hosts.names()), "code-queue"
+    )
     assert world.in_sync("backend-core", NEW) and world.in_sync("code-queue", old)
     assert up.run.outputs["held"] == preview.run.outputs["held"]
-    clean(stack.preview(**kw(cfg_b)))
+    clean(stack.preview(**run_kw(cfg_b)))
 
     cfg_c = copy.deepcopy(cfg_b)
     cfg_c["approvals"]["code-queue"]["commit"] = GATED_NEW
-    deploy = stack.up(**FakeHosts(world=world).up_kw(), **kw(cfg_c))
+    deploy = stack.up(**FakeHosts(world=world).up_kw(), **run_kw(cfg_c))
     assert deploy.error is None, deploy.error
     assert deploy.op("code-queue-verify") == "replace" and world.in_sync("code-queue", GATED_NEW)
     assert deploy.run.outputs["held"] == []
-    clean(stack.preview(**kw(cfg_c)))
+    clean(stack.preview(**run_kw(cfg_c)))
 
 
 # =========================================================================== problem 5
@@ -313,17 +299,17 @@ def test_problem_5_a_script_only_change_replaces_nothing_and_recreates_nothing(
     stack, world, _ = deployed("dev", monkeypatch, cfg)
     original = scripts.script_text
     monkeypatch.setattr(scripts, "script_text", lambda name: original(name) + "# v2\n")
-    preview = stack.preview(**kw(cfg))
+    preview = stack.preview(**run_kw(cfg))
     assert preview.error is None, preview.error
     assert set(preview.changed_names().values()) == {"update"}
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert up.error is None, up.error
     assert "replace" not in up.ops.values()
     deploys = [c for c in up.executed if c.script == "compose-deploy.sh"]
     assert deploys and all(c.op == "update" and c.command.endswith("--mode verify") for c in deploys)
     assert world.recreated == [] and up.patched == []
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
 
 # =========================================================================== problem 6
@@ -338,7 +324,7 @@ def test_problem_6_a_new_auth_section_on_the_master_re_syncs_the_frontend_secret
     cfg = approved("dev")
     stack, world, _ = deployed("dev", monkeypatch, cfg)
     world.auth = {**FAKE_AUTH, "clientId": "frontend-v2"}
-    preview = stack.preview(**kw(cfg))
+    preview = stack.preview(**run_kw(cfg))
     assert preview.changed_names() == {
         "frontend-auth-read": "replace",
         "frontend-auth-sync-secret": "update",
@@ -346,14 +332,14 @@ def test_problem_6_a_new_auth_section_on_the_master_re_syncs_the_frontend_secret
     }
     assert preview.run.named("frontend-auth-read").inputs["triggers"][1] == "auth:" + auth_sha256(world.auth)
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert up.error is None, up.error
     assert hosts.names() == ["frontend-auth-read"]
     secret = stack.named("frontend-auth-sync-secret").inputs["stringData"]["auth.json"]
     assert "frontend-v2" in secret
     assert stack.named("frontend-auth-sync-configmap").inputs["data"]["authSha256"] == auth_sha256(world.auth)
     assert {p.name for p in up.patched} == {"frontend-auth-sync-secret", "frontend-auth-sync-configmap"}
-    clean(stack.preview(**kw(cfg)))
+    clean(stack.preview(**run_kw(cfg)))
 
 
 # =========================================================================== a silent host
@@ -369,7 +355,7 @@ def test_a_host_that_does_not_answer_holds_only_its_services(monkeypatch: pytest
     stack, world, _ = deployed("dev", monkeypatch, cfg_a)
     cfg_b = with_commit(cfg_a, findjob=NEW)
     world.silent = {"master"}
-    preview = stack.preview(**kw(cfg_b))
+    preview = stack.preview(**run_kw(cfg_b))
     assert preview.error is None, preview.error
     assert set(preview.changed_names()) == {n for n in preview.by_name if n.startswith("findjob-")}
     unknown = {h["service"] for h in preview.run.outputs["held"] if h["verdict"] == "unknown"}
@@ -379,22 +365,24 @@ def test_a_host_that_does_not_answer_holds_only_its_services(monkeypatch: pytest
 
     before = copy.deepcopy(stack.resources)
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg_b))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg_b))
     assert type(up.error).__name__ == "ServicesRefused"
     assert "baidu-netdisk" in str(up.error) and "frontend" in str(up.error) and "findjob" not in str(up.error)
     assert world.in_sync("findjob", NEW)
-    assert not of(set(hosts.names()), "baidu-netdisk") and not of(set(hosts.names()), "frontend")
+    assert not of_service(set(hosts.names()), "baidu-netdisk") and not of_service(
+        set(hosts.names()), "frontend"
+    )
     assert "delete" not in up.ops.values()
     for name in ("baidu-netdisk", "frontend"):
-        kept = {u: r for u, r in stack.resources.items() if of({r.name}, name)}
-        assert kept == {u: r for u, r in before.items() if of({r.name}, name)}, f"{name}: state kept"
+        kept = {u: r for u, r in stack.resources.items() if of_service({r.name}, name)}
+        assert kept == {u: r for u, r in before.items() if of_service({r.name}, name)}, f"{name}: state kept"
     assert any(": unknown (" in e for e in up.run.errors())
 
     world.silent = set()
-    clean_or_outputs = stack.preview(**kw(cfg_b))
+    clean_or_outputs = stack.preview(**run_kw(cfg_b))
     assert clean_or_outputs.error is None and clean_or_outputs.changed_names() == {}
-    assert stack.up(**FakeHosts(world=world).up_kw(), **kw(cfg_b)).error is None  # records the outputs
-    clean(stack.preview(**kw(cfg_b)))
+    assert stack.up(**FakeHosts(world=world).up_kw(), **run_kw(cfg_b)).error is None  # records the outputs
+    clean(stack.preview(**run_kw(cfg_b)))
 
 
 def test_d601_silent_refuses_the_registry_and_every_service(
@@ -406,11 +394,11 @@ def test_d601_silent_refuses_the_registry_and_every_service(
     cfg = approved("prod")
     stack, world, _ = deployed("prod", monkeypatch, cfg)
     world.silent = {"d601"}
-    preview = stack.preview(**kw(cfg))
+    preview = stack.preview(**run_kw(cfg))
     assert preview.error is None and preview.changed_names() == {}
     assert any(w.startswith("artifact registry: unknown") for w in preview.run.warnings())
     hosts = FakeHosts(world=world)
-    up = stack.up(**hosts.up_kw(), **kw(cfg))
+    up = stack.up(**hosts.up_kw(), **run_kw(cfg))
     assert type(up.error).__name__ == "ServicesRefused" and "the registry install" in str(up.error)
     assert hosts.calls == [] and "delete" not in up.ops.values()
 

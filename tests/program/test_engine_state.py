@@ -9,7 +9,6 @@ the rest is the program.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -28,30 +27,10 @@ from tests.engine import (
     parse_property_path,
 )
 
-from .program_support import FAKE_SECRETS, FakeHosts, World, stack_config, use_live, world_of
+from .program_support import FAKE_SECRETS, FakeHosts, World, approved, run_kw, use_live, with_commit, world_of
 
-GATED = {"dev": "code-queue", "prod": "code-queue-mgr"}
 DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
 NEW_COMMIT = "1" * 40
-
-
-def approved(stack: str) -> dict[str, Any]:
-    """The stack's own config with the supervisor approval its gated service needs for ``up``."""
-    cfg = stack_config(stack)
-    gated = GATED[stack]
-    cfg["approvals"] = {gated: {"commit": cfg["services"][gated]["commit"], "by": "sup", "reason": "ok"}}
-    return cfg
-
-
-def with_commit(cfg: Mapping[str, Any], **commits: str) -> dict[str, Any]:
-    out = copy.deepcopy(dict(cfg))
-    for service, commit in commits.items():
-        out["services"][service.replace("_", "-")]["commit"] = commit
-    return out
-
-
-def run_kw(cfg: Mapping[str, Any], secrets: Mapping[str, str] = FAKE_SECRETS) -> dict[str, Any]:
-    return {"config": cfg, "secrets": secrets, "environ": {}}
 
 
 def commands(stack: Stack) -> set[str]:

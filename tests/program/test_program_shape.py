@@ -17,10 +17,19 @@ import pytest
 
 from artifact_cd import plan as core_plan
 from artifact_cd import scripts
-from artifact_cd.config import parse_stack_config
+from artifact_cd.config import StackConfig, parse_stack_config
 from artifact_cd.plan import plan_registry_host, plan_services, registry_probe_args
 
-from .program_support import FAKE_AUTH, FAKE_SECRETS, FakeHosts, auth_sha256, fake_digest, stack_config
+from .program_support import (
+    FAKE_AUTH,
+    FAKE_SECRETS,
+    GATED,
+    FakeHosts,
+    approved,
+    auth_sha256,
+    fake_digest,
+    stack_config,
+)
 
 COMMAND = "command:remote:Command"
 DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
@@ -47,7 +56,6 @@ CODE_QUEUE_DEV = [
     "code-queue-scheduler-dev",
     "code-queue-write-dev",
 ]
-GATED = {"dev": "code-queue", "prod": "code-queue-mgr"}
 # R10, written out independently of the catalog: service -> (component, [(child step, host)], deployments)
 CM = [("manifest-check", "d601"), ("transfer", "master"), ("deploy", "master")]
 CD = [("manifest-check", "d601"), ("pull", "d601"), ("deploy", "d601")]
@@ -95,15 +103,6 @@ def _plans(stack: str) -> dict[str, Any]:
     return {p.service: p for p in plan_services(_cfg(stack))}
 
 
-def _approved(stack: str) -> dict[str, Any]:
-    cfg = stack_config(stack)
-    gated = {"dev": "code-queue", "prod": "code-queue-mgr"}[stack]
-    cfg["approvals"] = {
-        gated: {"commit": cfg["services"][gated]["commit"], "by": "supervisor", "reason": "test"}
-    }
-    return cfg
-
-
 def _up_both_stacks(
     engine: Any, configure: Callable[[str], dict[str, Any]]
 ) -> dict[str, tuple[Any, FakeHosts]]:
@@ -134,10 +133,18 @@ def up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
 
 @pytest.fixture(scope="module")
 def approved_up_runs(engine: Any) -> dict[str, tuple[Any, FakeHosts]]:
-    out = _up_both_stacks(engine, _approved)
+    out = _up_both_stacks(engine, approved)
     for run, _hosts in out.values():
         assert run.error is None, run.error
     return out
+
+
+def _approved_up(
+    approved_up_runs: dict[str, tuple[Any, FakeHosts]], stack: str
+) -> tuple[Any, FakeHosts, StackConfig]:
+    """The stack's approved ``up`` (run, fake hosts) and the config it ran with."""
+    run, hosts = approved_up_runs[stack]
+    return run, hosts, parse_stack_config(approved(stack), stack)
 
 
 # --------------------------------------------------------------------------- R10 shapes
@@ -203,7 +210,7 @@ def test_r10_code_queue_mgr_prod_with_approval_is_a_single_compose_service_fake_
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_r2_r13_no_exposure_resource_is_ever_registered(cached_run: Any, up_runs: Any, stack: str) -> None:
-    for run in (cached_run(stack), up_runs[stack][0], cached_run(stack, config=_approved(stack))):
+    for run in (cached_run(stack), up_runs[stack][0], cached_run(stack, config=approved(stack))):
         types = {r.type for r in run.resources}
         assert types <= ALLOWED_TYPES, types - ALLOWED_TYPES
         for r in run.resources:
@@ -227,8 +234,7 @@ def _expected_triggers(commit: str, step: core_plan.Step, slot: str = "live:in-s
 def test_r11_each_command_runs_exactly_the_plan_step_script_and_argv_fake_hosts(
     approved_up_runs: Any, stack: str
 ) -> None:
-    run, hosts = approved_up_runs[stack]
-    cfg = parse_stack_config(_approved(stack), stack)
+    run, hosts, cfg = _approved_up(approved_up_runs, stack)
     by_name = {c.name: c for c in hosts.calls}
     commands = {r.name: r for r in run.of_type(COMMAND)}
     checked = 0
@@ -308,8 +314,7 @@ def test_r11_dependency_order_manifest_check_first_then_move_then_deploy_fake_ho
 def test_r13_deployment_patch_image_env_annotations_forced_and_retained_fake_hosts(
     approved_up_runs: Any, stack: str
 ) -> None:
-    run, _ = approved_up_runs[stack]
-    cfg = parse_stack_config(_approved(stack), stack)
+    run, _, cfg = _approved_up(approved_up_runs, stack)
     patches = run.of_type(DEPLOYMENT_PATCH)
     assert patches
     for p in patches:
@@ -437,7 +442,7 @@ def test_r12_up_with_fake_hosts_exports_the_live_digest_and_verdicts(
     """The plan documents are the offline plan's in up as in preview (a preview after an up shows
     no output change); the live digest, image ID and verdict of each consumer are in `results`."""
     run, _ = approved_up_runs[stack]
-    preview = cached_run(stack, config=_approved(stack))
+    preview = cached_run(stack, config=approved(stack))
     assert run.outputs["plans"] == preview.outputs["plans"]
     for service, doc in run.outputs["plans"].items():
         assert doc["registry"] is None or doc["registry"]["digest"] is None

@@ -13,24 +13,17 @@ import pytest
 
 from artifact_cd import scripts
 
-from .program_support import FAKE_AUTH_SECRET, FAKE_SECRETS, FakeHosts, stack_config
+from .program_support import FAKE_AUTH_SECRET, FAKE_SECRETS, FakeHosts, approved, stack_config
 
 COMMAND = "command:remote:Command"
 FAKES = [*FAKE_SECRETS.values(), FAKE_AUTH_SECRET]
-
-
-def _approved(stack: str) -> dict[str, Any]:
-    cfg = stack_config(stack)
-    gated = {"dev": "code-queue", "prod": "code-queue-mgr"}[stack]
-    cfg["approvals"] = {gated: {"commit": cfg["services"][gated]["commit"], "by": "sup", "reason": "ok"}}
-    return cfg
 
 
 @pytest.fixture(scope="module")
 def dev_up(engine: Any) -> tuple[Any, FakeHosts]:
     hosts = FakeHosts()
     run = engine.run_program(
-        "dev", preview=False, config=_approved("dev"), secrets=FAKE_SECRETS, environ={}, executor=hosts
+        "dev", preview=False, config=approved("dev"), secrets=FAKE_SECRETS, environ={}, executor=hosts
     )
     assert run.error is None, run.error
     return run, hosts
@@ -43,7 +36,7 @@ def test_no_secret_value_appears_in_any_input_not_marked_secret_fake_hosts(
     cached_run: Any, dev_up: Any
 ) -> None:
     run, _ = dev_up
-    runs = [run, cached_run("dev"), cached_run("prod"), cached_run("prod", config=_approved("prod"))]
+    runs = [run, cached_run("dev"), cached_run("prod"), cached_run("prod", config=approved("prod"))]
     seen_in_secret: set[str] = set()
     for r in (res for one in runs for res in one.resources):
         redacted = json.dumps(r.redacted_inputs, default=str)
@@ -73,7 +66,7 @@ def test_a_failing_secret_step_does_not_echo_its_stdout_fake_hosts(engine: Any) 
     leak = json.dumps({"ok": False, "error": "x", "auth": {"token": FAKE_AUTH_SECRET}})
     hosts = FakeHosts(fail={"frontend-auth-read": (3, leak + "\n")})
     run = engine.run_program(
-        "dev", preview=False, config=_approved("dev"), secrets=FAKE_SECRETS, environ={}, executor=hosts
+        "dev", preview=False, config=approved("dev"), secrets=FAKE_SECRETS, environ={}, executor=hosts
     )
     assert type(run.error).__name__ == "CommandFailed"
     assert "frontend-auth-read" in str(run.error) and FAKE_AUTH_SECRET not in str(run.error)
@@ -147,7 +140,7 @@ def test_executor_failure_stops_the_dependants_only_fake_hosts(engine: Any) -> N
     missing = json.dumps({"ok": False, "error": "manifest-missing", "retryable": False})
     hosts = FakeHosts(fail={"findjob-manifest-check": (3, missing + "\n")})
     run = engine.run_program(
-        "dev", preview=False, config=_approved("dev"), secrets=FAKE_SECRETS, environ={}, executor=hosts
+        "dev", preview=False, config=approved("dev"), secrets=FAKE_SECRETS, environ={}, executor=hosts
     )
     assert type(run.error).__name__ == "CommandFailed"
     assert "findjob-manifest-check" in str(run.error) and "manifest-missing" in str(run.error)
