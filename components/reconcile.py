@@ -33,9 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Literal
+
+from pydantic.alias_generators import to_camel
 
 from artifact_cd.config import Approval, StackConfig
 from artifact_cd.contract import ReadAuthArgs
@@ -133,15 +135,8 @@ class Held:
     fix: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "commit": self.commit,
-            "verdict": self.verdict,
-            "liveCommit": self.live_commit,
-            "registered": self.registered,
-            "reason": self.reason,
-            "fix": self.fix,
-        }
+        """Every field, camelCase, in declaration order."""
+        return {to_camel(f.name): getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
