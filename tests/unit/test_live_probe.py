@@ -40,6 +40,7 @@ from artifact_cd.contract import (
 from artifact_cd.plan import registry_probe_call
 from artifact_cd.scripts import PY_DIR, command_line, script_text
 from artifact_cd.scripts.py import auth, container, envfile, health, livefacts
+from tests.unit.script_support import PY38, needs_python38
 
 A = "a" * 40
 B = "b" * 40
@@ -690,18 +691,7 @@ esac
     assert sum(1 for c in tools if c.startswith("docker inspect --type container -- ")) == 1
 
 
-def _python38() -> str | None:
-    candidates = [*map(str, sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))), shutil.which("python3.8")]
-    for candidate in candidates:
-        if candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0:
-            return candidate
-    return None
-
-
-PY38 = _python38()
-
-
-@pytest.mark.skipif(PY38 is None, reason="no python3.8 on this machine (pyenv 3.8 or python3.8 on PATH)")
+@needs_python38
 def test_the_helper_runs_on_python_3_8_as_the_script_runs_it(tmp_path: Path) -> None:
     assert PY38 is not None
     env_file = tmp_path / ".env"

@@ -20,6 +20,7 @@ import pytest
 from artifact_cd import contract, scripts
 from artifact_cd.contract import ARGS_MODELS, Flag, ScriptArgs
 from artifact_cd.scripts import LIB, PY_DIR, SCRIPT_DIR, helper_variable, script_text
+from tests.unit.script_support import SHARED_FACTS, code_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.name for p in SCRIPT_DIR.glob("*.sh") if p.name != LIB)
@@ -28,11 +29,6 @@ SOURCES = sorted(SCRIPT_DIR.glob("*.sh"))
 
 def source(name: str) -> str:
     return (SCRIPT_DIR / name).read_text(encoding="utf-8")
-
-
-def code_of(text: str) -> str:
-    """The text without its comment lines (what runs)."""
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def bash(text: str) -> str:
@@ -129,14 +125,8 @@ def test_the_constants_bash_sees_are_the_contracts(name: str) -> None:
 # --------------------------------------------------------------------------- nothing spelled by hand
 
 
-SHARED_FACTS = (
-    contract.REVISION_LABEL,
-    contract.SOURCE_LABEL,
-    contract.SERVICE_LABEL,
-    contract.SPEC_LABEL,
-    *contract.MANIFEST_MEDIA_TYPES,
-    contract.COMMIT_PATTERN,
-    contract.DIGEST_PATTERN,
+SCRIPT_FACTS = (
+    *SHARED_FACTS,
     "UNIDESK_BAIDU_NETDISK",  # the catalog's required secret keys arrive as --required-secret
 )
 
@@ -144,7 +134,7 @@ SHARED_FACTS = (
 @pytest.mark.parametrize("path", [*SOURCES, *sorted(PY_DIR.glob("*.py"))], ids=lambda p: p.name)
 def test_sources_spell_no_shared_fact(path: Path) -> None:
     code = code_of(path.read_text(encoding="utf-8")) if path.suffix == ".sh" else path.read_text(encoding="utf-8")
-    assert [fact for fact in SHARED_FACTS if fact in code] == []
+    assert [fact for fact in SCRIPT_FACTS if fact in code] == []
     if path.suffix == ".sh":
         assert not re.search(r"\bfail [0-9]", code), "exit codes are the contract's EXIT_* constants"
 

@@ -13,23 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from artifact_cd import contract, scripts
+from artifact_cd import scripts
 from artifact_cd.scripts import INCLUDE_DIR, LIB, SCRIPT_DIR, include_paths, script_text
+from tests.unit.script_support import SHARED_FACTS, code_of
 
 INCLUDES = sorted(INCLUDE_DIR.glob("*.sh"))
-SHARED_FACTS = (
-    contract.REVISION_LABEL,
-    contract.SOURCE_LABEL,
-    contract.SERVICE_LABEL,
-    contract.SPEC_LABEL,
-    *contract.MANIFEST_MEDIA_TYPES,
-    contract.COMMIT_PATTERN,
-    contract.DIGEST_PATTERN,
-)
-
-
-def _code(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def test_registry_probe_and_live_probe_share_the_registry_facts() -> None:
@@ -41,7 +29,7 @@ def test_registry_probe_and_live_probe_share_the_registry_facts() -> None:
         body = (SCRIPT_DIR / name).read_text(encoding="utf-8").removeprefix("# shellcheck shell=bash\n")
         assert lib < text.index(facts) < text.index(body) and text.endswith(body)
     probe = (SCRIPT_DIR / "registry-probe.sh").read_text(encoding="utf-8")
-    assert "registry_facts " in _code(probe) and "unit_facts()" not in probe, "the collection is not copied"
+    assert "registry_facts " in code_of(probe) and "unit_facts()" not in probe, "the collection is not copied"
 
 
 def test_an_include_is_named_by_a_whole_comment_line_and_must_exist() -> None:
@@ -57,7 +45,7 @@ def test_an_include_is_named_by_a_whole_comment_line_and_must_exist() -> None:
 def test_an_include_is_functions_only_and_spells_no_shared_fact(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# shellcheck shell=bash\n")
-    code = _code(text)
+    code = code_of(text)
     assert [fact for fact in SHARED_FACTS if fact in code] == []
     assert not re.search(r"\beval\b", code) and "main()" not in code and 'main "$@"' not in code
     assert not re.search(r"\bfail [0-9]", code), "exit codes are the contract's EXIT_* constants"

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 from artifact_cd import contract
 from artifact_cd.scripts import PY_DIR
 from artifact_cd.scripts.py import auth, container, envfile, free_port, health, livefacts, manifest, pulled
+from tests.unit.script_support import PY38, needs_python38
 
 HELPERS = sorted(p for p in PY_DIR.glob("*.py") if p.name != "__init__.py")
 US = "\x1f"
@@ -62,19 +62,7 @@ def test_a_helper_needs_only_the_standard_library_of_python_3_8(path: Path) -> N
     assert not re.search(r"\.removeprefix\(|\.removesuffix\(|functools\.cache\b|import cache\b|zoneinfo", text)
 
 
-def _oldest_python() -> str | None:
-    """A working python3.8 (a pyenv install, else one on PATH; a pyenv shim may only refuse)."""
-    pyenv = sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python3.8"))
-    for candidate in (*map(str, pyenv), shutil.which("python3.8")):
-        if candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0:
-            return candidate
-    return None
-
-
-PY38 = _oldest_python()
-
-
-@pytest.mark.skipif(PY38 is None, reason="no python3.8 on this machine (pyenv 3.8 or python3.8 on PATH)")
+@needs_python38
 def test_the_helpers_run_on_python_3_8(tmp_path: Path) -> None:
     """Each helper's main path, exactly as a script runs it, on the oldest python3 a target may have."""
     assert PY38 is not None
