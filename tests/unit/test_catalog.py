@@ -63,6 +63,12 @@ R10: dict[tuple[str, str], tuple[TargetKind, str, tuple[str, ...], Gate]] = {
 }
 
 
+def _entry(sid: str) -> catalog.ServiceEntry:
+    entry = catalog.get(sid)
+    assert entry is not None, sid
+    return entry
+
+
 def test_catalog_has_exactly_the_r10_rows() -> None:
     rows = {(e.id, env) for e in catalog.CATALOG for env in e.targets}
     assert rows == set(R10)
@@ -71,9 +77,7 @@ def test_catalog_has_exactly_the_r10_rows() -> None:
 @pytest.mark.parametrize(("service", "env"), sorted(R10))
 def test_r10_row(service: str, env: str) -> None:
     kind, place, names, gate = R10[(service, env)]
-    entry = catalog.get(service)
-    assert entry is not None
-    target = entry.target(env)  # type: ignore[arg-type]
+    target = _entry(service).target(env)  # type: ignore[arg-type]
     assert target is not None
     assert target.kind == kind
     assert target.gate == gate
@@ -90,9 +94,7 @@ def test_r10_row(service: str, env: str) -> None:
 def test_seed_named_retag_names() -> None:
     # Seed: baidu-netdisk retags to baidu-netdisk and baidu-netdisk:<commit>; frontend to unidesk-frontend.
     def retag(sid: str) -> str:
-        entry = catalog.get(sid)
-        assert entry is not None
-        target = entry.target("prod")
+        target = _entry(sid).target("prod")
         assert isinstance(target, ComposeTarget)
         return target.retag_name
 
@@ -101,12 +103,10 @@ def test_seed_named_retag_names() -> None:
 
 
 def test_env_prefixes_and_repositories() -> None:
-    entry = catalog.get("baidu-netdisk")
-    assert entry is not None
+    entry = _entry("baidu-netdisk")
     assert entry.compose_env_prefix == "UNIDESK_BAIDU_NETDISK_DEPLOY_"
     assert entry.repository == "unidesk/baidu-netdisk"
-    todo = catalog.get("todo-note")
-    assert todo is not None and todo.compose_env_prefix == "UNIDESK_TODO_NOTE_DEPLOY_"
+    assert _entry("todo-note").compose_env_prefix == "UNIDESK_TODO_NOTE_DEPLOY_"
     assert catalog.K3S_ENV_PREFIX == "UNIDESK_DEPLOY_"
     for e in catalog.CATALOG:
         assert e.repository == f"unidesk/{e.id}"
@@ -116,12 +116,10 @@ def test_producers_and_sources() -> None:
     for e in catalog.CATALOG:
         expected = catalog.PRODUCER_BACKEND_CORE if e.id == "backend-core" else catalog.PRODUCER_USER_SERVICE
         assert e.producer == expected, e.id
-    todo = catalog.get("todo-note")
-    assert todo is not None
+    todo = _entry("todo-note")
     assert todo.source_repo == "https://gitee.com/Lyon1998/todo_note"
     assert todo.dockerfile == "Dockerfile"
-    frontend = catalog.get("frontend")
-    assert frontend is not None and frontend.dockerfile == "src/components/frontend/Dockerfile"
+    assert _entry("frontend").dockerfile == "src/components/frontend/Dockerfile"
 
 
 def test_verification_kinds_and_secrets() -> None:
@@ -129,15 +127,12 @@ def test_verification_kinds_and_secrets() -> None:
     assert kinds["todo-note"] == VerificationKind.TODO_NOTE_SYNTHETIC
     assert kinds["baidu-netdisk"] == VerificationKind.BAIDU_AUTH_GATE
     assert {k for k, v in kinds.items() if v != VerificationKind.STANDARD} == {"todo-note", "baidu-netdisk"}
-    baidu = catalog.get("baidu-netdisk")
-    assert baidu is not None
-    assert baidu.required_secret_keys == (
+    assert _entry("baidu-netdisk").required_secret_keys == (
         "UNIDESK_BAIDU_NETDISK_CLIENT_ID",
         "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET",
         "UNIDESK_BAIDU_NETDISK_TOKEN_KEY",
     )
-    todo = catalog.get("todo-note")
-    assert todo is not None and todo.health.path == "/api/health"
+    assert _entry("todo-note").health.path == "/api/health"
 
 
 def test_frontend_dev_syncs_auth_first_and_only_there() -> None:
@@ -151,8 +146,7 @@ def test_frontend_dev_syncs_auth_first_and_only_there() -> None:
 
 
 def test_code_queue_mgr_excludes_the_execution_plane() -> None:
-    entry = catalog.get("code-queue-mgr")
-    assert entry is not None
+    entry = _entry("code-queue-mgr")
     target = entry.target("prod")
     assert target is not None
     for item in ("scheduler", "runner", "tasks", "interrupt", "cancel"):
@@ -165,8 +159,7 @@ def test_guarded_services() -> None:
 
 
 def test_assumptions_are_stated_where_the_seed_is_silent() -> None:
-    cq = catalog.get("code-queue")
-    assert cq is not None
+    cq = _entry("code-queue")
     assert any("code-queue-{scheduler,read,write,provider-egress-proxy}-dev" in a for a in cq.assumptions)
     for e in catalog.CATALOG:
         assert e.assumptions, f"{e.id} states no assumption"

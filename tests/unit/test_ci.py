@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,46 +121,49 @@ def test_load_checked_refuses_an_inconsistent_file(raw: dict[str, Any], tmp_path
     assert any("mdtodo: CI.json sourceRepo" in p for p in doc["problems"])
 
 
-@pytest.mark.parametrize(
-    ("mutate", "fragment"),
-    [
-        (lambda a: a.update(image="unidesk/other"), "must be 'unidesk/findjob'"),
-        (lambda a: a.update(dockerfile="/abs/Dockerfile"), "not a plain path"),
-        (lambda a: a.update(dockerfile="../Dockerfile"), "not a plain path"),
-        (lambda a: a.update(buildContext="a/../b"), "not a plain path"),
-        (lambda a: a.update(sourceRepo="git@github.com:x/y"), "https repository URL"),
-        (lambda a: a.update(producer="make"), "producer"),
-        (lambda a: a.update(id="Bad_Id"), "lowercase service id"),
-        (lambda a: a.update(kind="binary"), "kind"),
-        (lambda a: a.update(extra="x"), "extra"),
-    ],
-)
+Mutation = Callable[[dict[str, Any]], object]
+SERVICE, UPSTREAM = "findjob", "artifact-registry"  # a service-image entry, an upstream-image entry
+# (entry, one change that makes it invalid, a fragment of the model's refusal)
+BAD_ENTRIES: list[tuple[str, Mutation, str]] = [
+    (SERVICE, lambda a: a.update(image="unidesk/other"), "must be 'unidesk/findjob'"),
+    (SERVICE, lambda a: a.update(dockerfile="/abs/Dockerfile"), "not a plain path"),
+    (SERVICE, lambda a: a.update(dockerfile="../Dockerfile"), "not a plain path"),
+    (SERVICE, lambda a: a.update(buildContext="a/../b"), "not a plain path"),
+    (SERVICE, lambda a: a.update(sourceRepo="git@github.com:x/y"), "https repository URL"),
+    (SERVICE, lambda a: a.update(producer="make"), "producer"),
+    (SERVICE, lambda a: a.update(id="Bad_Id"), "lowercase service id"),
+    (SERVICE, lambda a: a.update(kind="binary"), "kind"),
+    (SERVICE, lambda a: a.update(extra="x"), "extra"),
+    (UPSTREAM, lambda a: a.update(upstreamImage="docker.io/library/registry:latest"), "mutable tag"),
+    (UPSTREAM, lambda a: a.update(upstreamImage="docker.io/library/registry"), "with a tag"),
+    (UPSTREAM, lambda a: a.update(upstreamDigest="sha256:abc"), "sha256:<64 hex>"),
+    (UPSTREAM, lambda a: a.update(mirrorImage="unidesk/registry"), "must live under 'unidesk/upstream/'"),
+    (UPSTREAM, lambda a: a.update(mirrorTag="latest"), "is mutable"),
+    (UPSTREAM, lambda a: a.update(mirrorProducer="ci mirror"), "mirrorProducer"),
+    (UPSTREAM, lambda a: a.pop("upstreamDigest"), "upstreamDigest"),
+]
+
+
+def _bad_entries(sid: str) -> list[tuple[Mutation, str]]:
+    return [(mutate, fragment) for entry, mutate, fragment in BAD_ENTRIES if entry == sid]
+
+
+def _assert_refused(raw: dict[str, Any], sid: str, mutate: Mutation, fragment: str) -> None:
+    data = copy.deepcopy(raw)
+    mutate(_service(data, sid))
+    with pytest.raises(ci.CIError) as caught:
+        ci.parse_ci(data)
+    assert any(fragment in p for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(("mutate", "fragment"), _bad_entries(SERVICE))
 def test_model_refuses_bad_service_entries(raw: dict[str, Any], mutate: Any, fragment: str) -> None:
-    data = copy.deepcopy(raw)
-    mutate(_service(data, "findjob"))
-    with pytest.raises(ci.CIError) as caught:
-        ci.parse_ci(data)
-    assert any(fragment in p for p in caught.value.problems), caught.value.problems
+    _assert_refused(raw, SERVICE, mutate, fragment)
 
 
-@pytest.mark.parametrize(
-    ("mutate", "fragment"),
-    [
-        (lambda a: a.update(upstreamImage="docker.io/library/registry:latest"), "mutable tag"),
-        (lambda a: a.update(upstreamImage="docker.io/library/registry"), "with a tag"),
-        (lambda a: a.update(upstreamDigest="sha256:abc"), "sha256:<64 hex>"),
-        (lambda a: a.update(mirrorImage="unidesk/registry"), "must live under 'unidesk/upstream/'"),
-        (lambda a: a.update(mirrorTag="latest"), "is mutable"),
-        (lambda a: a.update(mirrorProducer="ci mirror"), "mirrorProducer"),
-        (lambda a: a.pop("upstreamDigest"), "upstreamDigest"),
-    ],
-)
+@pytest.mark.parametrize(("mutate", "fragment"), _bad_entries(UPSTREAM))
 def test_model_refuses_bad_upstream_entries(raw: dict[str, Any], mutate: Any, fragment: str) -> None:
-    data = copy.deepcopy(raw)
-    mutate(_service(data, "artifact-registry"))
-    with pytest.raises(ci.CIError) as caught:
-        ci.parse_ci(data)
-    assert any(fragment in p for p in caught.value.problems), caught.value.problems
+    _assert_refused(raw, UPSTREAM, mutate, fragment)
 
 
 def test_duplicate_ids_and_images_are_refused(raw: dict[str, Any]) -> None:
