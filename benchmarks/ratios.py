@@ -66,8 +66,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -252,6 +253,15 @@ def machine_busy_now(seconds: float = 1.0) -> float:
     busy0 = machine_busy_seconds()
     time.sleep(seconds)
     return (machine_busy_seconds() - busy0) / seconds
+
+
+T = TypeVar("T")
+
+
+def alternating(i: int, items: Sequence[T]) -> Sequence[T]:
+    """``items`` in round ``i``'s order: as given in an even round, reversed in an odd one (so that
+    no measurement of a pair always runs first)."""
+    return items if i % 2 == 0 else items[::-1]
 
 
 def before_round() -> None:
@@ -525,12 +535,8 @@ def figure_deploy(rig: Rig, rounds: int) -> dict[str, Any]:
     for i in range(rounds):
         before_round()
         s.add("ssh d601 true", ssh_true(rig.d601))
-        if i % 2 == 0:
-            project(ours[i])
-            typed(hand[i])
-        else:
-            typed(hand[i])
-            project(ours[i])
+        for measure in alternating(i, (partial(project, ours[i]), partial(typed, hand[i]))):
+            measure()
         s.add("ratio", s.values["project: total"][-1] / s.values["hand: total"][-1])
         log(
             f"deploy round {i + 1}/{rounds}: project {s.values['project: total'][-1]:.2f} s, "
@@ -767,12 +773,8 @@ def figure_stack(rig: Rig, rounds: int) -> dict[str, Any]:
 
     for i in range(rounds):
         before_round()
-        if i % 2 == 0:
-            alone(alone_commits[i])
-            stack(stack_commits[i])
-        else:
-            stack(stack_commits[i])
-            alone(alone_commits[i])
+        for measure in alternating(i, (partial(alone, alone_commits[i]), partial(stack, stack_commits[i]))):
+            measure()
         slowest = max(s.values[f"alone {svc} ({w}): total"][-1] for w, svc in ALONE.items())
         s.add("slowest alone", slowest)
         s.add("ratio", s.values["stack of 4: total"][-1] / slowest)
@@ -838,7 +840,7 @@ def figure_bytes(rig: Rig, rounds: int, pad: int) -> dict[str, Any]:
             s.add("missing layers (bytes)", missing)
             s.add("config + manifest of B (bytes)", config_b + manifest_b)
             s.add("missing layers + config + manifest (bytes)", missing + config_b + manifest_b)
-            for mode in ("tunnel", "stream") if i % 2 == 0 else ("stream", "tunnel"):
+            for mode in alternating(i, ("tunnel", "stream")):
                 plan = plan_service(stack_cfg(rig, {MOVED: b}, mode), MOVED)
                 facts = rig.d601.run_step(plan.steps[0], timeout=STEP_TIMEOUT).json or {}
                 drop_image(rig.master, f"{rig.registry}/{repository(MOVED)}:{b}")
