@@ -21,27 +21,24 @@ marks the run and the program decides without a live view (every service as plan
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from artifact_cd.config import HostConfig, StackConfig
 from artifact_cd.live import HostView, LiveView
+from artifact_cd.liveprobe import collect_live
 from artifact_cd.plan import HOST_D601, HOST_MASTER, ServicePlan
 from artifact_cd.remote import SshOptionError, SshSettings
 
-# The collector's home: the live probe's module (artifact_cd.liveprobe), or artifact_cd.remote.
-COLLECTOR_MODULES: tuple[str, ...] = ("artifact_cd.liveprobe", "artifact_cd.remote")
 PROBE_TIMEOUT_SECONDS = 90.0
 SSH_OPTIONS_FIX = (
     "set ARTIFACT_CD_SSH_OPTIONS to shell-quoted OpenSSH Key=Value words (e.g. 'ProxyJump=bastion'), "
     "or unset it"
 )
 
-Collector = Callable[[StackConfig, Sequence[ServicePlan], Mapping[str, SshSettings]], LiveView]
 
 _NO_LIVE_VIEW: list[bool] = [False]
 
@@ -81,19 +78,6 @@ def unreachable_view(cfg: StackConfig, hosts: Sequence[str], why: str) -> LiveVi
             if name in configs
         },
     )
-
-
-def collector() -> Collector | None:
-    """The live probe's ``collect_live``, looked up when called (None until it is installed)."""
-    for name in COLLECTOR_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        found = getattr(module, "collect_live", None)
-        if callable(found):
-            return found  # type: ignore[no-any-return]
-    return None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -146,11 +130,6 @@ def probe_live(
     makes the hosts unreachable in the view (the program then changes nothing on them)."""
     env = os.environ if environ is None else environ
     hosts = sorted(private_keys)
-    collect = collector()
-    if collect is None:
-        return unreachable_view(
-            cfg, hosts, "the live probe (collect_live in artifact_cd.liveprobe) is not installed"
-        )
     directory = Path(tempfile.mkdtemp(prefix="unidesk-cd-live-"))
     try:
         directory.chmod(0o700)
@@ -161,7 +140,7 @@ def probe_live(
             if name in configs
         }
         try:
-            return collect(cfg, plans, settings)
+            return collect_live(cfg, plans, settings)
         except Exception as error:  # the probe's failure is a fact about the hosts, never a crash
             return unreachable_view(cfg, hosts, f"the live probe failed: {type(error).__name__}: {error}")
     finally:
