@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from pulumi.runtime import rpc
 
@@ -62,6 +62,7 @@ __all__ = [
     "PatchCall",
     "PatchFailed",
     "Patcher",
+    "ProgramInputs",
     "ProgramRun",
     "RunReport",
     "Stack",
@@ -205,26 +206,27 @@ class ExecutorMocks(ProgramMocks):
         return _execute(self.executor, CommandCall.of(resource), secret)
 
 
+class ProgramInputs(TypedDict, total=False):
+    """What one run of the program reads: ``components.preview.run_program``'s arguments (see
+    there) but the mocks."""
+
+    config: Mapping[str, Any] | None
+    secrets: Mapping[str, str] | None
+    environ: Mapping[str, str] | None
+    project_dir: Path | None
+
+
 def run_program(
-    stack: str,
-    *,
-    config: Mapping[str, Any] | None = None,
-    secrets: Mapping[str, str] | None = None,
-    preview: bool = True,
-    environ: Mapping[str, str] | None = None,
-    executor: Executor | None = None,
-    project_dir: Path | None = None,
+    stack: str, *, preview: bool = True, executor: Executor | None = None, **inputs: Unpack[ProgramInputs]
 ) -> ProgramRun:
-    """``components.preview.run_program`` (see there for the arguments), or with ``preview=False``
-    a ``pulumi up`` whose Commands run through ``executor`` (required then, ignored in a preview)."""
+    """``components.preview.run_program``, or with ``preview=False`` a ``pulumi up`` whose
+    Commands run through ``executor`` (required then, ignored in a preview)."""
     mocks: ProgramMocks | None = None
     if not preview:
         if executor is None:
             raise TypeError("run_program(preview=False) needs an executor (tests/program: FakeHosts)")
         mocks = ExecutorMocks(executor)
-    return run_preview(
-        stack, config=config, secrets=secrets, environ=environ, project_dir=project_dir, mocks=mocks
-    )
+    return run_preview(stack, mocks=mocks, **inputs)
 
 
 # =========================================================================== property paths
@@ -710,75 +712,41 @@ class Stack:
     def preview(
         self,
         *,
-        config: Mapping[str, Any] | None = None,
-        secrets: Mapping[str, str] | None = None,
-        environ: Mapping[str, str] | None = None,
         executor: Executor | None = None,
-        project_dir: Path | None = None,
         replace: Iterable[str] = (),
+        **inputs: Unpack[ProgramInputs],
     ) -> RunReport:
         """``pulumi preview``: the operations an ``up`` would take; executes nothing (``executor`` is
         accepted so a test can pass the same one and see it untouched) [rule 9]."""
         del executor  # a preview never executes
-        return self._run(
-            preview=True,
-            config=config,
-            secrets=secrets,
-            environ=environ,
-            executor=None,
-            patcher=None,
-            project_dir=project_dir,
-            replace=replace,
-        )
+        return self._run(inputs, preview=True, executor=None, patcher=None, replace=replace)
 
     def up(
         self,
         *,
         executor: Executor,
-        config: Mapping[str, Any] | None = None,
-        secrets: Mapping[str, str] | None = None,
-        environ: Mapping[str, str] | None = None,
         patcher: Patcher | None = None,
-        project_dir: Path | None = None,
         replace: Iterable[str] = (),
+        **inputs: Unpack[ProgramInputs],
     ) -> RunReport:
         """``pulumi up`` (``replace``: URNs or names, as ``--replace``): Commands run through
         ``executor``; Kubernetes patches are recorded in ``RunReport.patched`` and handed to
         ``patcher`` when given (raising there fails the patch)."""
-        return self._run(
-            preview=False,
-            config=config,
-            secrets=secrets,
-            environ=environ,
-            executor=executor,
-            patcher=patcher,
-            project_dir=project_dir,
-            replace=replace,
-        )
+        return self._run(inputs, preview=False, executor=executor, patcher=patcher, replace=replace)
 
     def _run(
         self,
+        inputs: ProgramInputs,
         *,
         preview: bool,
-        config: Mapping[str, Any] | None,
-        secrets: Mapping[str, str] | None,
-        environ: Mapping[str, str] | None,
         executor: Executor | None,
         patcher: Patcher | None,
-        project_dir: Path | None,
         replace: Iterable[str],
     ) -> RunReport:
         deployment = _Deployment(
             self.resources, preview=preview, executor=executor, patcher=patcher, replace=frozenset(replace)
         )
-        run = run_preview(
-            self.name,
-            config=config,
-            secrets=secrets,
-            environ=environ,
-            project_dir=project_dir,
-            mocks=deployment,
-        )
+        run = run_preview(self.name, mocks=deployment, **inputs)
         # the root stack: no provider; created once, then the same (its outputs are shown apart)
         for r in run.resources:
             if r.type == STACK_TYPE:

@@ -25,6 +25,7 @@ from artifact_cd import catalog, scripts
 from artifact_cd.config import parse_stack_config
 from artifact_cd.contract import Live, ManifestFacts, is_live
 from artifact_cd.render import render_all
+from tests.engine import CommandCall
 from tests.rig import Host, Rig, RigError, install_registry, teardown
 from tests.rig.images import STALE_COMMIT, VARIANTS, entry_script, fetch_manifest, handler_script
 
@@ -132,24 +133,14 @@ def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, mo
     }
 
 
-@dataclass(frozen=True)
-class _Call:  # the shape of tests.engine.CommandCall
-    name: str
-    host: str
-    port: int
-    user: str
-    create: str
-    stdin: str
-
-
 def test_execute_replays_a_command_over_ssh_on_the_host_it_names(rig: Rig) -> None:
     cfg = parse_stack_config(rig.stack_config("prod"), "prod")
-    call = _Call("c", cfg.hosts.master.host, cfg.hosts.master.port, cfg.hosts.master.user, "bash -s -- x", "echo $(hostname) $1")
+    call = CommandCall("c", cfg.hosts.master.host, cfg.hosts.master.port, cfg.hosts.master.user, "bash -s -- x", "echo $(hostname) $1")
     assert rig.execute(call) == {"stdout": "master x\n", "stderr": "", "returncode": 0}
-    failing = _Call("c", cfg.hosts.d601.host, 22, "root", "exit 3", "")
+    failing = CommandCall("c", cfg.hosts.d601.host, 22, "root", "exit 3", "")
     assert rig.execute(failing)["returncode"] == 3
     with pytest.raises(RigError):
-        rig.execute(_Call("c", cfg.hosts.d601.host, 22, "ubuntu", "true", ""))
+        rig.execute(CommandCall("c", cfg.hosts.d601.host, 22, "ubuntu", "true", ""))
 
 
 # --------------------------------------------------------------------------- registry and topology
