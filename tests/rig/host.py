@@ -427,25 +427,26 @@ def default_masks(extra_keep: Iterable[str] = ()) -> list[str]:
     return sorted(set(ALWAYS_MASKED) | {u for u in machine_enabled_units() if u not in keep})
 
 
+def start_detached(argv: Sequence[str], log: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session, no stdin, stdout and stderr into ``log`` (truncated)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen
+        )
+
+
 def spawn(hostdir: Path, name: str) -> int:
     """Start the host; returns the PID of its systemd (PID 1 inside)."""
     cgroup_dirs = read_cgroup_list(hostdir)
-    log = open(hostdir / "unshare.log", "wb")  # noqa: SIM115 - handed to the child
     wrapper = (
         'for c in "${@:4}"; do echo "$$" >"$c/cgroup.procs"; done; '
         "exec unshare --pid --fork --kill-child --mount --cgroup --uts --ipc --net --propagation private "
         '-- /bin/bash "$1" "$2" "$3"'
     )
-    try:
-        proc = subprocess.Popen(
-            ["bash", "-c", wrapper, "bash", str(HOSTINIT), str(hostdir), name, *map(str, cgroup_dirs)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
+    proc = start_detached(
+        ["bash", "-c", wrapper, "bash", str(HOSTINIT), str(hostdir), name, *map(str, cgroup_dirs)],
+        hostdir / "unshare.log",
+    )
     (hostdir / "unshare.pid").write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 20
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")

@@ -38,7 +38,7 @@ from artifact_cd.scripts import script_text
 
 from . import host as hostmod
 from . import images
-from .host import Host, RigError
+from .host import Host, RigError, start_detached
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_DIR = Path(tempfile.gettempdir())
@@ -264,19 +264,12 @@ class Rig:
         tmp.rename(state_file)
 
     def _start_reaper(self, owner: int) -> None:
-        log = open(self.dir / "reaper.log", "wb")  # noqa: SIM115 - handed to the child
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.rig", "reap", "--dir", str(self.dir), "--owner", str(owner)],
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        proc = start_detached(
+            [sys.executable, "-m", "tests.rig", "reap", "--dir", str(self.dir), "--owner", str(owner)],
+            self.dir / "reaper.log",
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
         self._reaper = proc
         self._write_state(owner, reaper={"pid": proc.pid, "start": _proc_start(proc.pid)})
 
