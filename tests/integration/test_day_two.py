@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,28 +34,20 @@ from typing import Any
 
 import pytest
 
-from artifact_cd import catalog
-from artifact_cd.catalog import ComposeTarget, Env
 from artifact_cd.config import StackConfig, parse_stack_config
 from artifact_cd.gates import Decision
 from artifact_cd.live import Verdict, decide_service
 from artifact_cd.plan import ComposeTargetDoc, plan_service, plan_services
 from components import live_source
 from tests.engine import CommandCall, RunReport, Stack
+from tests.integration.compose_project import ComposeProject, write_dispatch
 from tests.rig import Host, Rig
-from tests.rig.host import RELAY
 
 pytestmark = pytest.mark.integration
 
-ENV: Env = "prod"
-BASE = "/srv/unidesk-daytwo-tests"
-PROJECT: dict[str, Any] = {
-    "projectDir": BASE,
-    "projectName": "unidesk-daytwo-tests",
-    "envFile": f"{BASE}/.env.deploy",
-    "healthTimeoutSeconds": 20,
-}
 SERVICES = {"oa-event-flow": "master", "findjob": "d601"}
+PROJECT = ComposeProject("unidesk-daytwo-tests", SERVICES)
+ENV = PROJECT.env
 
 
 def sha(label: str) -> str:
@@ -66,23 +57,6 @@ def sha(label: str) -> str:
 A = {sid: sha(f"{sid}-a") for sid in SERVICES}
 REAL_PROBE = live_source.probe_live  # taken at collection, before any test replaces it
 HAND = sha("oa-event-flow-by-hand")
-
-
-def target(service: str) -> ComposeTarget:
-    entry = catalog.get(service)
-    assert entry is not None
-    t = entry.target(ENV)
-    assert isinstance(t, ComposeTarget)
-    return t
-
-
-def compose_file(services: list[str]) -> str:
-    lines = ['version: "2.4"', "services:"]
-    for sid in services:
-        t = target(sid)
-        lines += [f"  {t.compose_service}:", f"    image: {t.retag_name}", f"    container_name: {t.container_name}",
-                  f"    env_file: {PROJECT['envFile']}", "    init: true"]  # fmt: skip
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -101,7 +75,7 @@ class DayTwo:
         return parse_stack_config(self.raw, ENV)
 
     def host(self, service: str) -> Host:
-        return self.rig.master if SERVICES[service] == "master" else self.rig.d601
+        return PROJECT.host(self.rig, service)
 
     def execute(self, call: CommandCall) -> dict[str, Any]:
         """Run what the engine runs (``call.command``: the create, or an update's ``update``) over
@@ -128,7 +102,7 @@ class DayTwo:
         out = self.host(service).sh(
             'docker inspect -f "{{.Id}} {{index .Config.Labels \\"org.opencontainers.image.revision\\"}}" "$1" '
             "2>/dev/null || true",
-            target(service).container_name,
+            PROJECT.target(service).container_name,
             check=False,
         ).stdout.split()
         return (out[0], out[1]) if len(out) == 2 else ("", "")
@@ -159,7 +133,7 @@ class DayTwo:
             _, revision = self.container(sid)
             assert revision == commit, (sid, revision)
             names = h.sh("docker ps -a --format '{{.Names}}'").stdout.split()
-            assert names.count(target(sid).container_name) == 1, names
+            assert names.count(PROJECT.target(sid).container_name) == 1, names
         assert self.verdicts() == dict.fromkeys(SERVICES, Verdict.IN_SYNC)
         for h in (self.rig.d601, self.rig.master):
             left = h.sh("ls -d /tmp/unidesk-cd.* 2>/dev/null || true", check=False).stdout.split()
@@ -180,23 +154,9 @@ def day(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DayTwo]:
     for sid in SERVICES:
         rig.publish_test_image(sid, A[sid])
     rig.publish_test_image("oa-event-flow", HAND)
-    names = [target(sid).container_name for sid in SERVICES]
-    for host_name in ("master", "d601"):
-        h: Host = getattr(rig, host_name)
-        h.remove_containers(*names)  # other modules deploy the same catalog services
-        h.write_file(f"{BASE}/docker-compose.yml", compose_file([s for s, w in SERVICES.items() if w == host_name]))
-        h.write_file(PROJECT["envFile"], "# day-two tests\n", mode="0600")
-    # one ProxyCommand for both rig hosts: the host's network namespace, then its sshd on loopback
-    arms = "".join(f"  {h.address}) pid={h.pid} ;;\n" for h in (rig.d601, rig.master))
-    relay = shlex.join([sys.executable, "-I", "-S", str(RELAY), "127.0.0.1"])
-    dispatch = workdir / "dispatch"
-    dispatch.write_text(
-        f'#!/bin/bash\ncase $1 in\n{arms}  *) echo "no rig host $1" >&2; exit 1 ;;\nesac\n'
-        f'exec nsenter -t "$pid" -n -- {relay} "$2"\n'
-    )
-    dispatch.chmod(0o755)
-    raw = rig.stack_config(ENV, A)
-    raw["compose"] = {"master": dict(PROJECT), "d601": dict(PROJECT)}
+    PROJECT.install(rig, "# day-two tests\n")
+    dispatch = write_dispatch(rig, workdir / "dispatch")
+    raw = PROJECT.stack_config(rig, A)
     key = Path(rig.machine_key_file).read_text()
     secrets = {"d601PrivateKey": key, "masterPrivateKey": key, "kubeconfig": "unused-no-k3s-service-here"}
     patch = pytest.MonkeyPatch()
@@ -204,11 +164,7 @@ def day(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DayTwo]:
     patch.setattr(live_source, "probe_live", REAL_PROBE)  # the real probe, whatever replaced it
     yield DayTwo(rig, raw, secrets)
     patch.undo()
-    for h in (rig.master, rig.d601):
-        h.sh('cd "$1" && docker-compose -p "$2" --env-file "$3" down -t 1 >/dev/null 2>&1 || true',
-             BASE, PROJECT["projectName"], PROJECT["envFile"], check=False)  # fmt: skip
-        h.remove_containers(*names)
-        h.sh('rm -rf -- "$1"', BASE, check=False)
+    PROJECT.remove(rig)
 
 
 def warnings_of(report: RunReport) -> list[str]:

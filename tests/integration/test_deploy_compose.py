@@ -3,8 +3,8 @@
 Every step runs exactly as the plan gives it (``plan_service(cfg, id).steps``, argv and script
 text untouched) over real SSH on the host the step names, with the manifest check's live digest
 and image ID filled in: D601 (registry, manifest check, D601-direct Compose) and the master server
-(reaches D601 only by SSH). The Compose projects of the test services are fixtures written here
-(image = retag name, container_name, env_file = the controlled env file, init: true).
+(reaches D601 only by SSH). The Compose projects of the test services are fixtures
+(compose_project.py: image = retag name, container_name, env_file = the controlled env file, init: true).
 
 Fault tests end in a structured failure; before the recreate the running container must be
 untouched (same container ID) and still answer its previous commit; after the recreate the
@@ -24,17 +24,19 @@ from typing import Any
 import pytest
 
 from artifact_cd import catalog
-from artifact_cd.catalog import ComposeTarget, Env
 from artifact_cd.config import parse_stack_config
 from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
+from tests.integration.compose_project import ComposeProject, compose_target
 from tests.rig import Host, Rig, StepResult
 
 pytestmark = pytest.mark.integration
 
-ENV: Env = "prod"
-BASE = "/srv/unidesk-deploy-tests"
-PROJECT: dict[str, Any] = {"projectDir": BASE, "projectName": "unidesk-deploy-tests", "envFile": f"{BASE}/.env.deploy", "healthTimeoutSeconds": 20}
+PROJECT = ComposeProject(
+    "unidesk-deploy-tests",
+    {"baidu-netdisk": "master", "oa-event-flow": "master", "todo-note": "master", "findjob": "d601"},
+)
+ENV = PROJECT.env
 SECRETS = {
     "UNIDESK_BAIDU_NETDISK_CLIENT_ID": "cid-7Hq2-not-for-logs",
     "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET": "csec-Xw91-not-for-logs",
@@ -47,8 +49,6 @@ ENV_FILE_BASE = (
     + "".join(f"{k}={v}\n" for k, v in SECRETS.items())
     + "SPACED = value with spaces  \n"
 )
-MASTER_SERVICES = ("baidu-netdisk", "oa-event-flow", "todo-note")
-D601_SERVICES = ("findjob",)
 
 
 def sha(label: str) -> str:
@@ -92,14 +92,9 @@ class Deploy:
 
 
 def stack(rig: Rig, service: str, commit: str, *, mode: str = "tunnel") -> Any:
-    raw = rig.stack_config(ENV, {service: commit})
-    raw["compose"] = {"master": dict(PROJECT), "d601": dict(PROJECT)}
+    raw = PROJECT.stack_config(rig, {service: commit})
     raw["transfer"]["mode"] = mode
     return parse_stack_config(raw, ENV)
-
-
-def host_of(rig: Rig, step_host: str) -> Host:
-    return {"d601": rig.d601, "master": rig.master}[step_host]
 
 
 def deploy(rig: Rig, service: str, commit: str, *, mode: str = "tunnel", until: str | None = None) -> Deploy:
@@ -113,7 +108,7 @@ def deploy(rig: Rig, service: str, commit: str, *, mode: str = "tunnel", until: 
         return out
     assert check.json is not None
     for step in plan.steps[1:]:
-        result = host_of(rig, step.host).run_step(step, digest=check.json["digest"], image_id=check.json["imageId"])
+        result = rig.host(step.host).run_step(step, digest=check.json["digest"], image_id=check.json["imageId"])
         out.results[step.id] = result
         if result.returncode != 0 or step.id == until:
             break
@@ -128,30 +123,14 @@ class Live:
     health: dict[str, Any] | None
 
 
-def target_host(rig: Rig, service: str) -> Host:
-    return rig.d601 if service in D601_SERVICES else rig.master
-
-
-def compose_target(service: str) -> ComposeTarget:
-    entry = catalog.get(service)
-    assert entry is not None
-    target = entry.target(ENV)
-    assert isinstance(target, ComposeTarget)
-    return target
-
-
-def container_of(service: str) -> str:
-    return compose_target(service).container_name
-
-
 def live(rig: Rig, service: str) -> Live:
     """What runs now: container ID, image, label, and the health payload fetched on the host."""
     entry = catalog.get(service)
     assert entry is not None
-    container = container_of(service)
+    container = compose_target(service).container_name
     fmt = '{{.Id}} {{.Image}} {{index .Config.Labels "org.opencontainers.image.revision"}} ' \
           "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-    proc = target_host(rig, service).sh(
+    proc = PROJECT.host(rig, service).sh(
         'docker inspect -f "$1" "$2" || exit 0\n', fmt, container, check=False
     )
     parts = proc.stdout.split()
@@ -160,7 +139,7 @@ def live(rig: Rig, service: str) -> Live:
     cid, image, revision, *ips = parts
     health = None
     if ips:
-        got = target_host(rig, service).sh(
+        got = PROJECT.host(rig, service).sh(
             'curl -s --max-time 5 "http://$1:$2$3" || true', ips[0], str(entry.health.port), entry.health.path, check=False
         )
         try:
@@ -201,26 +180,8 @@ def assert_no_secret(text: str) -> None:
         assert value not in text, "a secret value appeared in an output"
 
 
-def compose_file(services: tuple[str, ...]) -> str:
-    lines = ['version: "2.4"', "services:"]
-    for sid in services:
-        target = compose_target(sid)
-        lines += [
-            f"  {target.compose_service}:",
-            f"    image: {target.retag_name}",
-            f"    container_name: {target.container_name}",
-            f"    env_file: {PROJECT['envFile']}",
-            "    init: true",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def write_env_file(h: Host, content: str) -> None:
-    h.sh('umask 077; cat > "$1.tmp" && chmod 600 "$1.tmp" && mv "$1.tmp" "$1"', PROJECT["envFile"], input=content)
-
-
 def read_env_file(h: Host) -> tuple[str, str]:
-    out = h.sh('stat -c %a "$1"; cat "$1"', PROJECT["envFile"]).stdout
+    out = h.sh('stat -c %a "$1"; cat "$1"', PROJECT.env_file).stdout
     mode, _, content = out.partition("\n")
     return mode, content
 
@@ -264,16 +225,9 @@ def published(rig: Rig) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def projects(rig: Rig, published: dict[str, dict[str, str]]) -> Iterator[None]:
     """The Compose projects: master (baidu-netdisk, oa-event-flow, todo-note) and D601 (findjob)."""
-    hosts = ((rig.master, MASTER_SERVICES), (rig.d601, D601_SERVICES))
-    for h, services in hosts:
-        h.remove_containers(*(container_of(s) for s in services))  # other modules use the same names
-        h.sh('mkdir -p "$1" && cat > "$1/docker-compose.yml"', BASE, input=compose_file(services))
-        write_env_file(h, ENV_FILE_BASE)
+    PROJECT.install(rig, ENV_FILE_BASE)
     yield
-    for h, services in hosts:
-        h.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1 || true',
-             BASE, PROJECT["projectName"], check=False)
-        h.remove_containers(*(container_of(s) for s in services))
+    PROJECT.remove(rig)
 
 
 # --------------------------------------------------------------------------- deploy A -> B -> A
@@ -498,7 +452,7 @@ def test_baidu_secret_missing(rig: Rig, projects: None) -> None:
     _, content = read_env_file(rig.master)
     broken = "".join(line for line in content.splitlines(keepends=True)
                      if not line.startswith("UNIDESK_BAIDU_NETDISK_CLIENT_SECRET="))
-    write_env_file(rig.master, broken)
+    PROJECT.write_env_file(rig.master, broken)
     try:
         done = deploy(rig, "baidu-netdisk", C["baidu-b"])
         step, result = done.last
@@ -514,7 +468,7 @@ def test_baidu_secret_missing(rig: Rig, projects: None) -> None:
         tags = rig.master.sh("docker image inspect -f '{{.Id}}' baidu-netdisk:latest").stdout.strip()
         assert tags == before.image_id, "baidu-netdisk was not retagged"
     finally:
-        write_env_file(rig.master, content)
+        PROJECT.write_env_file(rig.master, content)
     assert_untouched(rig, "baidu-netdisk", before)
 
 
@@ -567,9 +521,9 @@ def test_two_services_of_one_fresh_project_deploy_at_once(rig: Rig, projects: No
     network (two concurrent `compose up` would create two, and every later start fails "ambiguous")."""
     ensure_at(rig, "oa-event-flow", C["oa-a"])
     ensure_at(rig, "todo-note", C["todo-a"])
-    network = f"{PROJECT['projectName']}_default"
+    network = f"{PROJECT.name}_default"
     rig.master.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1',
-                  BASE, PROJECT["projectName"])
+                  PROJECT.base, PROJECT.name)
     assert network not in rig.master.sh('docker network ls --format "{{.Name}}"').stdout.split()
     results = deploy_steps_at_once(rig, {"oa-event-flow": ("oa-event-flow", "oa-b"), "todo-note": ("todo-note", "todo-b")})
     names = rig.master.sh('docker network ls --format "{{.Name}}"').stdout.split()

@@ -20,25 +20,23 @@ from typing import Any
 
 import pytest
 
-from artifact_cd import catalog
-from artifact_cd.catalog import ComposeTarget, Env
 from artifact_cd.config import parse_stack_config
 from artifact_cd.plan import plan_service
 from artifact_cd.scripts import command_line, script_text
 from tests.engine import COMMAND_TYPE, CommandCall, CommandFailed, run_program
-from tests.rig import Host, Rig
+from tests.integration.compose_project import ComposeProject
+from tests.rig import Rig
 
 pytestmark = pytest.mark.integration
 
-ENV: Env = "prod"
-BASE = "/srv/unidesk-replay-tests"
-PROJECT: dict[str, Any] = {"projectDir": BASE, "projectName": "unidesk-replay-tests", "envFile": f"{BASE}/.env.deploy", "healthTimeoutSeconds": 20}
+SERVICES = {"oa-event-flow": "master", "baidu-netdisk": "master", "findjob": "d601"}
+PROJECT = ComposeProject("unidesk-replay-tests", SERVICES)
+ENV = PROJECT.env
 SECRETS = {
     "UNIDESK_BAIDU_NETDISK_CLIENT_ID": "rp-cid-Q1",
     "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET": "rp-csec-Q2",
     "UNIDESK_BAIDU_NETDISK_TOKEN_KEY": "rp-tkey-Q3",
 }
-SERVICES = {"oa-event-flow": "master", "baidu-netdisk": "master", "findjob": "d601"}
 
 
 def sha(label: str) -> str:
@@ -50,43 +48,19 @@ R2 = {sid: sha(f"{sid}-2") for sid in SERVICES}
 NEVER = sha("oa-event-flow-never-published")
 
 
-def target(service: str) -> ComposeTarget:
-    entry = catalog.get(service)
-    assert entry is not None
-    t = entry.target(ENV)
-    assert isinstance(t, ComposeTarget)
-    return t
-
-
 @pytest.fixture(scope="module")
 def replay_rig(rig: Rig) -> Iterator[Rig]:
     for sid in SERVICES:
         variant = "baidu" if sid == "baidu-netdisk" else "standard"
         for commits in (R1, R2):
             rig.publish_test_image(sid, commits[sid], variant=variant)
-    names = [target(sid).container_name for sid in SERVICES]
-    for host_name in ("master", "d601"):
-        h: Host = getattr(rig, host_name)
-        h.remove_containers(*names)  # other modules deploy the same catalog services
-        lines = ['version: "2.4"', "services:"]
-        for sid, where in SERVICES.items():
-            if where != host_name:
-                continue
-            t = target(sid)
-            lines += [f"  {t.compose_service}:", f"    image: {t.retag_name}", f"    container_name: {t.container_name}",
-                      f"    env_file: {PROJECT['envFile']}", "    init: true"]
-        h.write_file(f"{BASE}/docker-compose.yml", "\n".join(lines) + "\n")
-        h.write_file(PROJECT["envFile"], "".join(f"{k}={v}\n" for k, v in SECRETS.items()), mode="0600")
+    PROJECT.install(rig, "".join(f"{k}={v}\n" for k, v in SECRETS.items()))
     yield rig
-    for h in (rig.master, rig.d601):
-        h.sh('cd "$1" && docker-compose -p "$2" --env-file "$1/.env.deploy" down -t 1 >/dev/null 2>&1 || true',
-             BASE, PROJECT["projectName"], check=False)
-        h.remove_containers(*names)
+    PROJECT.remove(rig)
 
 
 def config(rig: Rig, commits: Mapping[str, str]) -> dict[str, Any]:
-    raw = rig.stack_config(ENV, dict(commits))
-    raw["compose"] = {"master": dict(PROJECT), "d601": dict(PROJECT)}
+    raw = PROJECT.stack_config(rig, commits)
     raw["registry"]["manage"] = False
     return raw
 
@@ -120,10 +94,10 @@ def replay(rig: Rig, commits: Mapping[str, str]) -> Replay:
 
 def live(rig: Rig, service: str) -> tuple[str, str, dict[str, Any] | None]:
     """(container id, revision label, health payload) of the running service container."""
-    h = rig.master if SERVICES[service] == "master" else rig.d601
-    t = target(service)
+    h = PROJECT.host(rig, service)
     out = h.sh('docker inspect -f "{{.Id}} {{index .Config.Labels \\"org.opencontainers.image.revision\\"}} '
-               '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}" "$1" || true', t.container_name, check=False)
+               '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}" "$1" || true', PROJECT.target(service).container_name,
+               check=False)
     parts = out.stdout.split()
     if len(parts) < 3:
         return "", "", None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import subprocess
 import sys
 import time
@@ -31,34 +30,25 @@ from typing import Any
 import pytest
 import yaml
 
-from artifact_cd import catalog
-from artifact_cd.catalog import ComposeTarget, Env
-from artifact_cd.config import PROJECT, StackConfig, parse_stack_config
+from artifact_cd.config import PROJECT as PULUMI_PROJECT
+from artifact_cd.config import StackConfig, parse_stack_config
 from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
-from tests.rig import Host, Rig
-from tests.rig.host import RELAY
+from tests.integration.compose_project import ComposeProject, write_dispatch
+from tests.rig import Rig
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ENV: Env = "prod"
-BASE = "/srv/unidesk-live-tests"
-PROJECT_CFG: dict[str, Any] = {
-    "projectDir": BASE,
-    "projectName": "unidesk-live-tests",
-    "envFile": f"{BASE}/.env.deploy",
-    "healthTimeoutSeconds": 20,
-}
+PROJECT = ComposeProject("unidesk-live-tests", {"baidu-netdisk": "master", "oa-event-flow": "master", "findjob": "d601"})
+ENV = PROJECT.env
+COMPOSE_SERVICES = tuple(PROJECT.services)
 SECRETS = {
     "UNIDESK_BAIDU_NETDISK_CLIENT_ID": "cid-LIVE-9aQ-not-for-logs",
     "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET": "csec-LIVE-3zR-not-for-logs",
     "UNIDESK_BAIDU_NETDISK_TOKEN_KEY": "tkey-LIVE-7mW-not-for-logs",
 }
 ENV_FILE = "# controlled env file (live view tests)\n" + "".join(f"{k}={v}\n" for k, v in SECRETS.items())
-MASTER_SERVICES = ("baidu-netdisk", "oa-event-flow")
-D601_SERVICES = ("findjob",)
-COMPOSE_SERVICES = MASTER_SERVICES + D601_SERVICES
 
 
 def sha(label: str) -> str:
@@ -75,24 +65,11 @@ DESIRED = {
 }
 
 
-def target(service: str) -> ComposeTarget:
-    entry = catalog.get(service)
-    assert entry is not None
-    t = entry.target(ENV)
-    assert isinstance(t, ComposeTarget)
-    return t
-
-
 def raw_config(rig: Rig, services: dict[str, str], *, master_port: int | None = None) -> dict[str, Any]:
-    raw = rig.stack_config(ENV, services)
-    raw["compose"] = {"master": dict(PROJECT_CFG), "d601": dict(PROJECT_CFG)}
+    raw = PROJECT.stack_config(rig, services)
     if master_port is not None:
         raw["hosts"]["master"]["port"] = master_port
     return raw
-
-
-def host_of(rig: Rig, step_host: str) -> Host:
-    return {"d601": rig.d601, "master": rig.master}[step_host]
 
 
 def run_steps(rig: Rig, cfg: StackConfig, service: str, *, upto: str | None = None) -> None:
@@ -104,7 +81,7 @@ def run_steps(rig: Rig, cfg: StackConfig, service: str, *, upto: str | None = No
     for step in plan.steps[1:]:
         if step.call is None:  # Kubernetes patches: no API on the rig
             break
-        done = host_of(rig, step.host).run_step(step, digest=check.json["digest"], image_id=check.json["imageId"])
+        done = rig.host(step.host).run_step(step, digest=check.json["digest"], image_id=check.json["imageId"])
         assert done.returncode == 0, (service, step.id, done.stdout, done.stderr[-2000:])
         if step.id == upto:
             break
@@ -120,7 +97,7 @@ class Cli:
         project.mkdir(exist_ok=True)
         raw = raw_config(self.rig, services, master_port=master_port)
         (project / f"Pulumi.{ENV}.yaml").write_text(
-            yaml.safe_dump({"config": {f"{PROJECT}:{k}": v for k, v in raw.items()}})
+            yaml.safe_dump({"config": {f"{PULUMI_PROJECT}:{k}": v for k, v in raw.items()}})
         )
         argv = [sys.executable, "-m", "artifact_cd", "--project-dir", str(project), *args, "--stack", ENV]
         argv += ["--ssh-key", str(self.rig.machine_key_file), "--timeout", "60"]
@@ -155,20 +132,6 @@ def by_service(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["service"]: s for s in doc["services"]}
 
 
-def compose_file(services: tuple[str, ...]) -> str:
-    lines = ['version: "2.4"', "services:"]
-    for sid in services:
-        t = target(sid)
-        lines += [
-            f"  {t.compose_service}:",
-            f"    image: {t.retag_name}",
-            f"    container_name: {t.container_name}",
-            f"    env_file: {PROJECT_CFG['envFile']}",
-            "    init: true",
-        ]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -183,37 +146,19 @@ def deployed(rig: Rig) -> Iterator[None]:
         ("dc-a", "decision-center", "standard"),
     ):
         rig.publish_test_image(service, C[label], variant=variant)
-    hosts = ((rig.master, MASTER_SERVICES), (rig.d601, D601_SERVICES))
-    for h, services in hosts:
-        h.remove_containers(*(target(s).container_name for s in services))
-        h.sh('mkdir -p "$1" && cat > "$1/docker-compose.yml"', BASE, input=compose_file(services))
-        h.write_file(PROJECT_CFG["envFile"], ENV_FILE, mode="0600")
+    PROJECT.install(rig, ENV_FILE)
     cfg = parse_stack_config(raw_config(rig, DESIRED), ENV)
     for service in COMPOSE_SERVICES:
         run_steps(rig, cfg, service)
     run_steps(rig, cfg, "decision-center", upto="import")
     yield
-    for h, services in hosts:
-        h.sh('cd "$1" && docker-compose -p "$2" --env-file "$3" down -t 1 >/dev/null 2>&1 || true',
-             BASE, PROJECT_CFG["projectName"], PROJECT_CFG["envFile"], check=False)  # fmt: skip
-        h.remove_containers(*(target(s).container_name for s in services))
-        h.sh('rm -rf -- "$1"', BASE, check=False)
+    PROJECT.remove(rig)
 
 
 @pytest.fixture(scope="module")
 def cli(rig: Rig, deployed: None, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     workdir = tmp_path_factory.mktemp("live-rig")
-    arms = "".join(
-        f"  {h.address}) pid={h.pid} ;;\n" for h in (rig.d601, rig.master)
-    )
-    relay = shlex.join([sys.executable, "-I", "-S", str(RELAY), "127.0.0.1"])
-    dispatch = workdir / "dispatch"
-    dispatch.write_text(
-        "#!/bin/bash\n# ProxyCommand for both rig hosts: the host's network namespace, then its loopback\n"
-        f'case $1 in\n{arms}  *) echo "no rig host $1" >&2; exit 1 ;;\nesac\n'
-        f'exec nsenter -t "$pid" -n -- {relay} "$2"\n'
-    )
-    dispatch.chmod(0o755)
+    write_dispatch(rig, workdir / "dispatch")
     return Cli(rig, workdir)
 
 
@@ -264,12 +209,12 @@ def test_the_whole_stack_k3s_unknown_without_an_api_and_the_gated_one_held(cli: 
 
 
 def test_secrets_missing_are_named_never_valued(cli: Cli, rig: Rig) -> None:
-    kept = rig.master.read_file(PROJECT_CFG["envFile"])  # with the deploy stamps compose-deploy.sh wrote
+    kept = rig.master.read_file(PROJECT.env_file)  # with the deploy stamps compose-deploy.sh wrote
     broken = "".join(
         line for line in kept.splitlines(keepends=True) if not line.startswith("UNIDESK_BAIDU_NETDISK_CLIENT_SECRET=")
     )
     assert broken != kept
-    rig.master.write_file(PROJECT_CFG["envFile"], broken, mode="0600")
+    rig.master.write_file(PROJECT.env_file, broken, mode="0600")
     try:
         _, doc = cli.status(COMPOSE_ONLY)
         baidu = by_service(doc)["baidu-netdisk"]
@@ -282,7 +227,7 @@ def test_secrets_missing_are_named_never_valued(cli: Cli, rig: Rig) -> None:
         assert secrets["missingSecretKeys"] == ["UNIDESK_BAIDU_NETDISK_CLIENT_SECRET"]
         assert "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET" in secrets["recommendedAction"]
     finally:
-        rig.master.write_file(PROJECT_CFG["envFile"], kept, mode="0600")
+        rig.master.write_file(PROJECT.env_file, kept, mode="0600")
 
 
 def test_missing_image(cli: Cli, rig: Rig) -> None:
@@ -319,7 +264,7 @@ def test_drifted_a_container_recreated_by_hand_on_another_commit(cli: Cli, rig: 
     rig.master.sh(
         'docker tag "$1" oa-event-flow && cd "$2" && '
         'docker-compose -p "$3" --env-file "$4" up -d --no-deps --force-recreate oa-event-flow >/dev/null 2>&1',
-        f"{rig.registry}/unidesk/oa-event-flow:{b}", BASE, PROJECT_CFG["projectName"], PROJECT_CFG["envFile"],
+        f"{rig.registry}/unidesk/oa-event-flow:{b}", PROJECT.base, PROJECT.name, PROJECT.env_file,
     )  # fmt: skip
     code, doc = cli.status(COMPOSE_ONLY)
     assert code == 1 and verdicts(doc) == {"baidu-netdisk": "in-sync", "oa-event-flow": "drifted", "findjob": "in-sync"}
