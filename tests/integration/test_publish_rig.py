@@ -27,6 +27,7 @@ from artifact_cd.catalog import ComposeTarget, Env, ServiceEntry
 from artifact_cd.config import parse_stack_config
 from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
+from tests.git_source import SUMMARY_KEYS, Checkout, git
 from tests.rig import Host, Rig
 from tests.rig.images import fetch_manifest
 
@@ -53,25 +54,7 @@ def _target() -> ComposeTarget:
 
 ENTRY = _entry()
 TARGET = _target()
-SUMMARY_KEYS = (
-    "serviceId",
-    "sourceCommit",
-    "sourceRepo",
-    "dockerfile",
-    "imageRef",
-    "tag",
-    "digest",
-    "digestRef",
-)
 APPLETS = ("sh", "nc", "cat", "tr", "printf", "env", "sleep", "kill", "wget")
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "ci",
-    "GIT_AUTHOR_EMAIL": "ci@example.invalid",
-    "GIT_COMMITTER_NAME": "ci",
-    "GIT_COMMITTER_EMAIL": "ci@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 # The service as its own repository would ship it: the commit comes in as a build argument that
 # `publish` passes (UNIDESK_SOURCE_COMMIT) and the health payload reports it next to the
@@ -114,31 +97,11 @@ printf 'HTTP/1.1 %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %s\
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-    )
-    return proc.stdout.strip()
-
-
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    remote: Path
-
-
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
     """A checkout of the service's repository with the Dockerfile at the catalog path."""
-    base = tmp_path_factory.mktemp("publish-src")
-    remote, path = base / "remote.git", base / "work"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    git(path, "remote", "add", "origin", str(remote))
+    checkout = Checkout.init(tmp_path_factory.mktemp("publish-src"))
+    path = checkout.path
     rootfs = path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
@@ -154,7 +117,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     (path / ".gitignore").write_text("node_modules/\n", encoding="utf-8")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "service source")
-    return Source(path, remote)
+    return checkout
 
 
 @dataclass(frozen=True)
@@ -202,14 +165,16 @@ def registry_digest(rig: Rig, commit: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def published(rig: Rig, source: Source, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def published(
+    rig: Rig, source: Checkout, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Unpushed and dirty are refused before Docker is touched; the pushed clean commit publishes."""
     log = tmp_path_factory.mktemp("docker-log") / "refused.log"
     refused = publish(rig, source.path, docker_log=log)
     assert refused.code == 3 and refused.doc["error"] == "commit-not-pushed", refused.doc
     assert not log.exists()  # refused before any docker command
 
-    git(source.path, "push", "-q", "origin", "HEAD:main")
+    source.push()
     (source.path / "notes.txt").write_text("not committed\n", encoding="utf-8")
     dirty = publish(rig, source.path, docker_log=log)
     assert dirty.code == 3 and dirty.doc["error"] == "dirty-worktree", dirty.doc
@@ -222,7 +187,7 @@ def published(rig: Rig, source: Source, tmp_path_factory: pytest.TempPathFactory
     yield first.doc
 
 
-def test_publish_summary_matches_the_registry(rig: Rig, source: Source, published: dict[str, Any]) -> None:
+def test_publish_summary_matches_the_registry(rig: Rig, source: Checkout, published: dict[str, Any]) -> None:
     """R26: the summary contract; the digest is the live registry manifest's digest."""
     commit = git(source.path, "rev-parse", "HEAD")
     doc = published
@@ -250,7 +215,7 @@ def test_publish_summary_matches_the_registry(rig: Rig, source: Source, publishe
 
 
 def test_republish_is_idempotent_and_a_different_image_is_refused(
-    rig: Rig, source: Source, published: dict[str, Any], tmp_path: Path
+    rig: Rig, source: Checkout, published: dict[str, Any], tmp_path: Path
 ) -> None:
     """Same commit, same image: same summary, nothing pushed. Same commit, another image
     (a fresh build without cache): refused, the registry keeps the first artifact."""

@@ -5,7 +5,6 @@ with a recording Docker and registry, the manifest-check result mapping, argumen
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import pytest
 from artifact_cd import ci, publish, scripts
 from artifact_cd.cli import main
 from artifact_cd.publish import Manifest, Publisher, PublishFailure
+from tests.git_source import SUMMARY_KEYS, Checkout, git
 
 SERVICE = "findjob"
 DOCKERFILE = "src/components/microservices/findjob/Dockerfile"
@@ -27,73 +27,34 @@ ID_B = "sha256:" + "b" * 64
 DIGEST_1 = "sha256:" + "1" * 64
 DIGEST_2 = "sha256:" + "2" * 64
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "ci",
-    "GIT_AUTHOR_EMAIL": "ci@example.invalid",
-    "GIT_COMMITTER_NAME": "ci",
-    "GIT_COMMITTER_EMAIL": "ci@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "HOME": "/nonexistent",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV}
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=True
-    )
-    return proc.stdout.strip()
-
-
-@dataclass
-class Repo:
-    path: Path
-    remote: Path
-
-    def commit(self, name: str, content: str, message: str = "change") -> str:
-        target = self.path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8")
-        git(self.path, "add", name)
-        git(self.path, "commit", "-q", "-m", message)
-        return git(self.path, "rev-parse", "HEAD")
-
-    def push(self) -> None:
-        git(self.path, "push", "-q", "origin", "HEAD:main")
-
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repo:
+def repo(tmp_path: Path) -> Checkout:
     """A checkout with a Dockerfile at the catalog path, pushed to a bare remote."""
-    remote = tmp_path / "remote.git"
-    path = tmp_path / "work"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
-    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
-    git(path, "remote", "add", "origin", str(remote))
-    r = Repo(path, remote)
+    r = Checkout.init(tmp_path)
     r.commit(".gitignore", "build-output/\n")
     r.commit(DOCKERFILE, "FROM scratch\nCOPY app.txt /app.txt\n")
     r.commit("app.txt", "v1\n", "app")
     r.push()
-    git(path, "fetch", "-q", "origin")
+    git(r.path, "fetch", "-q", "origin")
     return r
 
 
 # --------------------------------------------------------------------------- git source rules
 
 
-def test_clean_pushed_checkout_is_accepted(repo: Repo) -> None:
+def test_clean_pushed_checkout_is_accepted(repo: Checkout) -> None:
     source = publish.inspect_source(repo.path)
     assert source.commit == git(repo.path, "rev-parse", "HEAD")
     assert source.remote_branches == ("origin/main",)
     assert source.root == repo.path.resolve()
 
 
-def test_a_subdirectory_resolves_to_the_repository_root(repo: Repo) -> None:
+def test_a_subdirectory_resolves_to_the_repository_root(repo: Checkout) -> None:
     assert publish.inspect_source(repo.path / "src").root == repo.path.resolve()
 
 
-def test_unpushed_commit_is_refused(repo: Repo) -> None:
+def test_unpushed_commit_is_refused(repo: Checkout) -> None:
     """R25: the commit must come from pushed Git."""
     sha = repo.commit("app.txt", "v2\n")
     with pytest.raises(PublishFailure) as caught:
@@ -105,7 +66,7 @@ def test_unpushed_commit_is_refused(repo: Repo) -> None:
     assert publish.inspect_source(repo.path).commit == sha
 
 
-def test_commit_on_another_pushed_branch_is_accepted(repo: Repo) -> None:
+def test_commit_on_another_pushed_branch_is_accepted(repo: Checkout) -> None:
     git(repo.path, "checkout", "-q", "-b", "feature")
     sha = repo.commit("app.txt", "feature\n")
     git(repo.path, "push", "-q", "origin", "feature")
@@ -114,7 +75,7 @@ def test_commit_on_another_pushed_branch_is_accepted(repo: Repo) -> None:
 
 
 @pytest.mark.parametrize("kind", ["modified", "staged", "untracked", "deleted"])
-def test_dirty_worktree_is_refused(repo: Repo, kind: str) -> None:
+def test_dirty_worktree_is_refused(repo: Checkout, kind: str) -> None:
     """R25: never a dirty worktree: tracked changes, staged changes or untracked files."""
     if kind == "modified":
         (repo.path / "app.txt").write_text("local edit\n", encoding="utf-8")
@@ -134,7 +95,7 @@ def test_dirty_worktree_is_refused(repo: Repo, kind: str) -> None:
     assert f.details["dirtyPaths"][0].endswith(expected)
 
 
-def test_dirty_and_unpushed_reports_both_facts(repo: Repo) -> None:
+def test_dirty_and_unpushed_reports_both_facts(repo: Checkout) -> None:
     repo.commit("app.txt", "v3\n")
     (repo.path / "stray").write_text("x", encoding="utf-8")
     with pytest.raises(PublishFailure) as caught:
@@ -142,7 +103,7 @@ def test_dirty_and_unpushed_reports_both_facts(repo: Repo) -> None:
     assert caught.value.error == "dirty-worktree" and caught.value.details["headPushed"] is False
 
 
-def test_ignored_files_are_neither_dirt_nor_build_input(repo: Repo, tmp_path: Path) -> None:
+def test_ignored_files_are_neither_dirt_nor_build_input(repo: Checkout, tmp_path: Path) -> None:
     (repo.path / "build-output").mkdir()
     (repo.path / "build-output" / "stale.bin").write_text("old build", encoding="utf-8")
     source = publish.inspect_source(repo.path)
@@ -178,7 +139,7 @@ def test_not_a_repository_is_invalid(tmp_path: Path) -> None:
 
 
 def test_git_redirect_variables_cannot_point_at_another_repo(
-    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Checkout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other = tmp_path / "other"
     subprocess.run(["git", "init", "-q", str(other)], check=True)
@@ -187,7 +148,7 @@ def test_git_redirect_variables_cannot_point_at_another_repo(
     assert publish.inspect_source(repo.path).remote_branches == ("origin/main",)
 
 
-def test_submodules_are_refused(repo: Repo, tmp_path: Path) -> None:
+def test_submodules_are_refused(repo: Checkout, tmp_path: Path) -> None:
     head = git(repo.path, "rev-parse", "HEAD")
     (repo.path / "vendor" / "lib").mkdir(parents=True)  # an uninitialised submodule: an empty dir
     git(repo.path, "update-index", "--add", "--cacheinfo", f"160000,{head},vendor/lib")
@@ -271,7 +232,7 @@ def _publisher(docker: FakeDocker, registry: FakeRegistry) -> Publisher:
     return Publisher(ci.load_checked(), docker, registry)
 
 
-def test_first_publish_builds_labels_pushes_and_reads_back(repo: Repo) -> None:
+def test_first_publish_builds_labels_pushes_and_reads_back(repo: Checkout) -> None:
     sha = git(repo.path, "rev-parse", "HEAD")
     docker = FakeDocker()
     registry = FakeRegistry(after_push=Manifest(DIGEST_1, ID_A))
@@ -291,16 +252,7 @@ def test_first_publish_builds_labels_pushes_and_reads_back(repo: Repo) -> None:
     assert set(docker.contexts[0]) == {".gitignore", DOCKERFILE, "app.txt"}
     assert registry.checks == [ref, ref]  # before the push and the read-back after it
     # R26: the summary contract
-    for key in (
-        "serviceId",
-        "sourceCommit",
-        "sourceRepo",
-        "dockerfile",
-        "imageRef",
-        "tag",
-        "digest",
-        "digestRef",
-    ):
+    for key in SUMMARY_KEYS:
         assert key in doc
     assert doc["serviceId"] == SERVICE and doc["sourceCommit"] == sha and doc["tag"] == sha
     assert doc["imageRef"] == ref and doc["dockerfile"] == DOCKERFILE
@@ -308,7 +260,7 @@ def test_first_publish_builds_labels_pushes_and_reads_back(repo: Repo) -> None:
     assert doc["imageId"] == ID_A and doc["ok"] is True
 
 
-def test_republish_with_the_same_image_pushes_nothing_and_prints_the_same_summary(repo: Repo) -> None:
+def test_republish_with_the_same_image_pushes_nothing_and_prints_the_same_summary(repo: Checkout) -> None:
     first_docker = FakeDocker()
     registry = FakeRegistry(after_push=Manifest(DIGEST_1, ID_A))
     first = _publisher(first_docker, registry).publish(SERVICE, repo.path, REGISTRY)
@@ -318,7 +270,7 @@ def test_republish_with_the_same_image_pushes_nothing_and_prints_the_same_summar
     assert again == first
 
 
-def test_a_different_image_for_an_existing_commit_tag_is_refused(repo: Repo) -> None:
+def test_a_different_image_for_an_existing_commit_tag_is_refused(repo: Checkout) -> None:
     """Tags are immutable: the existing artifact stays, nothing is pushed."""
     sha = git(repo.path, "rev-parse", "HEAD")
     registry = FakeRegistry(tags={f"{REGISTRY}/unidesk/{SERVICE}:{sha}": Manifest(DIGEST_2, ID_B)})
@@ -335,7 +287,7 @@ def test_a_different_image_for_an_existing_commit_tag_is_refused(repo: Repo) -> 
     assert doc["actionsTaken"][0].startswith(f"built {ID_A}") and "pushed" not in doc["actionsTaken"][0]
 
 
-def test_read_back_mismatches_fail(repo: Repo) -> None:
+def test_read_back_mismatches_fail(repo: Checkout) -> None:
     raced = FakeRegistry(after_push=Manifest(DIGEST_2, ID_B))
     with pytest.raises(PublishFailure) as caught:
         _publisher(FakeDocker(), raced).publish(SERVICE, repo.path, REGISTRY)
@@ -352,14 +304,14 @@ def test_read_back_mismatches_fail(repo: Repo) -> None:
     assert caught.value.error == "manifest-missing-after-push"
 
 
-def test_wrong_labels_on_the_built_image_fail_before_any_push(repo: Repo) -> None:
+def test_wrong_labels_on_the_built_image_fail_before_any_push(repo: Checkout) -> None:
     docker = FakeDocker(wrong_label=True)
     with pytest.raises(PublishFailure) as caught:
         _publisher(docker, FakeRegistry()).publish(SERVICE, repo.path, REGISTRY)
     assert caught.value.error == "label-mismatch" and "push" not in docker.verbs()
 
 
-def test_dockerfile_missing_at_the_commit_is_refused(repo: Repo) -> None:
+def test_dockerfile_missing_at_the_commit_is_refused(repo: Checkout) -> None:
     git(repo.path, "rm", "-q", DOCKERFILE)
     git(repo.path, "commit", "-q", "-m", "drop dockerfile")
     repo.push()
@@ -370,7 +322,7 @@ def test_dockerfile_missing_at_the_commit_is_refused(repo: Repo) -> None:
     assert "build" not in docker.verbs()
 
 
-def test_git_refusal_happens_before_docker_is_touched(repo: Repo) -> None:
+def test_git_refusal_happens_before_docker_is_touched(repo: Checkout) -> None:
     repo.commit("app.txt", "unpushed\n")
     docker = FakeDocker()
     with pytest.raises(PublishFailure) as caught:
@@ -384,21 +336,21 @@ def test_git_refusal_happens_before_docker_is_touched(repo: Repo) -> None:
 @pytest.mark.parametrize(
     "registry", ["0.0.0.0:5000", "registry.example.com:5000", "127.0.0.1", "127.0.0.1:99999"]
 )
-def test_non_loopback_registry_is_invalid(repo: Repo, registry: str) -> None:
+def test_non_loopback_registry_is_invalid(repo: Checkout, registry: str) -> None:
     code, doc = publish.run_publish(
         SERVICE, str(repo.path), registry, docker=FakeDocker(), manifests=FakeRegistry()
     )
     assert code == 2 and doc["error"] == "invalid-argument" and doc["decision"] == "invalid-arguments"
 
 
-def test_unknown_and_upstream_services(repo: Repo) -> None:
+def test_unknown_and_upstream_services(repo: Checkout) -> None:
     code, doc = publish.run_publish("nope", str(repo.path), docker=FakeDocker(), manifests=FakeRegistry())
     assert code == 2 and doc["error"] == "unknown-service" and SERVICE in doc["knownServices"]
     code, doc = publish.run_publish("postgres", str(repo.path), docker=FakeDocker(), manifests=FakeRegistry())
     assert code == 3 and doc["error"] == "upstream-image" and doc["decision"] == "refused"
 
 
-def test_inconsistent_ci_json_blocks_publish(repo: Repo, tmp_path: Path) -> None:
+def test_inconsistent_ci_json_blocks_publish(repo: Checkout, tmp_path: Path) -> None:
     data = json.loads(ci.CI_PATH.read_text(encoding="utf-8"))
     data["artifacts"] = [a for a in data["artifacts"] if a["id"] != "pipeline"]
     path = tmp_path / "CI.json"
@@ -410,7 +362,7 @@ def test_inconsistent_ci_json_blocks_publish(repo: Repo, tmp_path: Path) -> None
     assert code == 2 and doc["decision"] == "invalid-ci-catalog" and docker.calls == []
 
 
-def test_missing_docker_is_infra_blocked(repo: Repo) -> None:
+def test_missing_docker_is_infra_blocked(repo: Checkout) -> None:
     code, doc = publish.run_publish(
         SERVICE, str(repo.path), docker=publish.DockerCli("/nonexistent/docker"), manifests=FakeRegistry()
     )
@@ -418,7 +370,7 @@ def test_missing_docker_is_infra_blocked(repo: Repo) -> None:
     assert doc["sourceCommit"] == git(repo.path, "rev-parse", "HEAD")
 
 
-def test_cli_publish_refusal_is_json(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_publish_refusal_is_json(repo: Checkout, capsys: pytest.CaptureFixture[str]) -> None:
     (repo.path / "stray.txt").write_text("x", encoding="utf-8")
     code = main(["publish", "--service", SERVICE, "--repo", str(repo.path)])
     doc = json.loads(capsys.readouterr().out)
