@@ -62,6 +62,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -152,6 +153,13 @@ exec nsenter -t "$pid" -n -- {python} -I -S {relay} 127.0.0.1 "$2"
 
 class BenchError(RuntimeError):
     """A measurement could not be taken; the message says which step and why."""
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message (at file:line)``: where it was raised (the tree may change under a run)."""
+    where = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    at = f" (at {Path(where[0].filename).name}:{where[0].lineno})" if where else ""
+    return f"{type(error).__name__}: {str(error)[:1500]}{at}"
 
 
 def log(message: str) -> None:
@@ -664,7 +672,7 @@ def figure_query(rig: Rig, rounds: int, services: dict[str, str]) -> dict[str, A
 
         live = dict(probe_requests(setup.cfg, plan_services(setup.cfg)))
     except Exception as error:  # reported, not fatal: the live view is optional here
-        live_error = f"{type(error).__name__}: {error}"
+        live_error = describe(error)
     s = Samples()
     decisions: dict[str, str] = {}
     imports = import_breakdown()
@@ -704,7 +712,7 @@ def figure_query(rig: Rig, rounds: int, services: dict[str, str]) -> dict[str, A
                     decisions["status --services"] = f"ok={doc.get('ok')}"
                     s.add("ratio status --services", s.values["status --services: total"][-1] / wall)
                 except (BenchError, subprocess.SubprocessError, OSError, AttributeError) as error:
-                    live_error = f"{type(error).__name__}: {error}"
+                    live_error = describe(error)
         cpu.record(s, "round: ")
         log(
             f"query round {i + 1}/{rounds}: ssh true {wall:.2f} s, "
@@ -1139,7 +1147,7 @@ def main() -> int:
             try:
                 results[name] = job()
             except Exception as error:  # one figure's failure is reported; the others still run
-                results[name] = {"error": f"{type(error).__name__}: {str(error)[:1500]}"}
+                results[name] = {"error": describe(error)}
                 log(f"figure {name} failed: {results[name]['error']}")
             if name == "stack" and "commits" in results[name]:
                 stack_commits = dict(results[name]["commits"])
