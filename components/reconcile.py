@@ -422,7 +422,11 @@ def _gated(
         hv = view.host(host) if host else None
         facts = hv.services.get(plan.service) if hv is not None and hv.reachable else None
         if silent:
-            _unknown(cfg, ctx, plan, _host_reason(view, silent), out, live_commit=None)
+            # a preview shows it as stored (every input ignored): a plan the components translate,
+            # at the desired commit (nothing runs in a preview; an up registers nothing of it)
+            assert plan.commit is not None
+            shown = plan if ctx.live else hold_plan(cfg, plan, plan.commit)
+            _unknown(cfg, ctx, shown, _host_reason(view, silent), out, live_commit=None)
             out.notes.append(Note("warning", f"{plan.service}: also held: {plan.reason}. Fix: {fix}"))
             return
         live_commit = in_sync_commit(facts)

@@ -31,8 +31,8 @@ the live verdict in sync, nothing left behind, and a clean preview):
    patches updated, the ``up`` re-syncs them and changes nothing else;
 7. the master's sshd stopped while findjob gets a new commit: the preview says unknown for the
    master's services only and shows them as stored, the ``up`` deploys findjob and fails naming
-   them, deleting nothing of their state; with sshd back the next runs are clean. (With a gated
-   service held on the master the preview refuses instead: a product bug, shown by an xfail.)
+   them, deleting nothing of their state; with sshd back the next runs are clean; a gated service
+   held on the silent master is shown as stored too.
 """
 
 from __future__ import annotations
@@ -510,16 +510,6 @@ def start_sshd(h: Host) -> None:
     raise AssertionError(f"{h.name}: ssh.service did not come back")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: a gated service held at its live commit whose host does not answer makes the whole "
-        "preview refuse (ProgramRefused 'the plans cannot be translated into resources: code-queue-mgr: "
-        "decision gated; a consumer is only built for planned services'): components.reconcile._gated -> "
-        "_unknown registers the gated plan itself (not a hold_plan) as a held action, which "
-        "program.check_translatable then refuses"
-    ),
-)
 def test_the_master_down_while_a_gated_service_is_held_on_it(day: DayTwo) -> None:
     """code-queue-mgr held on A (scenario 5) and the master's sshd stopped: the preview must say
     unknown for the master's services and show them as stored, like any other silent host."""
@@ -541,8 +531,7 @@ def test_the_master_down_holds_its_services_only(day: DayTwo) -> None:
     them as stored, and findjob's new commit. The up deploys findjob and fails naming the master's
     services, deleting nothing of them from the state. With sshd back the next runs are clean."""
     # the supervisor withdraws B (approved A again is what runs): code-queue-mgr is planned and in
-    # sync; the up records the outputs (nothing held) and runs nothing (the held gated service on a
-    # silent host is the product bug of the test above)
+    # sync; the up records the outputs (nothing held) and runs nothing
     day.raw = with_services(day.raw, code_queue_mgr=CQM_A)
     withdrawn = day.up()
     assert withdrawn.error is None, withdrawn.error

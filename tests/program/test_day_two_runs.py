@@ -385,6 +385,26 @@ def test_a_host_that_does_not_answer_holds_only_its_services(monkeypatch: pytest
     clean(stack.preview(**run_kw(cfg_b)))
 
 
+def test_a_gated_service_held_on_a_silent_host_is_shown_as_stored(
+    registry_by_facts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """code-queue-mgr (prod, gated, on the master) gets a new commit without its approval while the
+    master does not answer: the preview does not refuse; it says unknown for the master's services
+    (code-queue-mgr among them) and shows them as stored; the up refuses only them."""
+    cfg_a = approved("prod")
+    stack, world, _ = deployed("prod", monkeypatch, cfg_a)
+    cfg_b = with_commit(cfg_a, code_queue_mgr=GATED_NEW)
+    world.silent = {"master"}
+    preview = stack.preview(**run_kw(cfg_b))
+    assert preview.error is None, preview.error
+    assert preview.changed_names() == {}, preview.changed_names()
+    unknown = {h["service"] for h in preview.run.outputs["held"] if h["verdict"] == "unknown"}
+    assert "code-queue-mgr" in unknown and "findjob" not in unknown
+    up = stack.up(**FakeHosts(world=world).up_kw(), **run_kw(cfg_b))
+    assert type(up.error).__name__ == "ServicesRefused" and "code-queue-mgr" in str(up.error)
+    assert "delete" not in up.ops.values()
+
+
 def test_d601_silent_refuses_the_registry_and_every_service(
     registry_by_facts: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
