@@ -8,7 +8,9 @@ non-zero exit and never a traceback:
 - 2  invalid input (config value, argument) — the message names the key and the fix
 - 3  refused by a gate (unsupported, deprecated)
 
-``status`` and ``health`` print a table on a terminal and JSON with ``--json`` or when piped.
+``status``, ``health`` and ``plan`` print a table on a terminal and JSON with ``--json`` or when
+piped (the JSON is the same document either way; ``plan --resources`` and refusals are always JSON).
+``render`` prints its text form unless ``--format json`` (or ``--json``).
 ``status --services`` (the live view) exits 0 only when every planned service is in sync (held
 services do not count), 1 otherwise. ``plan --live`` adds the live view to the plan (read-only).
 """
@@ -43,6 +45,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 def emit(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _for_people(args: argparse.Namespace) -> bool:
+    """The table instead of JSON: stdout is a terminal and ``--json`` was not given."""
+    return not getattr(args, "json", False) and sys.stdout.isatty()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +96,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         doc["upstreamImages"] = _upstream_refusals(cfg)
         if args.live:
             doc = _live_stack(args, cfg, doc, plan_services(cfg, ctx))
-        emit(doc)
+        if _for_people(args):
+            from .plan.table import format_plan_stack
+
+            sys.stdout.write(format_plan_stack(doc, full=args.full))
+        else:
+            emit(doc)
         return EXIT_OK
     entry = catalog.get(args.service)
     if entry is None:
@@ -110,7 +122,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     plan = plan_service(cfg, entry.id, ctx, commit_override=args.commit)
     doc = _live_service(args, cfg, plan) if args.live else plan.to_json()
-    emit(doc)
+    if _for_people(args):
+        from .plan.table import format_plan_service
+
+        sys.stdout.write(format_plan_service(doc, full=args.full))
+    else:
+        emit(doc)
     return EXIT_REFUSED if doc["decision"] == Decision.UNSUPPORTED.value else EXIT_OK
 
 
@@ -220,7 +237,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     registry = load(args).registry if args.stack else RegistryConfig()
     files = render.render_all(registry)
-    if args.format == "json":
+    if args.format == "json" or args.json:
         emit(
             {
                 "specSha256": render.spec_sha256(registry),
@@ -271,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project-dir", help="directory holding Pulumi.<stack>.yaml (default: this project)")
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("plan", help="offline plan of a stack (JSON); no network, no Pulumi engine")
+    p = sub.add_parser(
+        "plan", help="offline plan of a stack (a table on a terminal, else JSON); no network, no Pulumi"
+    )
     p.add_argument("--stack", required=True, choices=catalog.ENVS)
     p.add_argument(
         "--service", help="one service id (default: every service of the stack + the registry host)"
@@ -280,8 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resources",
         action="store_true",
-        help="run the Pulumi program under the mock engine (preview); list every resource it registers",
+        help="run the Pulumi program under the mock engine (preview); list every resource it registers"
+        " (always JSON)",
     )
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
+    p.add_argument("--full", action="store_true", help="on a terminal: full 40-hex commits (JSON has them)")
     _ssh_arguments(
         p, live=("--live", "read-only: fill the dry-run's live fields from one probe per host over SSH")
     )
@@ -292,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stack", choices=catalog.ENVS, help="use this stack's registry settings (default: R1 defaults)"
     )
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.set_defaults(handler=cmd_render)
 
     p = sub.add_parser("deploy-backend-core", help="deprecated: prints a structured refusal")
