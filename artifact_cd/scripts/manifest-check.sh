@@ -9,9 +9,13 @@
 # this host's platform (linux/amd64 fallback), and GET the image config blob (its sha256 must equal
 # the config digest): imageId = config digest, which `docker pull`, `docker load` and
 # `docker inspect` all report as the image ID. The config's revision label must equal the tag.
+# Last, HEAD every layer blob (cheap: no body): a tag whose layers are gone from storage would
+# only fail later, mid-pull on the target. HEAD proves existence, not content (a corrupt blob
+# still answers 200; verifying content is a GET + sha256 of every byte, not done here).
 #
 # Output: {"ok":true,"digest","imageId","mediaType","repository","tag","platform","labels",...}
-# Failures: manifest-missing (404, exit 3) · label-mismatch (exit 3) · registry-unreachable
+# Failures: manifest-missing (404, exit 3) · label-mismatch (exit 3) · registry-blob-missing (a layer
+# blob answers 404, exit 3, names the digest and the fix) · registry-unreachable
 # (connection refused/timeout, exit 4, retryable) · registry-error (5xx: exit 4, retryable;
 # anything else unexpected: exit 5, channel "registry").
 # Needs on the target: bash, curl, python3 (json parsing), coreutils (sha256sum, mktemp).
@@ -59,6 +63,32 @@ fetch_verified() {
   actual=$(sha256_file "$out")
   [[ $actual == "$digest" ]] ||
     fail "$EXIT_INFRA_BLOCKED" registry-error "the $kind served for $digest hashes to $actual" false channel '"registry"'
+}
+
+# check_layers MANIFEST: HEAD /v2/<repo>/blobs/<digest> of every layer MANIFEST lists. 404 is a
+# non-retryable registry-blob-missing naming the digest; other answers as check_http says.
+check_layers() {
+  local manifest=$1 kind layer
+  local -a fields
+  IFS=$'\x1f' read -r -a fields < <(manifest_parse layers "$manifest") || true
+  kind=${fields[0]-}
+  [[ $kind == layers ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "manifest layers: ${fields[1]-unreadable}" false \
+    channel '"registry"'
+  for layer in "${fields[@]:1}"; do
+    is_digest "$layer" || fail "$EXIT_INFRA_BLOCKED" registry-error "a layer of $REPOSITORY:$TAG has no sha256 digest" \
+      false channel '"registry"'
+    CURL_RC=0
+    HTTP_CODE=$(curl "${CURL_OPTS[@]}" -I -L -o /dev/null -w '%{http_code}' "$BASE/blobs/$layer" 2>"$TMP/curl.err") ||
+      CURL_RC=$?
+    CURL_ERR=$(tail -n 1 "$TMP/curl.err" | head -c 300)
+    if ((CURL_RC == 0)) && [[ $HTTP_CODE == 404 ]]; then
+      fail "$EXIT_PRECONDITION" registry-blob-missing \
+        "layer blob $layer of $REPOSITORY:$TAG is missing from the registry storage at $REGISTRY (HEAD answered 404)" false \
+        digest "$(json_str "$layer")" repository "$(json_str "$REPOSITORY")" tag "$(json_str "$TAG")" \
+        fix "$(json_str "push this commit's very image again (docker push $REGISTRY/$REPOSITORY:$TAG from the host that built it): the registry stores the blob again under the same digest $layer; python -m artifact_cd publish stops at this check until the blob is back")"
+    fi
+    check_http "HEAD layer blob $layer"
+  done
 }
 
 REGISTRY="" REPOSITORY="" TAG="" BASE=""
@@ -114,7 +144,8 @@ main() {
     [[ $kind != index ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "nested index under $digest" false channel '"registry"'
   fi
   [[ $kind == manifest ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "manifest $digest: $ref" false channel '"registry"'
-  local config_digest=$ref config_size=$f3 layers=$f4 layer_bytes=$f5
+  local config_digest=$ref config_size=$f3 layers=$f4 layer_bytes=$f5 image_manifest=$TMP/manifest
+  [[ -z $platform ]] || image_manifest=$TMP/child
 
   # 3. The config blob: the image ID and the labels the CD verifies.
   local os arch_c revision source service
@@ -130,6 +161,9 @@ main() {
     fail "$EXIT_PRECONDITION" label-mismatch "the image tagged $TAG carries revision label '${revision:-<none>}'" false \
       digest "$(json_str "$digest")" labels "$labels"
   fi
+
+  # 4. Every layer blob exists (HEAD only).
+  check_layers "$image_manifest"
 
   json_obj ok true registry "$(json_str "$REGISTRY")" repository "$(json_str "$REPOSITORY")" \
     tag "$(json_str "$TAG")" digest "$(json_str "$digest")" imageId "$(json_str "$config_digest")" \

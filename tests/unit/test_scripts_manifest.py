@@ -95,6 +95,9 @@ def registry() -> Iterator[FakeRegistry]:
         def _answer(self, with_body: bool) -> None:
             fake.requests.append((self.command, self.path, self.headers.get_all("Accept") or []))
             status, media, body, extra = fake.routes.get(self.path, (404, "application/json", b'{"errors":[]}', {}))
+            if status == 0:  # a route that drops the connection without an answer (a transport failure)
+                self.close_connection = True
+                return
             self.send_response(status)
             self.send_header("Content-Type", media)
             self.send_header("Content-Length", str(len(body)))
@@ -233,3 +236,84 @@ def test_an_image_whose_revision_label_is_another_commit_is_refused(registry: Fa
     assert code == 3 and doc["error"] == "label-mismatch"
     assert doc["labels"]["org.opencontainers.image.revision"] == "f" * 40
     assert doc["digest"] == digest
+
+
+# --------------------------------------------------------------------------- layer blobs (issue 12)
+
+
+def _tagged_image(registry: FakeRegistry, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """An image tagged COMMIT; returns (manifest digest, manifest document)."""
+    digest, _, _ = registry.image(**kwargs)
+    route = registry.routes[f"/v2/{REPO}/manifests/{digest}"]
+    registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = route
+    return digest, json.loads(route[2])
+
+
+def test_every_layer_blob_is_proved_by_a_head(registry: FakeRegistry) -> None:
+    _, doc = _tagged_image(registry)
+    layer = doc["layers"][0]["digest"]
+    code, out, _ = check(registry.endpoint)
+    assert code == 0, out
+    assert ("HEAD", f"/v2/{REPO}/blobs/{layer}") in [(m, p) for m, p, _ in registry.requests]
+    assert ("GET", f"/v2/{REPO}/blobs/{layer}") not in [(m, p) for m, p, _ in registry.requests], "HEAD only: cheap"
+
+
+def test_a_missing_layer_blob_is_registry_blob_missing(registry: FakeRegistry) -> None:
+    digest, doc = _tagged_image(registry)
+    layer = doc["layers"][0]["digest"]
+    del registry.routes[f"/v2/{REPO}/blobs/{layer}"]
+    code, out, stderr = check(registry.endpoint)
+    assert code == 3, out
+    assert out["ok"] is False and out["error"] == "registry-blob-missing" and out["retryable"] is False
+    assert out["digest"] == layer != digest and layer in out["detail"]
+    assert out["repository"] == REPO and out["tag"] == COMMIT
+    assert "docker push" in out["fix"] and layer in out["fix"]
+    assert "registry-blob-missing" in stderr
+
+
+def test_a_missing_layer_under_an_index_names_the_platform_images_layer(registry: FakeRegistry) -> None:
+    amd, _, amd_size = registry.image(arch="amd64", media=OCI_MANIFEST)
+    amd_doc = json.loads(registry.routes[f"/v2/{REPO}/manifests/{amd}"][2])
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_size, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    registry.manifest(index, OCI_INDEX, tag=COMMIT)
+    layer = amd_doc["layers"][0]["digest"]
+    del registry.routes[f"/v2/{REPO}/blobs/{layer}"]
+    code, out, _ = check(registry.endpoint)
+    assert code == 3 and out["error"] == "registry-blob-missing" and out["digest"] == layer, out
+
+
+def test_a_layer_head_answering_5xx_stays_a_retryable_registry_error(registry: FakeRegistry) -> None:
+    _, doc = _tagged_image(registry)
+    layer = doc["layers"][0]["digest"]
+    registry.routes[f"/v2/{REPO}/blobs/{layer}"] = (503, "application/json", b"{}", {})
+    code, out, _ = check(registry.endpoint)
+    assert code == 4 and out["error"] == "registry-error" and out["retryable"] is True, out
+
+
+def test_the_layer_heads_lose_the_registry_is_registry_unreachable(registry: FakeRegistry) -> None:
+    """The layer HEAD's transport failure: the blob route closes the connection without an answer."""
+    _, doc = _tagged_image(registry)
+    layer = doc["layers"][0]["digest"]
+    registry.routes[f"/v2/{REPO}/blobs/{layer}"] = (0, "", b"", {})  # status 0: drop the connection
+    code, out, _ = check(registry.endpoint)
+    assert code == 4 and out["error"] == "registry-unreachable" and out["retryable"] is True, out
+
+
+def test_layer_digests_skip_what_the_registry_never_holds() -> None:
+    from artifact_cd.scripts.py import manifest
+
+    doc = {
+        "schemaVersion": 2,
+        "config": {"digest": "sha256:" + "c" * 64},
+        "layers": [
+            {"digest": "sha256:" + "1" * 64},
+            "not a layer",
+            {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": "sha256:" + "f" * 64},
+            {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "digest": "sha256:" + "e" * 64},
+            {"digest": "sha256:" + "2" * 64},
+        ],
+    }
+    assert manifest.layer_digests(doc) == ("layers", "sha256:" + "1" * 64, "sha256:" + "2" * 64)
+    assert manifest.layer_digests({"schemaVersion": 2, "config": {}}) == ("layers",)
+    assert manifest.layer_digests({"schemaVersion": 2, "manifests": []}) == ("error", "not an image manifest")

@@ -6,6 +6,9 @@
          | error US <reason>
     python3 -c "$MANIFEST_PY" config FILE [LABEL ...]
         -> config US <os> US <architecture> US <value of each LABEL, "" when absent>
+    python3 -c "$MANIFEST_PY" layers FILE
+        -> layers US <digest of each layer the registry must hold, in manifest order>
+         | error US <reason>
 
 One line of fields separated by US (\\x1f), so empty fields survive bash's ``read``; values never
 reach a shell parser. An index entry is chosen for linux/ARCH, else linux/amd64. The label names
@@ -58,6 +61,26 @@ def manifest_fields(doc: Mapping[str, Any], arch: str = FALLBACK_ARCH) -> tuple[
     return ("error", "neither an image manifest nor an index")
 
 
+# Foreign / non-distributable layers (Windows base layers) live at their ``urls``, never in the
+# registry: a HEAD there is no proof of anything, so they are not listed.
+_NOT_IN_REGISTRY = ("foreign", "nondistributable")
+
+
+def layer_digests(doc: Mapping[str, Any]) -> tuple[object, ...]:
+    """The digests of an image manifest's layers, as written (the script validates each one)."""
+    if doc.get("schemaVersion") != 2 or not isinstance(doc.get("config"), dict):
+        return ("error", "not an image manifest")
+    digests: list[str] = []
+    for layer in doc.get("layers") or []:
+        if not isinstance(layer, dict):
+            continue
+        media = str(layer.get("mediaType") or "")
+        if any(word in media for word in _NOT_IN_REGISTRY):
+            continue
+        digests.append(str(layer.get("digest", "")))
+    return ("layers", *digests)
+
+
 def config_fields(doc: Mapping[str, Any], labels: Sequence[str]) -> tuple[object, ...]:
     """An image config blob: os, architecture and the string value of each label asked for."""
     found = (doc.get("config") or {}).get("Labels") or {}
@@ -77,6 +100,8 @@ def parse_file(mode: str, path: str, extra: Sequence[str] = ()) -> tuple[object,
         return manifest_fields(doc, extra[0] if extra else FALLBACK_ARCH)
     if mode == "config":
         return config_fields(doc, extra)
+    if mode == "layers":
+        return layer_digests(doc)
     return ("error", "unknown mode")
 
 
