@@ -26,8 +26,8 @@ from pydantic_core import PydanticCustomError
 
 from . import catalog
 from .catalog import PRODUCER_BACKEND_CORE, PRODUCER_USER_SERVICE, ServiceEntry
-from .config import MUTABLE_TAGS, LoopbackEndpoint, matching
-from .contract import DIGEST_RE, REPOSITORY_PATTERN, TAG_PATTERN
+from .config import MUTABLE_TAGS, LoopbackEndpoint
+from .contract import DIGEST_RE, REPOSITORY_PATTERN, TAG_PATTERN, matching
 
 CI_PATH = Path(__file__).resolve().parent.parent / "CI.json"
 

@@ -39,6 +39,7 @@ from .contract import (
     K8S_NAME_PATTERN,
     REPOSITORY_PATTERN,
     TAG_PATTERN,
+    matching,
 )
 
 PROJECT = "unidesk-artifact-cd"
@@ -156,17 +157,6 @@ def _strict_str(value: object) -> object:
     if isinstance(value, bool):
         raise PydanticCustomError("type", "must be a string, got a boolean")
     return value
-
-
-def matching(pattern: re.Pattern[str], what: str) -> Any:
-    """The validator of a string that ``pattern`` matches whole (no control character)."""
-
-    def validate(value: str) -> str:
-        if _CONTROL_RE.search(value) or not pattern.fullmatch(value):
-            raise PydanticCustomError("format", f"{value!r} is not {what}")
-        return value
-
-    return AfterValidator(validate)
 
 
 def _hostname(value: str) -> str:

@@ -29,6 +29,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 # --------------------------------------------------------------------------- shared constants
 
@@ -439,13 +440,19 @@ _B64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 LIVE_SPEC_MAX_B64 = 65536  # live-probe.sh refuses a longer --spec-b64
 
 
-def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"not {what}: {value!r}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """The validator of a string that ``pattern`` matches whole (no control character); the stack
+    config, CI.json and the live probe's spec all validate with it."""
+
+    def validate(value: str) -> str:
+        if _CONTROL_RE.search(value) or not pattern.fullmatch(value):
+            raise PydanticCustomError("format", f"{value!r} is not {what}")
         return value
 
-    return AfterValidator(check)
+    return AfterValidator(validate)
 
 
 def _abs_path(value: str) -> str:
@@ -454,15 +461,15 @@ def _abs_path(value: str) -> str:
     return value
 
 
-SpecName = Annotated[str, _matching(_SPEC_NAME_RE, "a name")]
+SpecName = Annotated[str, matching(_SPEC_NAME_RE, "a name")]
 SpecPath = Annotated[str, AfterValidator(_abs_path)]
-SpecEnvPrefix = Annotated[str, _matching(_SPEC_ENV_PREFIX_RE, "an env prefix (UPPER_CASE_)")]
-SpecEnvKey = Annotated[str, _matching(_SPEC_ENV_KEY_RE, "an env key")]
-SpecRepository = Annotated[str, _matching(_SPEC_REPOSITORY_RE, "a repository name")]
-SpecHttpPath = Annotated[str, _matching(_SPEC_HTTP_PATH_RE, "an HTTP path")]
-SpecLoopback = Annotated[str, _matching(_SPEC_LOOPBACK_RE, "a loopback endpoint")]
-SpecK8sName = Annotated[str, _matching(_SPEC_K8S_NAME_RE, "a Kubernetes name")]
-SpecCommitImage = Annotated[str, _matching(_SPEC_COMMIT_IMAGE_RE, "a commit image <registry>/<repo>:<sha>")]
+SpecEnvPrefix = Annotated[str, matching(_SPEC_ENV_PREFIX_RE, "an env prefix (UPPER_CASE_)")]
+SpecEnvKey = Annotated[str, matching(_SPEC_ENV_KEY_RE, "an env key")]
+SpecRepository = Annotated[str, matching(_SPEC_REPOSITORY_RE, "a repository name")]
+SpecHttpPath = Annotated[str, matching(_SPEC_HTTP_PATH_RE, "an HTTP path")]
+SpecLoopback = Annotated[str, matching(_SPEC_LOOPBACK_RE, "a loopback endpoint")]
+SpecK8sName = Annotated[str, matching(_SPEC_K8S_NAME_RE, "a Kubernetes name")]
+SpecCommitImage = Annotated[str, matching(_SPEC_COMMIT_IMAGE_RE, "a commit image <registry>/<repo>:<sha>")]
 SpecPort = Annotated[int, Field(ge=1, le=65535, strict=True)]
 LiveHost = Literal["d601", "master"]
 
