@@ -345,18 +345,26 @@ def test_problem_6_a_new_auth_section_on_the_master_re_syncs_the_frontend_secret
 # =========================================================================== a silent host
 
 
+def silent_preview(
+    name: str, monkeypatch: pytest.MonkeyPatch, silent: str, **commits: str
+) -> tuple[Stack, World, dict[str, Any], RunReport]:
+    """A deployed stack, new ``commits``, the host ``silent`` not answering, and the preview of it."""
+    cfg_a = approved(name)
+    stack, world, _ = deployed(name, monkeypatch, cfg_a)
+    cfg_b = with_commit(cfg_a, **commits)
+    world.silent = {silent}
+    preview = stack.preview(**run_kw(cfg_b))
+    assert preview.error is None, preview.error
+    return stack, world, cfg_b, preview
+
+
 def test_a_host_that_does_not_answer_holds_only_its_services(monkeypatch: pytest.MonkeyPatch) -> None:
     """The master does not answer SSH while findjob (D601) gets a new commit. The preview says
     unknown for the master's services (baidu-netdisk, and frontend, whose auth read runs there)
     and only them, shows them as stored, and shows findjob's new commit. The up deploys findjob,
     registers nothing of the master's services and ends failed naming them (so the engine deletes
     nothing: E1); their state is kept. Once the master answers, the preview is clean."""
-    cfg_a = approved("dev")
-    stack, world, _ = deployed("dev", monkeypatch, cfg_a)
-    cfg_b = with_commit(cfg_a, findjob=NEW)
-    world.silent = {"master"}
-    preview = stack.preview(**run_kw(cfg_b))
-    assert preview.error is None, preview.error
+    stack, world, cfg_b, preview = silent_preview("dev", monkeypatch, "master", findjob=NEW)
     assert set(preview.changed_names()) == {n for n in preview.by_name if n.startswith("findjob-")}
     unknown = {h["service"] for h in preview.run.outputs["held"] if h["verdict"] == "unknown"}
     assert unknown == {"baidu-netdisk", "frontend"}
@@ -391,12 +399,7 @@ def test_a_gated_service_held_on_a_silent_host_is_shown_as_stored(
     """code-queue-mgr (prod, gated, on the master) gets a new commit without its approval while the
     master does not answer: the preview does not refuse; it says unknown for the master's services
     (code-queue-mgr among them) and shows them as stored; the up refuses only them."""
-    cfg_a = approved("prod")
-    stack, world, _ = deployed("prod", monkeypatch, cfg_a)
-    cfg_b = with_commit(cfg_a, code_queue_mgr=GATED_NEW)
-    world.silent = {"master"}
-    preview = stack.preview(**run_kw(cfg_b))
-    assert preview.error is None, preview.error
+    stack, world, cfg_b, preview = silent_preview("prod", monkeypatch, "master", code_queue_mgr=GATED_NEW)
     assert preview.changed_names() == {}, preview.changed_names()
     unknown = {h["service"] for h in preview.run.outputs["held"] if h["verdict"] == "unknown"}
     assert "code-queue-mgr" in unknown and "findjob" not in unknown
