@@ -39,6 +39,14 @@ SERVICE_LABEL = "io.unidesk.service"  # the catalog service id on every publishe
 # The running registry container carries the sha256 of the rendered spec it was started from.
 SPEC_LABEL = "io.unidesk.artifact-registry.spec-sha256"
 
+# The deploy audit log on every target host (issue 13): one JSON line per event (scripts/include/
+# audit.sh writes it, artifact_cd/audit.py reads it). A path in stack config overrides the default;
+# when the file passes AUDIT_MAX_BYTES it is rotated to <path>.1 (one old file kept), so the log of
+# a host is bounded by twice that.
+AUDIT_LOG_DEFAULT = "/var/log/unidesk/deploy-audit.jsonl"
+AUDIT_MAX_BYTES = 1_048_576
+AUDIT_FORMAT_VERSION = 1
+
 # HEAD/GET of a manifest must accept all four, else the registry answers a schema1 manifest with
 # another digest (or 404 for an OCI index).
 MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
@@ -666,6 +674,8 @@ def _shell_items() -> Iterator[tuple[str, str | int | tuple[str, ...]]]:
     yield "DIGEST_PATTERN", f"^{DIGEST_PATTERN}$"
     yield "VERIFY_KINDS", tuple(k.value for k in VerifyKind)
     yield "MANIFEST_MEDIA_TYPES", MANIFEST_MEDIA_TYPES
+    yield "AUDIT_MAX_BYTES", AUDIT_MAX_BYTES
+    yield "AUDIT_FORMAT_VERSION", AUDIT_FORMAT_VERSION
     for code in ExitCode:
         yield f"EXIT_{code.name}", int(code)
 

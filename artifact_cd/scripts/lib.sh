@@ -42,9 +42,11 @@ json_bool() { if [[ $1 == 0 ]]; then printf true; else printf false; fi; }
 
 # fail EXIT ERROR DETAIL RETRYABLE [KEY VALUE ...]: one structured failure line on stdout, a
 # human line on stderr, then exit. ERROR is a stable kebab-case code callers match on.
+FAIL_ERROR="" # the error code of the last fail (read by exit handlers, e.g. include/audit.sh)
 fail() {
   local code=$1 error=$2 detail=$3 retryable=$4
   shift 4
+  FAIL_ERROR=$error
   json_obj ok false error "$(json_str "$error")" detail "$(json_str "$detail")" \
     retryable "$retryable" "$@"
   printf 'error: %s: %s\n' "$error" "$detail" >&2
@@ -149,8 +151,10 @@ at_exit() {
   _AT_EXIT=("$1" "${_AT_EXIT[@]}")
   trap _run_at_exit EXIT
 }
+AT_EXIT_RC=0 # the script's exit status, for the exit handlers
 _run_at_exit() {
   local rc=$? f
+  AT_EXIT_RC=$rc
   for f in "${_AT_EXIT[@]}"; do "$f" >&2 || true; done
   # A command failed under `set -e` before any result line: still answer with one JSON line.
   if ((rc != 0)) && [[ -z $_JSON_PRINTED ]]; then
