@@ -34,6 +34,7 @@ from . import catalog
 from .catalog import Env, Gate, TargetKind
 from .contract import (
     ABS_PATH_PATTERN,
+    AUDIT_LOG_DEFAULT,
     COMMIT_RE,
     DIGEST_PATTERN,
     K8S_NAME_PATTERN,
@@ -268,6 +269,9 @@ class HostConfig(_Model):
     # The host's SSH public key ("ssh-ed25519 AAAA..."), pinned by Pulumi's remote Commands.
     # Unset: pulumi-command does not verify the host key (say so in a review; set it in production).
     host_key: HostKey | None = None
+    # The append-only deploy audit log on this host (issue 13): one JSON line per changing step
+    # (scripts/include/audit.sh); bounded by rotation to <path>.1. `history` reads it back.
+    audit_log: AbsPath = AUDIT_LOG_DEFAULT
 
 
 class Hosts(_Model):

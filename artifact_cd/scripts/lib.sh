@@ -46,6 +46,7 @@ FAIL_ERROR="" # the error code of the last fail (read by exit handlers, e.g. inc
 fail() {
   local code=$1 error=$2 detail=$3 retryable=$4
   shift 4
+  # shellcheck disable=SC2034 # read by the exit handlers of some scripts (include/audit.sh)
   FAIL_ERROR=$error
   json_obj ok false error "$(json_str "$error")" detail "$(json_str "$detail")" \
     retryable "$retryable" "$@"
@@ -154,6 +155,7 @@ at_exit() {
 AT_EXIT_RC=0 # the script's exit status, for the exit handlers
 _run_at_exit() {
   local rc=$? f
+  # shellcheck disable=SC2034 # read by some exit handlers (include/audit.sh)
   AT_EXIT_RC=$rc
   for f in "${_AT_EXIT[@]}"; do "$f" >&2 || true; done
   # A command failed under `set -e` before any result line: still answer with one JSON line.
