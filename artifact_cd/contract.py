@@ -314,6 +314,9 @@ class MoveImageArgs(ScriptArgs):
     image_id: DigestOrLive = Live.IMAGE_ID.value
     d601: str | None = None
     d601_port: int | None = None
+    # bytes to keep free on the target's Docker data root after the pull (the disk-full pre-check
+    # refuses when free < layer bytes + this); None: not emitted, the script keeps 0
+    reserve_bytes: int | None = None
 
 
 class ComposeDeployArgs(ScriptArgs):

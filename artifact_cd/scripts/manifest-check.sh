@@ -15,7 +15,8 @@
 #
 # Output: {"ok":true,"digest","imageId","mediaType","repository","tag","platform","labels",...}
 # Failures: manifest-missing (404, exit 3) · label-mismatch (exit 3) · registry-blob-missing (a layer
-# blob answers 404, exit 3, names the digest and the fix) · registry-unreachable
+# blob answers 404, exit 3, names the digest and the fix) · registry-blob-corrupt (the config blob
+# does not hash to its digest, exit 3); both carry manifestDigest and imageId for publish --repair · registry-unreachable
 # (connection refused/timeout, exit 4, retryable) · registry-error (5xx: exit 4, retryable;
 # anything else unexpected: exit 5, channel "registry").
 # Needs on the target: bash, curl, python3 (json parsing), coreutils (sha256sum, mktemp).
@@ -61,8 +62,19 @@ fetch_verified() {
   fi
   check_http "GET $kind $digest"
   actual=$(sha256_file "$out")
+  if [[ $actual != "$digest" && $kind == blob ]]; then
+    fail "$EXIT_PRECONDITION" registry-blob-corrupt \
+      "the config blob $digest of $REPOSITORY:$TAG in $REGISTRY hashes to $actual: the registry storage holds corrupt content" false \
+      digest "$(json_str "$digest")" repository "$(json_str "$REPOSITORY")" tag "$(json_str "$TAG")" \
+      manifestDigest "$(json_str "$MANIFEST_DIGEST")" imageId "$(json_str "$digest")" fix "$(json_str "$(repair_fix)")"
+  fi
   [[ $actual == "$digest" ]] ||
     fail "$EXIT_INFRA_BLOCKED" registry-error "the $kind served for $digest hashes to $actual" false channel '"registry"'
+}
+
+# repair_fix: how the operator gets a missing or corrupt blob of this commit back.
+repair_fix() {
+  printf '%s' "from a clean checkout of commit $TAG: python -m artifact_cd publish --repair --stack <stack> --service <id> --repo <checkout> --registry $REGISTRY drops a corrupt blob on D601 and uploads this commit's very image again (the same digests; a different build is refused); or docker push $REGISTRY/$REPOSITORY:$TAG from the host that built it"
 }
 
 # check_layers MANIFEST: HEAD /v2/<repo>/blobs/<digest> of every layer MANIFEST lists. 404 is a
@@ -85,13 +97,14 @@ check_layers() {
       fail "$EXIT_PRECONDITION" registry-blob-missing \
         "layer blob $layer of $REPOSITORY:$TAG is missing from the registry storage at $REGISTRY (HEAD answered 404)" false \
         digest "$(json_str "$layer")" repository "$(json_str "$REPOSITORY")" tag "$(json_str "$TAG")" \
-        fix "$(json_str "push this commit's very image again (docker push $REGISTRY/$REPOSITORY:$TAG from the host that built it): the registry stores the blob again under the same digest $layer; python -m artifact_cd publish stops at this check until the blob is back")"
+        manifestDigest "$(json_str "$MANIFEST_DIGEST")" imageId "$(json_str "$IMAGE_CONFIG")" \
+        fix "$(json_str "the registry stores blob $layer again under the same digest once this commit's very image is pushed again: $(repair_fix)")"
     fi
     check_http "HEAD layer blob $layer"
   done
 }
 
-REGISTRY="" REPOSITORY="" TAG="" BASE=""
+REGISTRY="" REPOSITORY="" TAG="" BASE="" MANIFEST_DIGEST="" IMAGE_CONFIG=""
 
 main() {
   exec </dev/null
@@ -131,6 +144,8 @@ main() {
     fail "$EXIT_INFRA_BLOCKED" registry-error "HEAD $REPOSITORY:$TAG answered without a sha256 Docker-Content-Digest" false \
       channel '"registry"'
 
+  MANIFEST_DIGEST=$digest
+
   # 2. The manifest itself (an index is resolved to this host's platform).
   local kind ref f2 f3 f4 f5 platform="" arch
   arch=$(host_arch)
@@ -144,6 +159,7 @@ main() {
     [[ $kind != index ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "nested index under $digest" false channel '"registry"'
   fi
   [[ $kind == manifest ]] || fail "$EXIT_INFRA_BLOCKED" registry-error "manifest $digest: $ref" false channel '"registry"'
+  IMAGE_CONFIG=$ref
   local config_digest=$ref config_size=$f3 layers=$f4 layer_bytes=$f5 image_manifest=$TMP/manifest
   [[ -z $platform ]] || image_manifest=$TMP/child
 

@@ -16,13 +16,20 @@
 # In every mode the resulting local image ID must equal --image-id (the config digest; with the
 # containerd image store the ID is the manifest digest, also accepted) before it is tagged
 # E/R:SHA. When E/R:SHA is already present with that ID nothing is moved (alreadyPresent).
+# Disk space (local and tunnel modes): before pulling, the image's layer and config bytes (the
+# registry manifest's sizes) plus --reserve-bytes must fit in the free bytes `df` reports for the
+# Docker data root (`docker info` DockerRootDir); an ENOSPC ("no space left on device") during the
+# pull or the load is classified the same way, in every mode.
 # Failures: ssh-unreachable / registry-unreachable / transfer-failed (exit 4, retryable),
-# manifest-missing (3), digest-mismatch (6), infra-blocked (5: docker or ssh auth). On failure
-# nothing is tagged E/R:SHA and nothing is started.
-# Needs: bash, docker; tunnel: ssh, curl, python3; stream: ssh, dd.
+# manifest-missing (3), registry-blob-missing / registry-blob-corrupt (3: a blob of the image is
+# gone from D601's registry storage or its content does not hash to its digest; names the digest
+# and the repair), disk-full (3: names the host, the Docker data root and its filesystem, the bytes
+# needed and free), digest-mismatch (6), infra-blocked (5: docker or ssh auth). On failure nothing
+# is tagged E/R:SHA and nothing is started (a pull by digest that fails leaves no name).
+# Needs: bash, docker, df; local/tunnel: curl, python3; tunnel: ssh; stream: ssh, dd.
 set -euo pipefail
 
-MODE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID="" D601="" D601_PORT=""
+MODE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID="" D601="" D601_PORT="" RESERVE_BYTES=0
 TUNNEL_PID="" TUNNEL_PORT="" START=""
 
 ssh_opts() {
@@ -95,24 +102,131 @@ open_tunnel() {
     d601 "$(json_str "$D601")"
 }
 
+# image_manifest BASE: the image manifest of DIGEST (an index resolved to this host's platform)
+# into $TMP/acct.json; sets IMAGE_BYTES (config + layer sizes). Returns 1 when it is not readable.
+IMAGE_BYTES=""
+image_manifest() {
+  local base=$1 kind ref f3 f5
+  [[ ! -s $TMP/acct.json ]] || return 0
+  curl -sS --max-time 20 "${MANIFEST_ACCEPT[@]}" -o "$TMP/acct.json" "$base/manifests/$DIGEST" 2>/dev/null || return 1
+  IFS=$'\x1f' read -r kind ref _ f3 _ f5 < <(manifest_parse manifest "$TMP/acct.json" "$(host_arch)") || true
+  if [[ $kind == index ]] && is_digest "$ref"; then
+    curl -sS --max-time 20 "${MANIFEST_ACCEPT[@]}" -o "$TMP/acct.json" "$base/manifests/$ref" 2>/dev/null || return 1
+    IFS=$'\x1f' read -r kind ref _ f3 _ f5 < <(manifest_parse manifest "$TMP/acct.json" "$(host_arch)") || true
+  fi
+  if [[ $kind == manifest && $f3 =~ ^[0-9]+$ && $f5 =~ ^[0-9]+$ ]]; then
+    IMAGE_BYTES=$((f3 + f5))
+  else
+    rm -f -- "$TMP/acct.json"
+    return 1
+  fi
+}
+
 # layer_bytes BASE LOG: registry sizes of the layers a `docker pull` log says it downloaded
 # (artifact_cd/scripts/py/pulled.py).
 LAYER_BYTES="null" LAYERS_PULLED="null" LAYERS_PRESENT="null"
 layer_bytes() {
-  local base=$1 log=$2 kind ref rest out
-  curl -sS --max-time 20 "${MANIFEST_ACCEPT[@]}" -o "$TMP/acct.json" "$base/manifests/$DIGEST" 2>/dev/null || return 0
-  IFS=$'\x1f' read -r kind ref rest < <(manifest_parse manifest "$TMP/acct.json" "$(host_arch)") || true
-  if [[ $kind == index ]] && is_digest "$ref"; then
-    curl -sS --max-time 20 "${MANIFEST_ACCEPT[@]}" -o "$TMP/acct.json" "$base/manifests/$ref" 2>/dev/null || return 0
-  fi
+  local base=$1 log=$2 out
+  image_manifest "$base" || return 0
   out=$(python3 -c "$PULLED_PY" "$TMP/acct.json" "$log" 2>/dev/null) || return 0
   read -r LAYER_BYTES LAYERS_PULLED LAYERS_PRESENT <<<"$out"
 }
 
-# pull_failed LOG: classify a failed docker pull.
+# docker_root_space: DOCKER_ROOT (docker info DockerRootDir), ROOT_FS / ROOT_MOUNT (its
+# filesystem and mount point) and ROOT_FREE (bytes available to it, `df -B1`); ROOT_FREE stays
+# empty when it cannot be read.
+DOCKER_ROOT="" ROOT_FS="" ROOT_MOUNT="" ROOT_FREE=""
+docker_root_space() {
+  local line
+  DOCKER_ROOT=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)
+  is_abs_path "$DOCKER_ROOT" || DOCKER_ROOT=/var/lib/docker
+  line=$(df -P -B1 -- "$DOCKER_ROOT" 2>/dev/null | tail -n 1) || true
+  read -r ROOT_FS _ _ ROOT_FREE _ ROOT_MOUNT <<<"$line" || true
+  [[ $ROOT_FREE =~ ^[0-9]+$ ]] || ROOT_FREE=""
+}
+
+# disk_full NEEDED WHY: the structured, non-retryable disk-full failure for the Docker data root.
+disk_full() {
+  local needed=$1 why=$2
+  fail "$EXIT_PRECONDITION" disk-full \
+    "$(hostname): the Docker data root $DOCKER_ROOT (filesystem $ROOT_FS on $ROOT_MOUNT) $why; free space there (docker image prune, docker builder prune, or grow the filesystem), then deploy again" false \
+    host "$(json_str "$(hostname)")" path "$(json_str "$DOCKER_ROOT")" filesystem "$(json_str "$ROOT_FS")" \
+    mountPoint "$(json_str "$ROOT_MOUNT")" bytesNeeded "${needed:-null}" bytesFree "${ROOT_FREE:-null}" \
+    reserveBytes "$RESERVE_BYTES"
+}
+
+# precheck_space BASE: refuse before the pull when the image cannot fit on the Docker data root
+# (its config + layer bytes + --reserve-bytes > free bytes). Skipped (with a warning) when the
+# manifest or the free bytes cannot be read: the ENOSPC classification still applies.
+precheck_space() {
+  local base=$1
+  docker_root_space
+  if ! image_manifest "$base" || [[ -z $ROOT_FREE ]]; then
+    printf 'warning: disk pre-check skipped (manifest sizes or free bytes of %s unknown)\n' "$DOCKER_ROOT" >&2
+    return 0
+  fi
+  if ((IMAGE_BYTES + RESERVE_BYTES > ROOT_FREE)); then
+    disk_full "$((IMAGE_BYTES + RESERVE_BYTES))" \
+      "has $ROOT_FREE bytes free; $REPOSITORY@$DIGEST needs $IMAGE_BYTES bytes (registry sizes of its config and layers) + $RESERVE_BYTES reserved"
+  fi
+}
+
+# corrupt_digest LOG: the blob digest a failed verification names (a full sha256 digest on a
+# line that is not the image reference itself).
+corrupt_digest() {
+  local pattern=${DIGEST_PATTERN#^}
+  grep -iE 'verification failed|digest mismatch|does not match|unexpected digest|failed size validation' "$1" |
+    grep -oE -- "${pattern%\$}" | grep -vxF -- "$DIGEST" | tail -n 1 || true
+}
+
+# missing_blobs BASE: the layer digests of the image manifest that BASE answers 404 for (HEAD),
+# space-separated (docker's "unknown blob" does not say which one).
+missing_blobs() {
+  local base=$1 layer code out=""
+  local -a fields
+  image_manifest "$base" || return 0
+  IFS=$'\x1f' read -r -a fields < <(manifest_parse layers "$TMP/acct.json") || true
+  [[ ${fields[0]-} == layers ]] || return 0
+  for layer in "${fields[@]:1}"; do
+    is_digest "$layer" || continue
+    code=$(curl -s -I -o /dev/null --max-time 10 -w '%{http_code}' "$base/blobs/$layer" 2>/dev/null || true)
+    [[ $code != 404 ]] || out+="${out:+ }$layer"
+  done
+  printf '%s' "$out"
+}
+
+REPAIR_FIX="repair the registry copy of this commit on D601: python -m artifact_cd health --stack <stack> --integrity names the bad blobs; python -m artifact_cd publish --repair --stack <stack> --service <id> --repo <a clean checkout of commit TAG> drops a corrupt blob and uploads the same content again (the digest does not change); then deploy again"
+
+# blob_failed CODE DIGEST WHY: registry-blob-missing / registry-blob-corrupt (not retryable).
+blob_failed() {
+  local code=$1 digest=$2 why=$3 fix=${REPAIR_FIX//TAG/$TAG}
+  fail "$EXIT_PRECONDITION" "$code" "$why" false digest "$(json_str "$digest")" \
+    repository "$(json_str "$REPOSITORY")" tag "$(json_str "$TAG")" fix "$(json_str "$fix")"
+}
+
+# load_failed LOG: an ENOSPC in LOG is disk-full (the Docker data root); returns otherwise.
+nospace_failed() {
+  local log=$1
+  grep -qi 'no space left on device' "$log" || return 0
+  [[ -n $DOCKER_ROOT ]] || docker_root_space
+  disk_full "${IMAGE_BYTES:-}" "ran out of space during the transfer (no space left on device: $(grep -i 'no space left' "$log" | tail -n 1 | head -c 200))"
+}
+
+# pull_failed LOG BASE: classify a failed docker pull (BASE: the registry API it pulled from).
 pull_failed() {
-  local log=$1 why
+  local log=$1 base=$2 why digest
   why=$(grep -v '^[0-9a-f]\{12\}: ' "$log" | tail -n 2 | tr '\n' ' ' | head -c 400)
+  nospace_failed "$log"
+  if grep -qiE 'verification failed|digest mismatch|does not match( the)? (expected )?digest|unexpected digest|failed size validation' "$log"; then
+    digest=$(corrupt_digest "$log")
+    blob_failed registry-blob-corrupt "$digest" \
+      "a blob of $REPOSITORY@$DIGEST in $REGISTRY does not hash to its digest ${digest:-(unnamed)}: the registry storage on D601 holds corrupt content: $why"
+  fi
+  if grep -qiE 'blob unknown|unknown blob' "$log"; then
+    digest=$(missing_blobs "$base")
+    blob_failed registry-blob-missing "${digest%% *}" \
+      "a blob of $REPOSITORY@$DIGEST is missing from the registry storage at $REGISTRY (${digest:-not named by docker}: HEAD answers 404): $why"
+  fi
   if grep -qiE 'connection refused|no route to host|i/o timeout' "$log" && [[ $MODE == local ]]; then
     fail "$EXIT_RETRYABLE" registry-unreachable "the registry $REGISTRY does not answer: $why" true
   fi
@@ -139,7 +253,8 @@ tag_verified() {
 
 mode_local() {
   local ref="$REGISTRY/$REPOSITORY@$DIGEST" id
-  docker pull "$ref" >"$TMP/pull.log" 2>&1 || pull_failed "$TMP/pull.log"
+  precheck_space "http://$REGISTRY/v2/$REPOSITORY"
+  docker pull "$ref" >"$TMP/pull.log" 2>&1 || pull_failed "$TMP/pull.log" "http://$REGISTRY/v2/$REPOSITORY"
   layer_bytes "http://$REGISTRY/v2/$REPOSITORY" "$TMP/pull.log"
   id=$(image_id_of "$ref")
   tag_verified "$ref" "$id" "$LAYER_BYTES" "registry sizes of the layers docker pull downloaded" \
@@ -154,6 +269,7 @@ mode_tunnel() {
   at_exit close_tunnel
   open_tunnel
   local ref="127.0.0.1:$TUNNEL_PORT/$REPOSITORY@$DIGEST" pull_pid rc=0 id
+  precheck_space "http://127.0.0.1:$TUNNEL_PORT/v2/$REPOSITORY"
   docker pull "$ref" >"$TMP/pull.log" 2>&1 &
   pull_pid=$!
   while kill -0 "$pull_pid" 2>/dev/null; do
@@ -169,7 +285,7 @@ mode_tunnel() {
   if ((rc != 0)); then
     kill -0 "$TUNNEL_PID" 2>/dev/null ||
       fail "$EXIT_RETRYABLE" transfer-failed "the SSH tunnel to $D601 closed during the pull" true
-    pull_failed "$TMP/pull.log"
+    pull_failed "$TMP/pull.log" "http://127.0.0.1:$TUNNEL_PORT/v2/$REPOSITORY"
   fi
   layer_bytes "http://127.0.0.1:$TUNNEL_PORT/v2/$REPOSITORY" "$TMP/pull.log"
   close_tunnel
@@ -205,6 +321,8 @@ mode_stream() {
     if ((st[0] == 255 && bytes == 0)); then
       classify_ssh "$TMP/ssh.log"
     fi
+    cat "$TMP/load.err" "$TMP/ssh.log" >"$TMP/stream.err" 2>/dev/null || true
+    nospace_failed "$TMP/stream.err"
     local why
     why=$(cat "$TMP/load.err" "$TMP/ssh.log" 2>/dev/null | grep -v '^debug' | tail -n 2 | tr '\n' ' ' | head -c 400)
     fail "$EXIT_RETRYABLE" transfer-failed "stream from $D601 failed after $bytes bytes (ssh exit ${st[0]}, docker load exit ${st[2]}): $why" true \
@@ -236,6 +354,7 @@ main() {
       --image-id) arg_value $# "$1"; IMAGE_ID=$2 ;;
       --d601) arg_value $# "$1"; D601=$2 ;;
       --d601-port) arg_value $# "$1"; D601_PORT=$2 ;;
+      --reserve-bytes) arg_value $# "$1"; RESERVE_BYTES=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -246,6 +365,8 @@ main() {
   need commit --tag "$TAG"
   need digest --digest "$DIGEST"
   need digest --image-id "$IMAGE_ID"
+  [[ $RESERVE_BYTES =~ ^[0-9]{1,18}$ ]] ||
+    fail "$EXIT_INVALID" invalid-argument "--reserve-bytes is not a byte count" false argument '"--reserve-bytes"'
   if [[ $MODE != local ]]; then
     need ssh_target --d601 "$D601"
     need port --d601-port "$D601_PORT"

@@ -60,7 +60,9 @@ class FakeRegistry:
             self.routes[f"/v2/{REPO}/manifests/{tag}"] = route
         return digest, body
 
-    def image(self, *, revision: str = COMMIT, media: str = DOCKER_MANIFEST, arch: str = "amd64") -> tuple[str, str, int]:
+    def image(
+        self, *, revision: str = COMMIT, media: str = DOCKER_MANIFEST, arch: str = "amd64"
+    ) -> tuple[str, str, int]:
         """One image: config + one layer + manifest. Returns (manifest digest, config digest, manifest size)."""
         config = json.dumps(
             {
@@ -80,8 +82,18 @@ class FakeRegistry:
         doc = {
             "schemaVersion": 2,
             "mediaType": media,
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config), "digest": config_digest},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 13, "digest": layer}],
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": config_digest,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": 13,
+                    "digest": layer,
+                }
+            ],
         }
         digest, body = self.manifest(doc, media)
         return digest, config_digest, len(body)
@@ -94,7 +106,9 @@ def registry() -> Iterator[FakeRegistry]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, with_body: bool) -> None:
             fake.requests.append((self.command, self.path, self.headers.get_all("Accept") or []))
-            status, media, body, extra = fake.routes.get(self.path, (404, "application/json", b'{"errors":[]}', {}))
+            status, media, body, extra = fake.routes.get(
+                self.path, (404, "application/json", b'{"errors":[]}', {})
+            )
             if status == 0:  # a route that drops the connection without an answer (a transport failure)
                 self.close_connection = True
                 return
@@ -163,9 +177,24 @@ def test_an_index_resolves_to_this_hosts_platform(registry: FakeRegistry) -> Non
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_size, "platform": {"os": "linux", "architecture": "arm64"}},
-            {"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_size, "platform": {"os": "linux", "architecture": "amd64"}},
-            {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_size, "platform": {"os": "unknown", "architecture": "unknown"}},
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": arm,
+                "size": arm_size,
+                "platform": {"os": "linux", "architecture": "arm64"},
+            },
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": amd,
+                "size": amd_size,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": arm,
+                "size": arm_size,
+                "platform": {"os": "unknown", "architecture": "unknown"},
+            },
         ],
     }
     digest, _ = registry.manifest(index, OCI_INDEX, tag=COMMIT)
@@ -178,8 +207,18 @@ def test_an_index_resolves_to_this_hosts_platform(registry: FakeRegistry) -> Non
 
 def test_an_index_without_a_usable_platform_is_a_registry_error(registry: FakeRegistry) -> None:
     arm, _, arm_size = registry.image(arch="s390x", media=OCI_MANIFEST)
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": arm, "size": arm_size, "platform": {"os": "linux", "architecture": "s390x"}}]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": arm,
+                "size": arm_size,
+                "platform": {"os": "linux", "architecture": "s390x"},
+            }
+        ],
+    }
     registry.manifest(index, OCI_INDEX, tag=COMMIT)
     code, doc, _ = check(registry.endpoint)
     assert code == 5 and doc["error"] == "registry-error" and "linux/amd64" in doc["detail"]
@@ -194,11 +233,17 @@ def test_missing_tag_is_manifest_missing(registry: FakeRegistry) -> None:
 
 
 @pytest.mark.parametrize(("status", "exit_code", "retryable"), [(503, 4, True), (401, 5, False)])
-def test_registry_errors_are_distinct_from_missing(registry: FakeRegistry, status: int, exit_code: int, retryable: bool) -> None:
+def test_registry_errors_are_distinct_from_missing(
+    registry: FakeRegistry, status: int, exit_code: int, retryable: bool
+) -> None:
     registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"] = (status, "application/json", b"{}", {})
     code, doc, _ = check(registry.endpoint)
     assert code == exit_code, doc
-    assert doc["error"] == "registry-error" and doc["retryable"] is retryable and doc["httpStatus"] in (status, str(status))
+    assert (
+        doc["error"] == "registry-error"
+        and doc["retryable"] is retryable
+        and doc["httpStatus"] in (status, str(status))
+    )
 
 
 def test_unreachable_registry_is_retryable(registry: FakeRegistry) -> None:
@@ -255,7 +300,9 @@ def test_every_layer_blob_is_proved_by_a_head(registry: FakeRegistry) -> None:
     code, out, _ = check(registry.endpoint)
     assert code == 0, out
     assert ("HEAD", f"/v2/{REPO}/blobs/{layer}") in [(m, p) for m, p, _ in registry.requests]
-    assert ("GET", f"/v2/{REPO}/blobs/{layer}") not in [(m, p) for m, p, _ in registry.requests], "HEAD only: cheap"
+    assert ("GET", f"/v2/{REPO}/blobs/{layer}") not in [(m, p) for m, p, _ in registry.requests], (
+        "HEAD only: cheap"
+    )
 
 
 def test_a_missing_layer_blob_is_registry_blob_missing(registry: FakeRegistry) -> None:
@@ -267,15 +314,28 @@ def test_a_missing_layer_blob_is_registry_blob_missing(registry: FakeRegistry) -
     assert out["ok"] is False and out["error"] == "registry-blob-missing" and out["retryable"] is False
     assert out["digest"] == layer != digest and layer in out["detail"]
     assert out["repository"] == REPO and out["tag"] == COMMIT
-    assert "docker push" in out["fix"] and layer in out["fix"]
+    assert "docker push" in out["fix"] and layer in out["fix"] and "publish --repair" in out["fix"]
+    assert (
+        out["manifestDigest"] == digest and out["imageId"] == doc["config"]["digest"]
+    )  # for publish --repair
     assert "registry-blob-missing" in stderr
 
 
 def test_a_missing_layer_under_an_index_names_the_platform_images_layer(registry: FakeRegistry) -> None:
     amd, _, amd_size = registry.image(arch="amd64", media=OCI_MANIFEST)
     amd_doc = json.loads(registry.routes[f"/v2/{REPO}/manifests/{amd}"][2])
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": amd, "size": amd_size, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": amd,
+                "size": amd_size,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            }
+        ],
+    }
     registry.manifest(index, OCI_INDEX, tag=COMMIT)
     layer = amd_doc["layers"][0]["digest"]
     del registry.routes[f"/v2/{REPO}/blobs/{layer}"]
@@ -309,11 +369,150 @@ def test_layer_digests_skip_what_the_registry_never_holds() -> None:
         "layers": [
             {"digest": "sha256:" + "1" * 64},
             "not a layer",
-            {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": "sha256:" + "f" * 64},
-            {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "digest": "sha256:" + "e" * 64},
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "digest": "sha256:" + "f" * 64,
+            },
+            {
+                "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                "digest": "sha256:" + "e" * 64,
+            },
             {"digest": "sha256:" + "2" * 64},
         ],
     }
     assert manifest.layer_digests(doc) == ("layers", "sha256:" + "1" * 64, "sha256:" + "2" * 64)
     assert manifest.layer_digests({"schemaVersion": 2, "config": {}}) == ("layers",)
     assert manifest.layer_digests({"schemaVersion": 2, "manifests": []}) == ("error", "not an image manifest")
+
+
+def test_a_config_blob_that_does_not_hash_to_its_digest_is_registry_blob_corrupt(
+    registry: FakeRegistry,
+) -> None:
+    digest, doc = _tagged_image(registry)
+    config = doc["config"]["digest"]
+    status, media, _, extra = registry.routes[f"/v2/{REPO}/blobs/{config}"]
+    registry.routes[f"/v2/{REPO}/blobs/{config}"] = (status, media, b'{"os":"linux","tampered":1}', extra)
+    code, out, _ = check(registry.endpoint)
+    assert code == 3 and out["error"] == "registry-blob-corrupt" and out["retryable"] is False, out
+    assert out["digest"] == config == out["imageId"] and out["manifestDigest"] == digest
+    assert "publish --repair" in out["fix"]
+
+
+# --------------------------------------------------------------------------- move-image.sh (issue 12)
+# local mode against the fake registry and a fake docker whose pull fails as the real one does;
+# the free bytes are the real `df` figure of a temporary "Docker data root".
+
+FAKE_DOCKER = """#!/bin/bash
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+case "$1" in
+  version) echo 20.10.24 ;;
+  info) echo "$FAKE_ROOT" ;;
+  image) exit 1 ;;
+  pull) printf '%s\\n' "$FAKE_PULL_OUT"; exit 1 ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+@dataclass
+class Mover:
+    registry: FakeRegistry
+    env: dict[str, str]
+    log: Any
+    root: str
+
+    def run(self, digest: str, image_id: str, *extra: str, pull_out: str = "") -> tuple[int, dict[str, Any]]:
+        args = ["--mode", "local", "--registry", self.registry.endpoint, "--repository", REPO, "--tag", COMMIT,
+                "--digest", digest, "--image-id", image_id, *extra]  # fmt: skip
+        proc = subprocess.run(
+            [BASH, "-c", command_line(args)],
+            input=script_text("move-image.sh"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**self.env, "FAKE_PULL_OUT": pull_out},
+            check=False,
+        )
+        return proc.returncode, StepResult.parse(proc.stdout, "move-image.sh").data
+
+    def calls(self) -> list[str]:
+        return [line.split()[0] for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def mover(registry: FakeRegistry, tmp_path: Any) -> Mover:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    root = tmp_path / "docker-root"
+    root.mkdir()
+    log = tmp_path / "calls.log"
+    log.touch()
+    env = {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "FAKE_LOG": str(log),
+        "FAKE_ROOT": str(root),
+        "TMPDIR": str(tmp_path),
+    }
+    return Mover(registry, env, log, str(root))
+
+
+def free_bytes(path: str) -> int:
+    return shutil.disk_usage(path).free
+
+
+def test_move_refuses_before_the_pull_when_the_image_does_not_fit(mover: Mover) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    free = free_bytes(mover.root)
+    code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", str(free + 2**30))
+    assert code == 3 and out["error"] == "disk-full" and out["retryable"] is False, out
+    image_bytes = doc["config"]["size"] + sum(layer["size"] for layer in doc["layers"])
+    assert out["bytesNeeded"] == image_bytes + free + 2**30 and out["reserveBytes"] == free + 2**30
+    assert abs(out["bytesFree"] - free) < 2**30 and out["path"] == mover.root and out["host"]
+    assert "pull" not in mover.calls(), "refused before the pull"
+
+
+def test_move_with_room_to_spare_pulls(mover: Mover) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", "0", pull_out="some failure")
+    assert "pull" in mover.calls()
+    assert code == 4 and out["error"] == "transfer-failed" and out["retryable"] is True, out
+
+
+def test_enospc_during_the_pull_is_disk_full(mover: Mover) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    code, out = mover.run(
+        digest, doc["config"]["digest"],
+        pull_out="failed to register layer: write /var/lib/docker/overlay2/x/diff/pad.bin: no space left on device",
+    )  # fmt: skip
+    assert code == 3 and out["error"] == "disk-full" and out["retryable"] is False, out
+    assert out["path"] == mover.root and "no space left on device" in out["detail"]
+
+
+def test_a_verification_failure_is_registry_blob_corrupt_naming_the_layer(mover: Mover) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    layer = doc["layers"][0]["digest"]
+    code, out = mover.run(
+        digest, doc["config"]["digest"],
+        pull_out=f"{mover.registry.endpoint}/{REPO}@{digest}: Pulling from {REPO}\nfilesystem layer verification failed for digest {layer}",
+    )  # fmt: skip
+    assert code == 3 and out["error"] == "registry-blob-corrupt" and out["retryable"] is False, out
+    assert out["digest"] == layer != digest and "publish --repair" in out["fix"] and COMMIT in out["fix"]
+
+
+def test_an_unknown_blob_is_registry_blob_missing_naming_the_404_layer(mover: Mover) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    layer = doc["layers"][0]["digest"]
+    del mover.registry.routes[f"/v2/{REPO}/blobs/{layer}"]
+    code, out = mover.run(digest, doc["config"]["digest"], pull_out="unknown blob")
+    assert code == 3 and out["error"] == "registry-blob-missing" and out["retryable"] is False, out
+    assert out["digest"] == layer
+
+
+@pytest.mark.parametrize("value", ["-1", "1e9", "12 ", "9999999999999999999"])
+def test_reserve_bytes_must_be_a_byte_count(mover: Mover, value: str) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", value)
+    assert code == 2 and out["error"] == "invalid-argument" and out["argument"] == "--reserve-bytes", out
+    assert mover.calls() == [], "refused before docker is asked anything"
