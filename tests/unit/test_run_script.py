@@ -20,7 +20,36 @@ def _header() -> list[str]:
 
 def test_run_without_arguments_prints_its_usage_only() -> None:
     for argv in ([], ["--help"], ["-h"]):
-        proc = subprocess.run(["bash", str(RUN), *argv], capture_output=True, text=True, timeout=30, check=False)
+        proc = subprocess.run(
+            ["bash", str(RUN), *argv], capture_output=True, text=True, timeout=30, check=False
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines() == _header(), argv
         assert "set -euo pipefail" not in proc.stdout and "./run tests" in proc.stdout
+
+
+def test_the_demo_is_the_first_command_of_the_usage() -> None:
+    commands = [line.split()[0:2] for line in _header() if line.startswith("  ./run ")]
+    assert commands[0] == ["./run", "demo"], commands
+    assert ["./run", "tests"] in commands and ["./run", "lab"] in commands
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(RUN), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/nonexistent"},
+    )
+
+
+def test_demo_and_lab_refuse_without_root_before_touching_anything() -> None:
+    """The local hosts need root (namespaces, cgroups, mounts): refused up front, naming the way
+    without root, before .venv or a Debian package is looked at (no sudo prompt, no pip)."""
+    for argv in (["demo"], ["lab", "up"], ["lab", "down"], ["lab", "status"]):
+        proc = _as_nobody(*argv)
+        assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+        assert "needs root" in proc.stderr and "./run plan --stack dev" in proc.stderr, proc.stderr
+        assert "installing" not in proc.stderr and proc.stdout == "", proc.stderr
