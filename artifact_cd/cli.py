@@ -13,6 +13,9 @@ piped (the JSON is the same document either way; ``plan --resources`` and refusa
 ``render`` prints its text form unless ``--format json`` (or ``--json``).
 ``status --services`` (the live view) exits 0 only when every planned service is in sync (held
 services do not count), 1 otherwise. ``plan --live`` adds the live view to the plan (read-only).
+``history`` (read-only, one SSH round trip per host) exits 0 when every host answered, 1 when one
+did not (the answer is partial). ``rollback`` exits 0 with the commands to run, 3 when refused (no
+candidate, not a candidate, the gates), 1 when a host did not answer (could not tell); it never deploys.
 """
 
 from __future__ import annotations
@@ -188,6 +191,90 @@ def cmd_status_services(args: argparse.Namespace) -> int:
     return EXIT_OK if doc["ok"] else EXIT_NOT_OK
 
 
+# --------------------------------------------------------------------------- history and rollback
+
+
+def _history_of(args: argparse.Namespace, cfg: StackConfig, service: str | None) -> tuple[Any, Any]:
+    """(the workloads looked at, the history document): one read-only probe per host (issue 13)."""
+    from .history import collect_history, history_document, probe_requests, workloads
+
+    loads = workloads(plan_services(cfg, ApplyContext.from_environ(os.environ, live=False)))
+    if service is not None:
+        loads = [w for w in loads if w.service == service]
+    settings = _ssh_settings(args)
+    started = time.monotonic()
+    answers = collect_history(cfg, probe_requests(cfg, loads), settings)
+    limit = getattr(args, "limit", None) or 10
+    seconds = round(time.monotonic() - started, 3)
+    return loads, history_document(cfg, loads, answers, limit=limit, seconds=seconds)
+
+
+def _history_refusal(cfg: StackConfig, service: str) -> dict[str, Any] | None:
+    """A service without a Compose or k3s target in this stack: a structured refusal (exit 3)."""
+    from .history import workloads
+
+    if service in {w.service for w in workloads(plan_services(cfg))}:
+        return None
+    known = catalog.get(service) is not None
+    return {
+        "ok": False,
+        "decision": Decision.UNSUPPORTED.value,
+        "retryable": False,
+        "service": service,
+        "reason": f"{service!r} has no Compose or k3s target in {cfg.env}"
+        if known
+        else f"{service!r} is not a service in the catalog",
+        "knownServices": list(catalog.service_ids()),
+    }
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """``history``: per service live/requested commit, last deploys, rollback candidates (exit 0/1)."""
+    cfg = load(args)
+    if args.limit < 1:
+        raise ConfigError([Problem("--limit", "must be at least 1", "pass --limit N with N >= 1")])
+    if args.service is not None:
+        refusal = _history_refusal(cfg, args.service)
+        if refusal is not None:
+            emit(refusal)
+            return EXIT_REFUSED
+    _, doc = _history_of(args, cfg, args.service)
+    if _for_people(args):
+        from .history import format_history
+
+        sys.stdout.write(format_history(doc, full=args.full))
+    else:
+        emit(doc)
+    return EXIT_OK if doc["ok"] else EXIT_NOT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """``rollback``: the commit to roll back to and the commands; never deploys (exit 0/1/3)."""
+    from .history import rollback_document
+
+    cfg = load(args)
+    if args.to is not None:
+        problem = describe_commit_problem(args.to)
+        if problem is not None:
+            raise ConfigError([Problem("--to", problem, "pass the full 40-hex sha of a rollback candidate")])
+    refusal = _history_refusal(cfg, args.service)
+    if refusal is not None:
+        emit(refusal)
+        return EXIT_REFUSED
+    loads, doc = _history_of(args, cfg, args.service)
+    ctx = ApplyContext.from_environ(os.environ, live=True)
+    answer = rollback_document(cfg, loads[0], doc["services"][0], to=args.to, ctx=ctx)
+    if _for_people(args):
+        from .history import format_rollback
+
+        sys.stdout.write(format_rollback(answer))
+    else:
+        emit(answer)
+    if answer["ok"]:
+        return EXIT_OK
+    return EXIT_NOT_OK if answer["decision"] == "unknown" else EXIT_REFUSED
+
+
 def _upstream_refusal(service_id: str, cfg: StackConfig) -> dict[str, Any] | None:
     """An ``upstream-image`` entry of CI.json: catalog only, a structured ``unsupported`` (R26)."""
     from . import ci
@@ -341,6 +428,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
         _ssh_arguments(p, live=live)
         p.set_defaults(handler=cmd_registry_query)
+
+    p = sub.add_parser(
+        "history",
+        help="read-only, one SSH round trip per host: per service live/requested commit, the last deploys "
+        "(audit log) and the rollback candidates (exit 0, 1 when a host did not answer)",
+    )
+    p.add_argument("--stack", required=True, choices=catalog.ENVS)
+    p.add_argument("--service", help="one service id (default: every service with a target)")
+    p.add_argument("--limit", type=int, default=10, help="deploys shown per service (default 10)")
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
+    p.add_argument("--full", action="store_true", help="on a terminal: full 40-hex commits (JSON has them)")
+    _ssh_arguments(p)
+    p.set_defaults(handler=cmd_history)
+
+    p = sub.add_parser(
+        "rollback",
+        help="the commit to roll back to (a candidate that passes the gates) and the commands to run;"
+        " never deploys (exit 0; 3 refused; 1 a host did not answer)",
+    )
+    p.add_argument("--stack", required=True, choices=catalog.ENVS)
+    p.add_argument("--service", required=True, help="the service id")
+    p.add_argument("--to", help="this candidate commit (default: the newest candidate)")
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
+    _ssh_arguments(p)
+    p.set_defaults(handler=cmd_rollback)
 
     return parser
 

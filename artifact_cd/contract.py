@@ -636,6 +636,47 @@ class LiveProbeArgs(ScriptArgs):
         )
 
 
+
+# --------------------------------------------------------------------------- the history probe
+#
+# history-probe.sh reports one host's deploy record for `history` and `rollback` (issue 13),
+# read-only: the tail of the audit log (and <log>.1), the live commit of each named Compose
+# container or k3s Deployment, and on D601 the commit tags of each repository in the registry.
+
+HISTORY_TAIL_BYTES = 262_144  # the audit log bytes a probe reads (the newest; <log>.1 when short)
+HISTORY_MAX_TAGS = 100  # commit tags described per repository (the rest are counted)
+_HISTORY_COMPOSE_RE = re.compile(
+    rf"(?:{_SPEC_NAME_RE.pattern}):(?:{_SPEC_NAME_RE.pattern}):(?:{_SPEC_ENV_PREFIX_RE.pattern})"
+)
+_HISTORY_K3S_RE = re.compile(
+    rf"(?:{_SPEC_NAME_RE.pattern}):(?:{_SPEC_K8S_NAME_RE.pattern}):(?:{_SPEC_K8S_NAME_RE.pattern})"
+)
+
+
+class HistoryProbeArgs(ScriptArgs):
+    """``history-probe.sh``: one host's deploy record, read-only (``history`` and ``rollback``).
+
+    ``--compose SERVICE:CONTAINER:ENV_PREFIX`` and ``--k3s SERVICE:NAMESPACE:DEPLOYMENT`` name the
+    workloads whose live commit to read; ``--registry`` (D601's loopback endpoint) and each
+    ``--repository`` the commit tags to describe (digest, created, revision label, size)."""
+
+    script: ClassVar[str] = "history-probe.sh"
+    host: LiveHost
+    audit_log: SpecPath
+    tail_bytes: Annotated[int, Field(ge=1024, le=16 * AUDIT_MAX_BYTES)] = HISTORY_TAIL_BYTES
+    compose: tuple[Annotated[str, matching(_HISTORY_COMPOSE_RE, "SERVICE:CONTAINER:ENV_PREFIX_")], ...] = ()
+    k3s: tuple[Annotated[str, matching(_HISTORY_K3S_RE, "SERVICE:NAMESPACE:DEPLOYMENT")], ...] = ()
+    registry: SpecLoopback | None = None
+    repository: tuple[SpecRepository, ...] = ()
+    max_tags: Annotated[int, Field(ge=1, le=1000)] = HISTORY_MAX_TAGS
+
+    @model_validator(mode="after")
+    def _repositories_need_the_registry(self) -> Self:
+        if self.repository and self.registry is None:
+            raise ValueError("--repository needs --registry")
+        return self
+
+
 ScriptCall = (
     ManifestCheckArgs
     | MoveImageArgs
@@ -648,6 +689,7 @@ ScriptCall = (
     | RegistryActivateArgs
     | RegistryProbeArgs
     | LiveProbeArgs
+    | HistoryProbeArgs
 )
 
 ARGS_MODELS: tuple[type[ScriptArgs], ...] = tuple(get_args(ScriptCall))

@@ -70,6 +70,7 @@ EXPECTED_HELPERS = {
     "move-image.sh": {"FREE_PORT_PY", "PULLED_PY"},
     "read-auth.sh": {"AUTH_PY"},
     "live-probe.sh": {"LIVEFACTS_PY", "ENVFILE_PY", "CONTAINER_PY", "AUTH_PY"},
+    "history-probe.sh": {"HISTORYFACTS_PY", "CONTAINER_PY"},
 }
 
 

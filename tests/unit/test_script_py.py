@@ -25,7 +25,17 @@ import pytest
 
 from artifact_cd import contract
 from artifact_cd.scripts import PY_DIR
-from artifact_cd.scripts.py import auth, container, envfile, free_port, health, livefacts, manifest, pulled
+from artifact_cd.scripts.py import (
+    auth,
+    container,
+    envfile,
+    free_port,
+    health,
+    historyfacts,
+    livefacts,
+    manifest,
+    pulled,
+)
 from tests.unit.script_support import PY38, needs_python38
 
 HELPERS = sorted(p for p in PY_DIR.glob("*.py") if p.name != "__init__.py")
@@ -38,8 +48,9 @@ LABELS = (contract.REVISION_LABEL, contract.SOURCE_LABEL, contract.SERVICE_LABEL
 
 
 def test_every_helper_module_is_tested_here() -> None:
-    modules = (auth, container, envfile, free_port, health, livefacts, manifest, pulled)
-    tested = {m.__name__.rsplit(".", 1)[-1] for m in modules}  # livefacts: tests/unit/test_live_probe.py
+    modules = (auth, container, envfile, free_port, health, historyfacts, livefacts, manifest, pulled)
+    # livefacts: tests/unit/test_live_probe.py; historyfacts: tests/unit/test_history.py
+    tested = {m.__name__.rsplit(".", 1)[-1] for m in modules}
     assert {p.stem for p in HELPERS} == tested
 
 
