@@ -53,3 +53,12 @@ def test_demo_and_lab_refuse_without_root_before_touching_anything() -> None:
         assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
         assert "needs root" in proc.stderr and "./run plan --stack dev" in proc.stderr, proc.stderr
         assert "installing" not in proc.stderr and proc.stdout == "", proc.stderr
+
+
+def test_the_readme_sets_up_with_exactly_the_demo_and_the_tests() -> None:
+    """A fresh Debian machine gets two commands: the main job (`./run demo`) and the whole suite."""
+    readme = (RUN.parent / "README.md").read_text()
+    section = readme.split("\n## Set up and run", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0].strip() for b in section.split("```bash\n")[1:]]
+    assert blocks == ["./run demo", "./run tests"], blocks
+    assert "./run tests" in (RUN.parent / ".ci" / "run").read_text()
