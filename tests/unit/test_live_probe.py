@@ -17,7 +17,9 @@ import hashlib
 import http.server
 import json
 import os
+import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import threading
@@ -712,3 +714,182 @@ def test_the_helper_runs_on_python_3_8_as_the_script_runs_it(tmp_path: Path) -> 
     assert facts["secrets"] == {"UNIDESK_X_TOKEN": {"present": True, "length": len(SECRET_VALUE)}}
     assert doc["auth"]["error"] == "config-missing" and f"unidesk/x:{A}" in doc["manifestErrors"]
     assert SECRET_VALUE not in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- the registry facts
+# include/registry-facts.sh (registry-probe.sh: status, health; live-probe.sh on D601): the slow
+# reads run at once and the JSON is built in variables (issue 14). The answer is what it was.
+
+REGISTRY_KEYS = ["ok", "probe", "version", "host", "user", "expected", "systemd", "unit", "docker", "container",
+                 "expectedImage", "listeners", "http", "storage", "files"]  # fmt: skip
+CONTAINER_KEYS = ["queried", "exists", "id", "status", "running", "startedAt", "image", "imageId", "repoDigests",
+                  "specLabel", "composeProject", "networkMode", "portBindings", "restartCount"]  # fmt: skip
+EXPECTED_ID = "sha256:" + "e" * 64
+OTHER_ID = "sha256:" + "f" * 64
+
+
+def _probe_text_call(call: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``call`` (shell code) after the functions of registry-probe.sh's text, ``args`` as $1..."""
+    text = script_text("registry-probe.sh").rstrip()
+    assert text.endswith('main "$@"')
+    proc = subprocess.run([BASH, "-c", text[: -len('main "$@"')] + "\n" + call, "bash", *args],
+                          capture_output=True, text=True, check=True, env=env)  # fmt: skip
+    return proc.stdout
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", 'a "quoted" \\ back\\slash', "tab\tnewline\ncr\r", "bell\x07 esc\x1b del\x7f end", "ü €", ""],
+)
+def test_the_registry_facts_quote_strings_as_json_str(value: str) -> None:
+    """rf_q (no subshell) escapes exactly as lib.sh's json_str: the same JSON text, the value back."""
+    quoted, by_lib = _probe_text_call('rf_q v "$1"; printf "%s\\n" "$v"; json_str "$1"', value).split("\n")
+    assert quoted == by_lib
+    assert json.loads(quoted) == "".join(c for c in value if c in "\t\n\r" or not (ord(c) < 0x20))
+
+
+def test_the_registry_facts_build_objects_and_lists() -> None:
+    got = _probe_text_call(
+        'rf_obj o raw true s:str "a\\"b" n:empty "" n:full x; rf_list l "" "c d" "e\\f"; rf_tf t a a; rf_ft f a a;'
+        ' printf "%s\\n" "$o" "$l" "$t$f"'
+    ).splitlines()
+    assert json.loads(got[0]) == {"raw": True, "str": 'a"b', "empty": None, "full": "x"}
+    assert list(json.loads(got[0])) == ["raw", "str", "empty", "full"]
+    assert json.loads(got[1]) == ["", "c d", "e\\f"] and got[2] == "truefalse"
+
+
+def _fake_docker(
+    bindir: Path, calls: Path, *, container_image: str, version: str = "", down: bool = False
+) -> None:
+    """docker: version, the container (running ``container_image``), the expected image (EXPECTED_ID)
+    and OTHER_ID, each with repo digests; ``down``: a daemon that does not answer."""
+    _exe(bindir / "docker", f"""printf '%s\\n' "docker $*" >> {calls}
+{'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock" >&2; exit 1' if down else ''}
+ref=${{*: -1}}
+case "$1 $2" in
+  "version --format") echo {version or "27.0.3"} ;;
+  "inspect --type")
+    [[ $ref == unidesk-artifact-registry ]] || {{ echo "Error: No such object: $ref" >&2; exit 1; }}
+    echo "{"c" * 64}|running|true|2026-01-01T00:00:00Z|registry:2.8.3|{container_image}|{"5" * 64}|unidesk-artifact-registry|unidesk-artifact-registry_default|5000/tcp=127.0.0.1=5000 |2" ;;
+  "image inspect")
+    case $ref in
+      registry:2.8.3 | {EXPECTED_ID}) echo "{EXPECTED_ID}|registry@sha256:{"a" * 64} mirror/registry@sha256:{"b" * 64} " ;;
+      {OTHER_ID}) echo "{OTHER_ID}|old@sha256:{"c" * 64} " ;;
+      *) echo "Error: No such image: $ref" >&2; exit 1 ;;
+    esac ;;
+  *) echo "unexpected docker $*" >&2; exit 9 ;;
+esac
+""")  # fmt: skip
+
+
+def _registry_args(tmp_path: Path, port: int) -> tuple[contract.RegistryProbeArgs, dict[str, str]]:
+    files = {"config": tmp_path / "config.yml", "unit": tmp_path / "unit.service"}  # compose: missing
+    for name, path in files.items():
+        path.write_text(f"{name}\n")
+    sums = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+    (tmp_path / "storage" / "docker" / "registry" / "v2").mkdir(parents=True)
+    args = contract.RegistryProbeArgs(
+        unit="unidesk-artifact-registry.service", unit_path=str(files["unit"]), unit_sha256=sums["unit"],
+        project="unidesk-artifact-registry", container="unidesk-artifact-registry", image="registry:2.8.3",
+        endpoint=f"127.0.0.1:{port}", storage=str(tmp_path / "storage"), config_path=str(files["config"]),
+        config_sha256="0" * 64, compose_path=str(tmp_path / "compose.yml"), compose_sha256=sums["config"],
+        spec_sha256="5" * 64,
+    )  # fmt: skip
+    return args, sums
+
+
+def _run_registry_probe(args: contract.RegistryProbeArgs, env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run([BASH, "-c", command_line(args.to_argv())], input=script_text("registry-probe.sh"),
+                          capture_output=True, text=True, env=env, timeout=60, check=False)  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode == 0 and len(lines) == 1, (proc.stdout, proc.stderr)
+    doc: dict[str, Any] = json.loads(lines[0])
+    return doc
+
+
+@pytest.mark.parametrize("same_image", [True, False], ids=["runs-the-expected-image", "runs-another-image"])
+def test_the_registry_facts_with_fake_docker(
+    tmp_path: Path, server: tuple[int, dict[Any, Any]], same_image: bool
+) -> None:
+    """registry-probe.sh as sent, fake docker: every fact as before; docker is asked the container,
+    the expected image (with its repo digests) and its version, and once more only when the
+    container runs another image; nothing is written."""
+    port, routes = server
+    routes[("GET", "/v2/")] = (200, {}, b"{}")
+    work = tmp_path / "w"
+    work.mkdir()
+    args, sums = _registry_args(work, port)
+    bindir, calls = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    _fake_docker(bindir, calls, container_image=EXPECTED_ID if same_image else OTHER_ID)
+    before = sorted(p.name for p in work.rglob("*"))
+    doc = _run_registry_probe(args, {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert list(doc) == REGISTRY_KEYS and list(doc["container"]) == CONTAINER_KEYS
+    assert doc["host"] == socket.gethostname() and doc["user"] == pwd.getpwuid(os.geteuid()).pw_name
+    assert doc["expected"] == {"unit": args.unit, "project": args.project, "container": args.container,
+                               "image": args.image, "endpoint": args.endpoint, "specSha256": "5" * 64}  # fmt: skip
+    assert doc["docker"] == {
+        "installed": True,
+        "reachable": True,
+        "state": "reachable",
+        "serverVersion": "27.0.3",
+    }
+    digests = (
+        [f"registry@sha256:{'a' * 64}", f"mirror/registry@sha256:{'b' * 64}"]
+        if same_image
+        else [f"old@sha256:{'c' * 64}"]
+    )
+    assert doc["container"] == {
+        "queried": True, "exists": True, "id": "c" * 64, "status": "running", "running": True,
+        "startedAt": "2026-01-01T00:00:00Z", "image": "registry:2.8.3",
+        "imageId": EXPECTED_ID if same_image else OTHER_ID, "repoDigests": digests, "specLabel": "5" * 64,
+        "composeProject": "unidesk-artifact-registry", "networkMode": "unidesk-artifact-registry_default",
+        "portBindings": [{"containerPort": "5000/tcp", "hostIp": "127.0.0.1", "hostPort": "5000"}], "restartCount": 2,
+    }  # fmt: skip
+    assert doc["expectedImage"] == {"ref": "registry:2.8.3", "present": True, "localImageId": EXPECTED_ID}
+    assert doc["http"] == {"url": f"http://127.0.0.1:{port}/v2/", "client": "curl", "code": 200}
+    assert doc["storage"] == {"path": args.storage, "exists": True, "isDir": True, "hasData": True}
+    assert doc["files"] == {
+        "config": {"path": args.config_path, "exists": True, "readable": True, "sha256": sums["config"],
+                   "expectedSha256": "0" * 64, "matches": False},
+        "compose": {"path": args.compose_path, "exists": False, "readable": False, "sha256": None,
+                    "expectedSha256": sums["config"], "matches": False},
+        "unit": {"path": args.unit_path, "exists": True, "readable": True, "sha256": sums["unit"],
+                 "expectedSha256": sums["unit"], "matches": True},
+    }  # fmt: skip
+    assert doc["listeners"]["port"] == port and "127.0.0.1" in doc["listeners"]["addresses"]
+    tools = calls.read_text().splitlines()
+    assert sorted(c.split(" --format")[0] for c in tools) == sorted(
+        ["docker version", "docker inspect --type container", "docker image inspect"]
+        + ([] if same_image else ["docker image inspect"])
+    )
+    assert sorted(p.name for p in work.rglob("*")) == before, "the probe wrote nothing"
+
+
+@pytest.mark.parametrize("answer", ["down", "no-container"])
+def test_the_registry_facts_when_docker_does_not_answer_or_has_no_container(
+    tmp_path: Path, answer: str
+) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    args, _ = _registry_args(work, 9)
+    if answer == "no-container":
+        args = args.model_copy(update={"container": "gone"})
+    bindir, calls = tmp_path / "bin", tmp_path / "calls"
+    bindir.mkdir()
+    _fake_docker(bindir, calls, container_image=EXPECTED_ID, down=answer == "down")
+    doc = _run_registry_probe(args, {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert list(doc) == REGISTRY_KEYS
+    if answer == "down":
+        assert doc["docker"] == {
+            "installed": True,
+            "reachable": False,
+            "state": "daemon-unreachable",
+            "serverVersion": None,
+        }
+        assert doc["container"] == {"queried": False, "exists": None}
+        assert doc["expectedImage"] == {"ref": "registry:2.8.3", "present": None, "localImageId": None}
+    else:
+        assert doc["docker"]["reachable"] is True and doc["container"] == {"queried": True, "exists": False}
+        assert doc["expectedImage"] == {"ref": "registry:2.8.3", "present": True, "localImageId": EXPECTED_ID}
+    assert doc["http"] == {"url": "http://127.0.0.1:9/v2/", "client": "curl", "code": 0}
