@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -42,6 +42,9 @@ from .contract import (
     TAG_PATTERN,
     matching,
 )
+
+if TYPE_CHECKING:
+    from .ownership import Claim
 
 PROJECT = "unidesk-artifact-cd"
 SECRET_KEYS: tuple[str, ...] = ("d601PrivateKey", "masterPrivateKey", "kubeconfig")
@@ -272,6 +275,12 @@ class HostConfig(_Model):
     # The append-only deploy audit log on this host (issue 13): one JSON line per changing step
     # (scripts/include/audit.sh); bounded by rotation to <path>.1. `history` reads it back.
     audit_log: AbsPath = AUDIT_LOG_DEFAULT
+    # How the commands that need root run on this host (issue 11; README "Non-root hosts"):
+    # "sudo": `sudo -n` for exactly those commands (k3s ctr/kubectl on root-only sockets, the
+    # systemd unit write, systemctl), everything else as `user` (Docker through the docker group);
+    # a root login needs nothing. "none": never elevate (root login, or the access is granted
+    # otherwise); a missing access fails infra-blocked naming the fix.
+    elevate: Literal["sudo", "none"] = "sudo"
 
 
 class Hosts(_Model):
@@ -322,6 +331,9 @@ class ComposeProject(_Model):
     command: ComposeCommand | None = None  # None: `docker compose` (v2) when present, else docker-compose
     # how long a recreated container may take to answer its health path before the deploy fails
     health_timeout_seconds: Annotated[int, Field(ge=5, le=900, strict=True)] = 45
+    # after a recreate whose verification fails: put the previous commit back (its tag, the env
+    # file) and verify it (compose-deploy.sh --auto-restore yes); off: report the failure as it stands
+    auto_restore: Annotated[bool, Field(strict=True)] = False
 
 
 class ComposeConfig(_Model):
@@ -349,8 +361,86 @@ class FrontendAuthConfig(_Model):
     config_map_name: K8sName = "frontend-dev-auth-meta"
 
 
+_CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # a k8s container name (DNS label)
+_SERVICE_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")  # a k8s Service name (DNS-1035 label)
+_HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]{0,200}")  # lib.sh is_http_path
+_RETAG_RE = re.compile(REPOSITORY_PATTERN)  # lib.sh is_repository
+_COMPOSE_FILE_RE = re.compile(r"[A-Za-z0-9_+@][A-Za-z0-9._+@/-]{0,239}|/[A-Za-z0-9._+@/-]{1,240}")
+
+
+def _compose_file(value: str) -> str:
+    if value.endswith("/") or any(part in {".", ".."} for part in value.split("/")):
+        raise PydanticCustomError("format", f"{value!r} has a '.' or '..' segment or ends with '/'")
+    return value
+
+
+ComposeFile = Annotated[
+    StrictStr,
+    matching(_COMPOSE_FILE_RE, "a Compose file path, relative to compose.<host>.projectDir or absolute"),
+    AfterValidator(_compose_file),
+]
+
+
+RetagName = Annotated[
+    StrictStr, Field(max_length=128), matching(_RETAG_RE, "an image name without tag (a-z 0-9 . _ / -)")
+]
+
+
+class DeploymentName(_Model):
+    """One Deployment of a k3s target and the container in it that runs the image."""
+
+    name: K8sName
+    container: Annotated[StrictStr, matching(_CONTAINER_RE, "a Kubernetes container name (a DNS label)")]
+
+
+def _distinct(field: str) -> AfterValidator:
+    """1 to 16 items, no name twice (checked after the items, so a bad item is one problem)."""
+
+    def validate(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not 1 <= len(values) <= 16:
+            raise PydanticCustomError("length", f"{field} must list 1 to 16 items, not {len(values)}")
+        names = [getattr(v, "name", v) for v in values]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise PydanticCustomError("distinct", f"{field} names {', '.join(repeated)} more than once")
+        return values
+
+    return AfterValidator(validate)
+
+
+ComposeFiles = Annotated[tuple[ComposeFile, ...], _distinct("composeFiles")]
+DeploymentNames = Annotated[tuple[DeploymentName, ...], _distinct("deployments")]
+KubernetesService = Annotated[
+    StrictStr, matching(_SERVICE_RE, "a Kubernetes Service name (a DNS-1035 label)")
+]
+HttpPath = Annotated[StrictStr, matching(_HTTP_PATH_RE, "an HTTP path such as /health")]
+
+
+class ServiceNames(_Model):
+    """``services.<id>.names``: the names the catalog guesses, set for this stack (issue 11).
+
+    Unset keys keep the catalog's default; ``plan`` lists every name with ``source: default|config``.
+    Compose targets take ``containerName``, ``composeService``, ``composeFiles``, ``retag``; k3s
+    targets ``deployments`` and ``kubernetesService``; both ``healthPort`` and ``healthPath``.
+    """
+
+    container_name: Name | None = None
+    compose_service: Name | None = None
+    compose_files: ComposeFiles | None = None
+    retag: RetagName | None = None
+    deployments: DeploymentNames | None = None
+    kubernetes_service: KubernetesService | None = None
+    health_port: Port | None = None
+    health_path: HttpPath | None = None
+
+    def keys_set(self) -> tuple[catalog.NameKey, ...]:
+        """The name keys this stack sets, in the plan's order."""
+        return tuple(key for key, attr in catalog.NAME_ATTRS.items() if getattr(self, attr) is not None)
+
+
 class ServiceConfig(_Model):
     commit: Commit
+    names: ServiceNames = Field(default_factory=ServiceNames)
 
 
 class Approval(_Model):
@@ -471,7 +561,110 @@ def _cross_check(cfg: StackConfig, stack: str) -> list[Problem]:
                     f"pulumi config rm --path '{key}'",
                 )
             )
+    problems += _names_check(cfg)
+    if not problems:
+        problems += _ownership_check(cfg)
     return problems
+
+
+def _names_check(cfg: StackConfig) -> list[Problem]:
+    """``services.<id>.names``: only the keys of the service's target kind in this env."""
+    problems: list[Problem] = []
+    for sid, svc in cfg.services.items():
+        entry = catalog.get(sid)
+        target = entry.target(cfg.env) if entry else None
+        allowed = catalog.name_keys(target)
+        for name in svc.names.keys_set():
+            key = f"services.{sid}.names.{name}"
+            if name == "composeFiles" and name in allowed:
+                problems.append(
+                    Problem(
+                        key,
+                        "is not passed to the deploy yet: compose-deploy.sh runs Compose in "
+                        "compose.<host>.projectDir, which finds the project's files itself "
+                        "(compose.yaml / docker-compose.yml, or COMPOSE_FILE in the project's .env)",
+                        f"pulumi config rm --path '{key}' and name the files in the project's "
+                        ".env (COMPOSE_FILE=a.yml:b.yml)",
+                    )
+                )
+                continue
+            if name in allowed:
+                continue
+            kind = target.kind.value if target is not None else "no"
+            takes = ", ".join(allowed) or "no names"
+            problems.append(
+                Problem(
+                    key,
+                    f"does not apply: {sid} has a {kind} target in {cfg.env}, which takes {takes}",
+                    f"pulumi config rm --path '{key}'",
+                )
+            )
+    return problems
+
+
+def _collision_problem(mine: Claim, other: Claim, env: str, other_stack: str | None) -> Problem:
+    from .ownership import suggestion
+
+    where = f"{mine.kind} {mine.name} on {mine.where} ({mine.host})"
+    if other_stack is None:
+        message = (
+            f"{where} is also {other.service}'s in this stack ({other.key}); two services never "
+            f"own the same {mine.kind} on one host (issue 12)"
+        )
+        also = ""
+    else:
+        message = (
+            f"{where} is owned by stack {other_stack} too ({other.service}: {other.key} in "
+            f"Pulumi.{other_stack}.yaml); stacks {env} and {other_stack} never own the same "
+            f"{mine.kind} on one host (issue 12)"
+        )
+        also = f" (or change {other.key} in stack {other_stack})"
+    if mine.kind == "compose service" and other_stack is None:
+        fix = _set_fix(mine.key, f"<the Compose service of {mine.service} in its project>")
+    elif mine.kind == "compose service":
+        host = "master" if "master" in mine.where else "d601"
+        fix = "give each stack its own Compose project: " + _set_fix(f"compose.{host}.projectName", "<name>")
+    elif mine.kind == "deployment":
+        fix = _set_fix(mine.key, suggestion(mine, env)) + f" (and .container){also}"
+    else:
+        fix = _set_fix(mine.key, suggestion(mine, env)) + also
+    return Problem(mine.key, message, fix)
+
+
+def _ownership_check(cfg: StackConfig) -> list[Problem]:
+    """Two services of this stack never own one container, retag, Deployment or Compose service."""
+    from . import ownership
+
+    pairs = ownership.collisions(ownership.claims(cfg))
+    return [_collision_problem(mine, other, cfg.env, None) for mine, other in pairs]
+
+
+def sibling_problems(cfg: StackConfig, project_dir: Path) -> list[Problem]:
+    """This stack's targets against the other stack's as configured (``Pulumi.<other>.yaml`` in
+    ``project_dir``, read offline): a container, retag, Deployment or Compose service both stacks
+    own on one host is refused, naming the key to change and both stacks (issue 12). No sibling
+    file: nothing to collide with. A sibling file that is refused itself is refused here too:
+    what it owns cannot be known."""
+    from . import ownership
+
+    other_stack = "prod" if cfg.env == "dev" else "dev"
+    path = project_dir / f"Pulumi.{other_stack}.yaml"
+    if not path.exists():
+        return []
+    try:
+        other = parse_stack_config(read_stack_file(path), other_stack)
+    except ConfigError as error:
+        first = error.problems[0].render() if error.problems else str(error)
+        return [
+            Problem(
+                "(sibling stack)",
+                f"stack {other_stack} ({path.name}) is refused, so what it owns on the hosts cannot be "
+                f"checked against this stack: {first}",
+                f"fix {path.name} (python -m artifact_cd plan --stack {other_stack} names every problem)",
+            )
+        ]
+    pairs = ownership.collisions(ownership.claims(cfg), ownership.claims(other))
+    return [_collision_problem(mine, theirs, cfg.env, other_stack) for mine, theirs in pairs]
 
 
 def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
@@ -555,4 +748,9 @@ def read_stack_file(path: Path) -> dict[str, Any]:
 
 
 def load_stack(project_dir: Path, stack: str) -> StackConfig:
-    return parse_stack_config(read_stack_file(project_dir / f"Pulumi.{stack}.yaml"), stack)
+    """The stack's config, refused when it owns a target the sibling stack owns (issue 12)."""
+    cfg = parse_stack_config(read_stack_file(project_dir / f"Pulumi.{stack}.yaml"), stack)
+    problems = sibling_problems(cfg, project_dir)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

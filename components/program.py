@@ -28,6 +28,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -43,6 +44,7 @@ from artifact_cd.config import (
     Problem,
     StackConfig,
     parse_stack_config,
+    sibling_problems,
 )
 from artifact_cd.gates import ApplyContext, Decision
 from artifact_cd.live import LiveView
@@ -248,11 +250,27 @@ def _refused(rec: Reconciliation) -> list[str]:
     return lines
 
 
+def project_root() -> Path:
+    """Where Pulumi.yaml and the stack files are: the engine's root directory, else this project's."""
+    root = pulumi.get_root_directory()
+    return Path(root) if root else Path(__file__).resolve().parent.parent
+
+
+def stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
+    """The validated config; nothing it mutates may be the sibling stack's (issue 12: its
+    ``Pulumi.<other>.yaml`` is read offline from the project root)."""
+    cfg = parse_stack_config(raw, stack)
+    owned = sibling_problems(cfg, project_root())
+    if owned:
+        raise ConfigError(owned)
+    return cfg
+
+
 def main(environ: Mapping[str, str] | None = None) -> None:
     stack = pulumi.get_stack()
     try:
         raw, present, encrypted = read_raw_config()
-        cfg = parse_stack_config(raw, stack)
+        cfg = stack_config(raw, stack)
     except ConfigError as error:
         raise _refuse(
             f"stack {stack!r}: config refused; nothing was registered:", str(error).splitlines()

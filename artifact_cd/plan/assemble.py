@@ -22,10 +22,13 @@ def plan_service(
 ) -> ServicePlan:
     """The plan document of one service in this stack. ``service_id`` must be in the catalog."""
     ctx = ctx or ApplyContext()
-    entry = catalog.get(service_id)
-    if entry is None:
+    base = catalog.get(service_id)
+    if base is None:
         raise KeyError(service_id)
     env: Env = cfg.env
+    configured = cfg.services.get(service_id)
+    # the names the stack sets (services.<id>.names) replace the catalog's defaults from here on
+    entry, names = catalog.apply_names(base, env, configured.names if configured else None)
     commit = commit_override or cfg.commit_of(service_id)
     gate: GateResult = evaluate(entry, env, commit, cfg.approvals, ctx)
     target = entry.target(env) or NoTarget(gate_reason=gate.reason)
@@ -69,7 +72,8 @@ def plan_service(
         annotations=annotations,
         self_bootstrap_guard=gate.self_bootstrap_guard,
         runtime_secrets=document.runtime_secrets(cfg, entry),
-        assumptions=entry.assumptions,
+        assumptions=catalog.name_assumptions(entry, names),
+        names=document.names_doc(entry, names),
     )
 
 

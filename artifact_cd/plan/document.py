@@ -10,15 +10,19 @@ has always printed.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, cast
 
 from pydantic import Field
 
 from .. import render
 from ..catalog import (
     ComposeTarget,
+    Deployment,
     Env,
     K3sTarget,
+    NameFact,
+    NameKey,
+    NameSource,
     NoTarget,
     PreRollout,
     ServiceEntry,
@@ -75,6 +79,7 @@ class ComposeTargetDoc(Doc):
     env_prefix: str
     recreate_command: str
     kubernetes_objects: tuple[str, ...] = ()
+    compose_files: tuple[str, ...] = ()  # () = Compose's own discovery in the project directory
 
 
 class PreRolloutDoc(Doc):
@@ -128,6 +133,7 @@ def compose_target_doc(
         recreate_command=(
             f"docker compose up -d --no-build --no-deps --force-recreate {target.compose_service}"
         ),
+        compose_files=target.compose_files,
     )
 
 
@@ -355,6 +361,43 @@ def affected_runtime(
             return ()
 
 
+# --------------------------------------------------------------------------- names
+
+
+class DeploymentNameDoc(Doc):
+    name: str
+    container: str
+
+
+class NameDoc(Doc):
+    """One name of the service's target (issue 11): its value, whether it is the catalog's default
+    or the stack's (``source``), the key that sets it, and whether the default is a guess the seed
+    does not fix (``assumed``; it is then listed in ``assumptions``)."""
+
+    value: str | int | tuple[str, ...] | tuple[DeploymentNameDoc, ...]
+    source: NameSource
+    key: str
+    assumed: bool
+
+
+def names_doc(entry: ServiceEntry, facts: tuple[NameFact, ...]) -> dict[NameKey, NameDoc]:
+    out: dict[NameKey, NameDoc] = {}
+    for fact in facts:
+        value: str | int | tuple[str, ...] | tuple[DeploymentNameDoc, ...]
+        if fact.key == "deployments":
+            deployments = cast("tuple[Deployment, ...]", fact.value)
+            value = tuple(DeploymentNameDoc(name=d.name, container=d.container) for d in deployments)
+        else:
+            value = cast("str | int | tuple[str, ...]", fact.value)
+        out[fact.key] = NameDoc(
+            value=value,
+            source=fact.source,
+            key=f"services.{entry.id}.names.{fact.key}",
+            assumed=fact.assumption is not None,
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- the service plan
 
 
@@ -384,6 +427,7 @@ class ServicePlan(Doc):
     self_bootstrap_guard: SelfBootstrapGuard | None = None
     runtime_secrets: RuntimeSecretsDoc | None = None
     assumptions: tuple[str, ...] = ()
+    names: dict[NameKey, NameDoc] = Field(default_factory=dict)
 
     @property
     def step_by_id(self) -> dict[str, Step]:

@@ -72,7 +72,20 @@ def _service_rows(services: Sequence[Mapping[str, Any]], full: bool) -> list[str
 
 
 def _assumptions(docs: Sequence[Mapping[str, Any]]) -> int:
+    """The guesses still standing: a name the stack sets (``source: config``) is not one."""
     return sum(len(d.get("assumptions") or []) for d in docs)
+
+
+def _names_set(docs: Sequence[Mapping[str, Any]]) -> int:
+    return sum(
+        1 for d in docs for name in _dict(d.get("names")).values() if _dict(name).get("source") == "config"
+    )
+
+
+def _assumptions_line(docs: Sequence[Mapping[str, Any]], where: str) -> str:
+    line = f"assumptions: {_assumptions(docs)} (where the seed is silent; {where})"
+    configured = _names_set(docs)
+    return line + (f"; names set in stack config: {configured}" if configured else "")
 
 
 def _live_lines(live_view: Any) -> list[str]:
@@ -130,8 +143,7 @@ def format_plan_stack(doc: Mapping[str, Any], *, full: bool = False) -> str:
     if upstream:
         names = ", ".join(f"{u.get('service')} ({u.get('decision')})" for u in upstream)
         lines.append(f"upstream images (catalog only, not deployed): {names}")
-    total = _assumptions(services) + _assumptions(upstream)
-    lines.append(f"assumptions: {total} (where the seed is silent; listed per service in the JSON)")
+    lines.append(_assumptions_line([*services, *upstream], "listed per service in the JSON"))
     lines += _live_lines(doc.get("liveView"))
     held = _held_lines(services)
     if held:
@@ -169,7 +181,7 @@ def format_plan_service(doc: Mapping[str, Any], *, full: bool = False) -> str:
     if live:
         lines.append(f"  live: {live.get('verdict')}: {live.get('reason')} (run: {live.get('action')})")
     lines.append("")
-    lines.append(f"assumptions: {_assumptions([doc])} (where the seed is silent; listed in the JSON)")
+    lines.append(_assumptions_line([doc], "listed in the JSON"))
     lines += _live_lines(doc.get("liveView"))
     lines.append("")
     lines.append(_json_hint(f"plan --stack {doc.get('env')} --service {doc.get('service')}", full))

@@ -23,7 +23,9 @@ K = TargetKind.K3S
 R10: dict[tuple[str, str], tuple[TargetKind, str, tuple[str, ...], Gate]] = {
     ("backend-core", "dev"): (K, "unidesk-dev", ("backend-core-dev",), Gate.NONE),
     ("backend-core", "prod"): (M, "backend-core", ("backend-core",), Gate.NONE),
-    ("baidu-netdisk", "dev"): (M, "baidu-netdisk", ("baidu-netdisk-backend",), Gate.NONE),
+    # dev Compose targets own their container (and retag) names: the seed names prod's only, and the
+    # two stacks share the hosts (issue 12: dev and prod never own one container)
+    ("baidu-netdisk", "dev"): (M, "baidu-netdisk", ("baidu-netdisk-backend-dev",), Gate.NONE),
     ("baidu-netdisk", "prod"): (M, "baidu-netdisk", ("baidu-netdisk-backend",), Gate.NONE),
     ("frontend", "dev"): (K, "unidesk-dev", ("frontend-dev",), Gate.NONE),
     ("frontend", "prod"): (M, "frontend", ("unidesk-frontend",), Gate.NONE),
@@ -37,13 +39,13 @@ R10: dict[tuple[str, str], tuple[TargetKind, str, tuple[str, ...], Gate]] = {
     ("oa-event-flow", "prod"): (M, "oa-event-flow", ("oa-event-flow-backend",), Gate.NONE),
     ("todo-note", "prod"): (M, "todo-note", ("todo-note-backend",), Gate.NONE),
     ("code-queue-mgr", "prod"): (M, "code-queue-mgr", ("code-queue-mgr-backend",), Gate.SUPERVISOR),
-    ("findjob", "dev"): (D, "findjob", ("findjob-backend",), Gate.NONE),
+    ("findjob", "dev"): (D, "findjob", ("findjob-backend-dev",), Gate.NONE),
     ("findjob", "prod"): (D, "findjob", ("findjob-backend",), Gate.NONE),
-    ("pipeline", "dev"): (D, "pipeline", ("pipeline-backend",), Gate.NONE),
+    ("pipeline", "dev"): (D, "pipeline", ("pipeline-backend-dev",), Gate.NONE),
     ("pipeline", "prod"): (D, "pipeline", ("pipeline-backend",), Gate.NONE),
-    ("met-nonlinear", "dev"): (D, "met-nonlinear", ("met-nonlinear-backend",), Gate.PLAN_ONLY),
+    ("met-nonlinear", "dev"): (D, "met-nonlinear", ("met-nonlinear-backend-dev",), Gate.PLAN_ONLY),
     ("met-nonlinear", "prod"): (D, "met-nonlinear", ("met-nonlinear-backend",), Gate.PLAN_ONLY),
-    ("k3sctl-adapter", "dev"): (D, "k3sctl-adapter", ("k3sctl-adapter",), Gate.PLAN_ONLY),
+    ("k3sctl-adapter", "dev"): (D, "k3sctl-adapter", ("k3sctl-adapter-dev",), Gate.PLAN_ONLY),
     ("k3sctl-adapter", "prod"): (D, "k3sctl-adapter", ("k3sctl-adapter",), Gate.PLAN_ONLY),
     (
         "code-queue",
@@ -100,6 +102,23 @@ def test_seed_named_retag_names() -> None:
 
     assert retag("baidu-netdisk") == "baidu-netdisk"
     assert retag("frontend") == "unidesk-frontend"
+
+
+def test_dev_and_prod_never_share_a_container_or_retag_name() -> None:
+    """Issue 12: both stacks deploy onto the same hosts; a Compose service offered in both envs has
+    its own container and retag name in dev (the seed fixes prod's, and names no dev one)."""
+    both = [
+        e for e in catalog.CATALOG if all(isinstance(e.target(env), ComposeTarget) for env in ("dev", "prod"))
+    ]
+    assert {e.id for e in both} == {"baidu-netdisk", "findjob", "pipeline", "met-nonlinear", "k3sctl-adapter"}
+    for e in both:
+        dev, prod = e.target("dev"), e.target("prod")
+        assert isinstance(dev, ComposeTarget) and isinstance(prod, ComposeTarget)
+        assert (
+            dev.container_name == f"{prod.container_name}-dev" and dev.retag_name == f"{prod.retag_name}-dev"
+        )
+        assert dev.compose_service == prod.compose_service  # one service name, in each stack's own project
+        assert "containerName" in dev.assumed and "retag" in dev.assumed
 
 
 def test_env_prefixes_and_repositories() -> None:
@@ -159,10 +178,17 @@ def test_guarded_services() -> None:
 
 
 def test_assumptions_are_stated_where_the_seed_is_silent() -> None:
-    cq = _entry("code-queue")
-    assert any("code-queue-{scheduler,read,write,provider-egress-proxy}-dev" in a for a in cq.assumptions)
+    cq = _entry("code-queue").target("dev")
+    assert isinstance(cq, K3sTarget)
+    assert "code-queue-{scheduler,read,write,provider-egress-proxy}-dev" in cq.assumed["deployments"]
     for e in catalog.CATALOG:
-        assert e.assumptions, f"{e.id} states no assumption"
+        assert e.assumed.get("healthPort") == "health port 8080 (seed names no port)", e.id
+    # names the seed fixes are defaults, not guesses
+    frontend = _entry("frontend").target("prod")
+    assert isinstance(frontend, ComposeTarget)
+    assert {"composeService", "containerName", "retag"}.isdisjoint(frontend.assumed)
+    pm = _entry("project-manager").target("prod")
+    assert isinstance(pm, ComposeTarget) and set(pm.assumed) == {"composeFiles", "retag"}
 
 
 def test_services_for_env() -> None:
