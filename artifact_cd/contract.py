@@ -346,6 +346,13 @@ class ComposeDeployArgs(ScriptArgs):
     # no lock, retag, env write or recreate; the same verdict with recreated false (the Pulumi
     # Command's ``update``, run when only its script text or connection changed)
     mode: Literal["deploy", "verify"] | None = None
+    # yes: a recreated commit that fails verification is replaced by the previous commit (its image
+    # still here), which is then verified (compose.<host>.autoRestore); None/no: reported as it stands
+    auto_restore: Literal["yes", "no"] | None = None
+    # the deploy audit log (hosts.<host>.auditLog), the stack and the target (audit lines; issue 13)
+    audit_log: str | None = None
+    stack: str | None = None
+    target: Literal["master-compose", "d601-compose"] | None = None
 
 
 class K3sImportArgs(ScriptArgs):

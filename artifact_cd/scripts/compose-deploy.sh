@@ -1,69 +1,137 @@
 # shellcheck shell=bash
-# compose-deploy.sh: retag, stamp, recreate and verify one Compose service (R14, R15, R16, R19).
+# compose-deploy.sh: retag, stamp, recreate and verify one Compose service (R14, R15, R16, R19;
+# issue 12: safe order, restore, detached switch; issue 11: the project's own .env kept).
 #
 #   argv: artifact_cd.contract.ComposeDeployArgs (docs/contracts.md, generated argv table);
-#   --lock-wait defaults to 180 s, --health-timeout to 45 s, --mode to deploy.
+#   --lock-wait defaults to 180 s, --health-timeout to 45 s, --mode to deploy, --auto-restore to no.
 #
 # Runs on the host of the Compose project (master server or D601), after move-image.sh put
-# E/R:SHA there. --mode deploy (the default), in this order (nothing is changed before step 4):
-#   1. per-service lock: flock on /run/lock/unidesk-deploy.<project>.<service>.lock (project dir
-#      when /run/lock is missing). A second deploy of the same service WAITS up to --lock-wait
-#      seconds for the first to finish, then fails lock-busy (exit 7, retryable). Steps 4-5 also
-#      hold a per-project lock (unidesk-compose.<project>.lock): two services of one project are
-#      never recreated at the same time (concurrent `compose up` duplicates the project network).
-#   2. preflight: the image E/R:SHA is here with ID --image-id and revision label SHA; the Compose
-#      project knows the service; required secret keys are present and non-empty in the env file
-#      (reported as present/length only; missing -> secret-missing, exit 3, nothing touched).
-#   3. the previous container, its commit and ID are recorded (for the rollback hint). When the
-#      service already runs exactly this deploy -- the container runs image --image-id with
-#      revision label and <PREFIX>COMMIT = SHA and answers health with both commits = SHA (one
-#      try), the env file holds the three deploy keys with these values, and RETAG and RETAG:SHA
-#      name the image -- nothing is changed: the verdict says alreadyLive=true, recreated=false.
-#   4. retag to RETAG and RETAG:SHA; write <PREFIX>COMMIT|IMAGE|DIGEST into the env file atomically
-#      (temp file in the same directory + rename, under a per-env-file lock; every other line
-#      byte for byte; mode and owner kept; values are never printed).
-#   5. <compose> --project-directory DIR -p P --env-file FILE up -d --no-build --no-deps
-#      --force-recreate SVC, with v2 `docker compose` when present else v1 `docker-compose`.
-#   6. verify: the container runs image --image-id; its revision label == SHA; health reached at
+# E/R:SHA there. --mode deploy (the default), in this order; nothing live changes before step 7:
+#   1. locks, keyed by what is mutated, always in this order (no deadlock): the service
+#      (/run/lock/unidesk-deploy.<project>.<service>.lock; the project dir when /run/lock is
+#      missing), the container name (unidesk-deploy.container.<name>.lock) and the retag
+#      (unidesk-deploy.retag.<repo, / as _>.lock): dev and prod deploys that touch one container or
+#      retag on one host are serialized. A busy lock is waited for up to --lock-wait seconds, then
+#      lock-busy (exit 7, retryable). The result of an earlier run whose session was lost is picked
+#      up here (previousRun) and its run dir removed.
+#   2. audit (--audit-log, --stack, --target): audit_init; a refusal from here on leaves one
+#      `failed` line; `started` is written just before step 7, `finished`/`failed` at the end.
+#   3. preflight, read-only: the image E/R:SHA is here with ID --image-id and revision label SHA; the
+#      env file's directory exists (else env-dir-missing); required secret keys are present and
+#      non-empty (present/length only; else secret-missing); the Compose project loads WITH the new
+#      deploy values and knows the service (compose config); TMPDIR can be written (else disk-full).
+#   4. the previous deploy: this target's own container (compose labels project/service; a
+#      container of that name owned by anything else is container-conflict, nothing changed), its
+#      ID, image and commit. previousCommit is the commit that was serving: the container's, unless
+#      it is missing, stopped or runs the unverified commit of an interrupted or failed deploy --
+#      then the one kept in <lock>.state (written atomically; `unverified=` marks a switch whose
+#      verification never passed). When the service already runs exactly this deploy (image
+#      --image-id, revision label and <PREFIX>COMMIT = SHA, health with both commits = SHA in one
+#      try, the env file's three deploy keys, RETAG and RETAG:SHA) nothing is changed: alreadyLive.
+#   5. per-project lock (unidesk-compose.<project>.lock: concurrent `compose up` in one project
+#      duplicates its network) and the env file lock (unidesk-envfile.<hash>.lock); then the new env
+#      file is staged beside the env file (.<name>.unidesk-new.*, mode and owner kept) with a backup
+#      of the current one (.<name>.unidesk-backup.*, a hard link); ENOSPC is disk-full (host, path,
+#      bytes needed and free), nothing half-written.
+#   6. the state file records unverified=SHA; `started`.
+#   7. the live switch runs DETACHED from the SSH session (setsid, its own output files under
+#      <lock>.run/): a dropped session cannot stop it half-way; the foreground waits and prints its
+#      result, and if the foreground is gone the next run picks the result up (step 1). The switch:
+#      retag RETAG:SHA and RETAG, rename the staged file over the env file, then
+#      <compose> --project-directory DIR -p P up -d --no-build --no-deps --force-recreate SVC
+#      (v2 `docker compose` when present else v1 `docker-compose`). Compose is given no --env-file:
+#      the project's own .env still interpolates ${VAR} and sets COMPOSE_FILE/COMPOSE_PROFILES; the
+#      three deploy values are in the Compose process environment (interpolation) and reach the
+#      container through the service's env_file (the env file). Any failure before `up` starts --
+#      or an `up` that failed leaving the old container in place -- restores what was changed: the
+#      previous image ID on RETAG (RETAG:SHA untagged when it did not exist; no image is deleted)
+#      and the previous env file (the backup renamed back): verdict `restored`.
+#   8. verify: the container runs image --image-id; its revision label == SHA; health reached at
 #      the container's IP on its network (127.0.0.1 under host networking), retried while it starts
 #      (up to --health-timeout): deploy.commit and deploy.requestedCommit == SHA (standard,
 #      baidu-auth-gate); /api/health ok + label + container env <PREFIX>COMMIT (todo-note-synthetic);
 #      auth.configured, clientIdConfigured, clientSecretConfigured, tokenKeyConfigured, loggedIn all
-#      true (baidu-auth-gate; a failure names the --required-secret keys to restore).
+#      true (baidu-auth-gate; a failure names the --required-secret keys to restore). Passed: the
+#      state file says SHA serves. Failed, with --auto-restore yes and the previous commit's image
+#      still here (RETAG:PREV or the previous container's image, label = PREV): the previous tag and
+#      env values are put back, the service recreated and the previous commit verified; the verdict
+#      says restore {attempted, ok, commit} (audit verdict restored / restore-failed). Without it,
+#      the failure is reported as it stands (the state file keeps unverified=SHA).
+# Temp files (TMPDIR, the staged env files, the run dir) are removed on every exit path, signals
+# included (at_exit), by the process that owns them.
 # --mode verify (the Pulumi Command's update: a new script text or connection re-verifies, never
-# recreates): step 6 only, read-only -- no lock, no retag, no env write, no recreate; required
-# secrets are reported (present/length), not enforced. The same verdict, with recreated=false.
+# recreates): step 8's checks only, read-only -- no lock, no audit line, no retag, no env write,
+# no recreate; required secrets are reported (present/length), not enforced. recreated=false.
 # Output: one JSON verdict with mode, recreated (measured: the container ID after differs from the
-# one before) and alreadyLive. A failure of step 6 says recreated, names the previous commit and
-# how to roll back (unhealthy, commit-mismatch, auth-not-configured, digest-mismatch,
-# recreate-failed: exit 6).
-# Needs: bash, docker, docker compose v2 or docker-compose v1 (deploy), flock (deploy), curl, python3.
+# one before), alreadyLive, changed [retag-commit, retag, env-file, container], restored [...],
+# previousCommit. A failure of step 8 says recreated, names the previous commit and how to roll
+# back (unhealthy, commit-mismatch, auth-not-configured, digest-mismatch, recreate-failed: exit 6).
+# Needs: bash, docker, docker compose v2 or docker-compose v1 (deploy), flock, setsid (deploy),
+# curl, python3.
 set -euo pipefail
 
 SERVICE_ID="" COMPOSE_SERVICE="" CONTAINER="" COMMIT="" DIGEST="" IMAGE_ID="" IMAGE="" RETAG=""
 PROJECT_DIR="" PROJECT_NAME="" ENV_FILE="" ENV_PREFIX="" VERIFY="" HEALTH_PATH="" HEALTH_PORT=""
-COMPOSE_OVERRIDE="" LOCK_WAIT=180 HEALTH_TIMEOUT=45 MODE=deploy
+COMPOSE_OVERRIDE="" LOCK_WAIT=180 HEALTH_TIMEOUT=45 MODE=deploy AUTO_RESTORE=no
+AUDIT_LOG_PATH="" STACK="" TARGET=""
 REQUIRED_SECRETS=()
-START="" LOCK_DIR="" LOCK_WAITED=0
-PREV_ID="" PREV_COMMIT="" SECRETS_JSON="{}" ALREADY_LIVE=false
+START="" LOCK_DIR="" LOCK_WAITED=0 RUN_DIR="" STATE_FILE="" PREVIOUS_RUN=null
+PREV_ID="" PREV_COMMIT="" PREV_IMAGE="" PREV_SOURCE="" SECRETS_JSON="{}" ALREADY_LIVE=false
+STATE_COMMIT="" STATE_UNVERIFIED=""
 COMPOSE_ARGS=()
+COMPOSE_ENV=() # KEY=VALUE for the Compose process: the deploy values (interpolation)
+DEPLOY_ENV=()  # <PREFIX>COMMIT|IMAGE|DIGEST=<this deploy>
+ENV_REAL="" ENV_TMP="" ENV_BACKUP="" ENV_CREATED=false ENV_CHANGED=false OWN_STAGED=""
+PREV_ENV_COMMIT="" PREV_ENV_IMAGE="" PREV_ENV_DIGEST=""
+RETAG_BEFORE="" RETAG_COMMIT_BEFORE=""
+CHANGED=() RESTORED=()
+RESTORE_JSON=null
+US=$'\x1f'
 
 # The Python helpers (artifact_cd/scripts/py/, inlined by script_text): ENVFILE_PY reads the
-# secret keys' presence and rewrites the env file atomically; CONTAINER_PY reads `docker inspect`
-# (no secret env value is ever printed: only the one deploy key is read from the container env).
+# secret keys' presence, stages the new env file and (restore) rewrites the deploy keys; the
+# health body is read by lib.sh's health_fields. Containers are read with `docker container
+# inspect -f` (no secret env value is ever printed: only the one deploy key is matched).
 
 log() { printf 'compose-deploy [%ss]: %s\n' "$(elapsed_since "$START")" "$*" >&2; }
 
 compose() {
-  (cd "$PROJECT_DIR" && "${COMPOSE[@]}" "${COMPOSE_ARGS[@]}" "$@")
+  (cd "$PROJECT_DIR" && env "${COMPOSE_ENV[@]}" "${COMPOSE[@]}" "${COMPOSE_ARGS[@]}" "$@")
 }
 
-# inspect_container: set C_* from `docker inspect CONTAINER`.
+json_array() { # NAME...: a JSON array of strings (json_list of lib.sh, empty-safe)
+  if (($#)); then json_list "$@"; else printf '[]'; fi
+}
+changed_json() { json_array "${CHANGED[@]}"; }
+restored_json() { json_array "${RESTORED[@]}"; }
+
+# refuse EXIT ERROR DETAIL RETRYABLE [KEY VALUE ...]: fail, saying nothing was changed or restored.
+refuse() { fail "$@" changed '[]' restored '[]'; }
+
+# inspect_container: set C_* from `docker container inspect CONTAINER` (one template, no parser).
 C_FOUND="" C_ID="" C_IMAGE="" C_STATUS="" C_EXIT="" C_REVISION="" C_NETMODE="" C_IP="" C_ENV_COMMIT=""
+C_PROJECT="" C_CSERVICE=""
+INSPECT_FORMAT=""
+inspect_format() {
+  local key="${ENV_PREFIX}COMMIT="
+  INSPECT_FORMAT="{{.Id}}$US{{.Image}}$US{{.State.Status}}$US{{.State.ExitCode}}$US"
+  INSPECT_FORMAT+="{{index .Config.Labels \"$REVISION_LABEL\"}}$US{{.HostConfig.NetworkMode}}$US"
+  INSPECT_FORMAT+="{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}$US"
+  INSPECT_FORMAT+="{{index .Config.Labels \"com.docker.compose.project\"}}$US"
+  INSPECT_FORMAT+="{{index .Config.Labels \"com.docker.compose.service\"}}$US"
+  INSPECT_FORMAT+="{{range .Config.Env}}{{if eq (truncate . ${#key}) \"$key\"}}{{.}} {{end}}{{end}}"
+}
 inspect_container() {
-  IFS=$'\x1f' read -r C_FOUND C_ID C_IMAGE C_STATUS C_EXIT C_REVISION C_NETMODE C_IP C_ENV_COMMIT \
-    < <(docker inspect "$CONTAINER" 2>/dev/null |
-      python3 -c "$CONTAINER_PY" "${ENV_PREFIX}COMMIT" "$REVISION_LABEL") || true
+  local out ips envs
+  C_FOUND=missing C_ID="" C_IMAGE="" C_STATUS="" C_EXIT="" C_REVISION="" C_NETMODE="" C_IP="" C_ENV_COMMIT=""
+  C_PROJECT="" C_CSERVICE=""
+  out=$(docker container inspect -f "$INSPECT_FORMAT" "$CONTAINER" 2>/dev/null) || return 0
+  IFS=$US read -r C_ID C_IMAGE C_STATUS C_EXIT C_REVISION C_NETMODE ips C_PROJECT C_CSERVICE envs <<<"$out" || true
+  C_FOUND=found
+  C_IP=${ips%% *}
+  envs=${envs% }
+  envs=${envs##* }
+  C_ENV_COMMIT=${envs#"${ENV_PREFIX}COMMIT="}
 }
 
 rollback_hint() {
@@ -76,6 +144,9 @@ rollback_hint() {
 }
 
 prev_commit_json() { if [[ -n $PREV_COMMIT ]]; then json_str "$PREV_COMMIT"; else printf null; fi; }
+# prev_source_json: where previousCommit was read: "container" (this target's own) or "state"
+# (<lock>.state: the container is missing, stopped or runs an unverified commit).
+prev_source_json() { if [[ -n $PREV_SOURCE ]]; then json_str "$PREV_SOURCE"; else printf null; fi; }
 
 # recreated_json: whether the service's container is another one than when this run began
 # (measured from the container IDs, never assumed).
@@ -99,8 +170,9 @@ after_change_fail() {
   fi
   fail "$EXIT_VERIFY_FAILED" "$error" "$detail ($hint)" false mode "$(json_str "$MODE")" recreated "$(recreated_json)" \
     service "$(json_str "$SERVICE_ID")" commit "$(json_str "$COMMIT")" previousCommit "$(prev_commit_json)" \
-    previousContainerId "$(json_str "$PREV_ID")" containerId "$(json_str "$C_ID")" \
-    rollback "$(rollback_hint)" secrets "$SECRETS_JSON" "$@"
+    previousCommitFrom "$(prev_source_json)" previousContainerId "$(json_str "$PREV_ID")" containerId "$(json_str "$C_ID")" \
+    rollback "$(rollback_hint)" secrets "$SECRETS_JSON" changed "$(changed_json)" restored "$(restored_json)" \
+    restore "$RESTORE_JSON" "$@"
 }
 
 parse_args() {
@@ -126,6 +198,10 @@ parse_args() {
       --lock-wait) arg_value $# "$1"; LOCK_WAIT=$2 ;;
       --health-timeout) arg_value $# "$1"; HEALTH_TIMEOUT=$2 ;;
       --mode) arg_value $# "$1"; MODE=$2 ;;
+      --auto-restore) arg_value $# "$1"; AUTO_RESTORE=$2 ;;
+      --audit-log) arg_value $# "$1"; AUDIT_LOG_PATH=$2 ;;
+      --stack) arg_value $# "$1"; STACK=$2 ;;
+      --target) arg_value $# "$1"; TARGET=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -148,27 +224,153 @@ parse_args() {
   need http_path --health-path "$HEALTH_PATH"
   need port --health-port "$HEALTH_PORT"
   need_one_of --mode "$MODE" deploy verify
+  need_one_of --auto-restore "$AUTO_RESTORE" yes no
+  if [[ -n $AUDIT_LOG_PATH || -n $STACK || -n $TARGET ]]; then # the audit line needs all three
+    need abs_path --audit-log "$AUDIT_LOG_PATH"
+    need name --stack "$STACK"
+    need_one_of --target "$TARGET" master-compose d601-compose
+  fi
   [[ $LOCK_WAIT =~ ^[0-9]{1,4}$ ]] || fail "$EXIT_INVALID" invalid-argument "--lock-wait must be seconds" false argument '"--lock-wait"'
   [[ $HEALTH_TIMEOUT =~ ^[0-9]{1,4}$ && $HEALTH_TIMEOUT -ge 1 ]] ||
     fail "$EXIT_INVALID" invalid-argument "--health-timeout must be seconds" false argument '"--health-timeout"'
+  DEPLOY_ENV=("${ENV_PREFIX}COMMIT=$COMMIT" "${ENV_PREFIX}IMAGE=$IMAGE" "${ENV_PREFIX}DIGEST=$DIGEST")
+  inspect_format
 }
 
-take_lock() {
-  LOCK_DIR=/run/lock
-  [[ -d $LOCK_DIR && -w $LOCK_DIR ]] || LOCK_DIR=$PROJECT_DIR
-  local lock_file="$LOCK_DIR/unidesk-deploy.$PROJECT_NAME.$COMPOSE_SERVICE.lock" holder t0=$EPOCHREALTIME
-  exec {LOCK_FD}>>"$lock_file"
-  if ! flock -n "$LOCK_FD"; then
+# ---------------------------------------------------------------------------- locks
+
+# lock_on FD_VAR FILE WHAT: open FILE on a new fd (its number in FD_VAR) and flock it, waiting up to
+# --lock-wait seconds (lock-busy naming WHAT and the holder); the holder line is written into it.
+lock_on() {
+  local fd_var=$1 lock_file=$2 what=$3 holder t0=$EPOCHREALTIME fd
+  exec {fd}>>"$lock_file"
+  printf -v "$fd_var" '%s' "$fd"
+  if ! flock -n "$fd"; then
     holder=$(head -c 200 "$lock_file" 2>/dev/null | tr -d '\n' || true)
-    log "another deploy of $COMPOSE_SERVICE holds $lock_file (${holder:-unknown}); waiting up to ${LOCK_WAIT}s"
-    if ! flock -w "$LOCK_WAIT" "$LOCK_FD"; then
-      fail "$EXIT_BUSY" lock-busy "another deploy of $COMPOSE_SERVICE in project $PROJECT_NAME still holds the lock after ${LOCK_WAIT}s" \
+    log "another deploy of $what holds $lock_file (${holder:-unknown}); waiting up to ${LOCK_WAIT}s"
+    if ! flock -w "$LOCK_WAIT" "$fd"; then
+      refuse "$EXIT_BUSY" lock-busy "another deploy of $what still holds the lock after ${LOCK_WAIT}s; nothing was changed" \
         true holder "$(json_str "$holder")" lock "$(json_str "$lock_file")"
     fi
-    LOCK_WAITED=$(elapsed_since "$t0")
+    LOCK_WAITED=$(awk -v a="$LOCK_WAITED" -v b="$(elapsed_since "$t0")" 'BEGIN { printf "%.3f", a + b }')
   fi
-  printf 'commit=%s pid=%s since=%s\n' "$COMMIT" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$lock_file"
+  printf 'commit=%s pid=%s service=%s project=%s since=%s\n' "$COMMIT" "$$" "$SERVICE_ID" "$PROJECT_NAME" \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$lock_file"
 }
+
+take_locks() {
+  LOCK_DIR=/run/lock
+  [[ -d $LOCK_DIR && -w $LOCK_DIR ]] || LOCK_DIR=$PROJECT_DIR
+  local base="$LOCK_DIR/unidesk-deploy"
+  RUN_DIR="$base.$PROJECT_NAME.$COMPOSE_SERVICE.run"
+  STATE_FILE="$base.$PROJECT_NAME.$COMPOSE_SERVICE.state"
+  lock_on LOCK_FD "$base.$PROJECT_NAME.$COMPOSE_SERVICE.lock" "$COMPOSE_SERVICE in project $PROJECT_NAME"
+  lock_on CONTAINER_LOCK_FD "$base.container.$CONTAINER.lock" "the container $CONTAINER"
+  lock_on RETAG_LOCK_FD "$base.retag.${RETAG//\//_}.lock" "the retag $RETAG"
+}
+
+# project_lock: serialize the change + recreate of every service of one Compose project. Pulumi
+# deploys independent services concurrently, and two `compose up` runs in one project race on
+# creating its default network: Docker does not keep network names unique, and a second
+# `<project>_default` makes every later start fail as "ambiguous". Released once `up` returned.
+PROJECT_LOCK_FD=""
+project_lock() {
+  local lock_file="$LOCK_DIR/unidesk-compose.$PROJECT_NAME.lock" t0=$EPOCHREALTIME
+  [[ -n $PROJECT_LOCK_FD ]] || exec {PROJECT_LOCK_FD}>>"$lock_file"
+  if ! flock -n "$PROJECT_LOCK_FD"; then
+    log "another deploy in Compose project $PROJECT_NAME is recreating; waiting up to ${LOCK_WAIT}s"
+    flock -w "$LOCK_WAIT" "$PROJECT_LOCK_FD" || return 1
+    LOCK_WAITED=$(awk -v a="$LOCK_WAITED" -v b="$(elapsed_since "$t0")" 'BEGIN { printf "%.3f", a + b }')
+  fi
+}
+
+# env_lock: the env file's own lock, the one envfile.py `set` takes (the same file name), held from
+# the staging to the end of `up` so no other deploy rewrites the file in between.
+ENV_LOCK_FD=""
+env_lock() {
+  local real hash
+  real=$(realpath -m -- "$ENV_FILE")
+  hash=$(printf '%s' "$real" | sha256sum)
+  exec {ENV_LOCK_FD}>>"$LOCK_DIR/unidesk-envfile.${hash:0:16}.lock"
+  flock -w "$LOCK_WAIT" "$ENV_LOCK_FD" ||
+    refuse "$EXIT_BUSY" lock-busy "the env file $ENV_FILE stayed locked by another deploy for ${LOCK_WAIT}s; nothing was changed" true
+}
+
+unlock() { # FD...: release (the detached switch shares the open files with the foreground)
+  local fd
+  for fd in "$@"; do [[ -z $fd ]] || flock -u "$fd" || true; done
+}
+
+# pick_up_previous_run: a run dir left under the lock is from a run whose foreground was gone when
+# its detached switch ended (a lost SSH session): its result is kept in the verdict (previousRun).
+pick_up_previous_run() {
+  [[ -d $RUN_DIR ]] || return 0
+  local line=""
+  [[ ! -s $RUN_DIR/result ]] || line=$(tail -n 1 -- "$RUN_DIR/result")
+  if [[ $line == "{"*"}" ]]; then
+    PREVIOUS_RUN=$line
+    log "an earlier run of this deploy lost its session; its switch ended with: ${line:0:400}"
+  else
+    log "an earlier run of this deploy left $RUN_DIR without a result (killed); cleaning up"
+  fi
+  rm -rf -- "$RUN_DIR"
+}
+
+# ---------------------------------------------------------------------------- state, space
+
+# read_state: <lock>.state: commit=<the commit that was serving> unverified=<a switched commit
+# never verified>.
+read_state() {
+  STATE_COMMIT="" STATE_UNVERIFIED=""
+  [[ -f $STATE_FILE ]] || return 0
+  local line
+  while IFS= read -r line || [[ -n $line ]]; do
+    case $line in
+      commit=*) STATE_COMMIT=${line#commit=} ;;
+      unverified=*) STATE_UNVERIFIED=${line#unverified=} ;;
+    esac
+  done <"$STATE_FILE"
+  is_commit "$STATE_COMMIT" || STATE_COMMIT=""
+  is_commit "$STATE_UNVERIFIED" || STATE_UNVERIFIED=""
+}
+
+# write_state COMMIT UNVERIFIED: atomically (temp file + rename in the lock dir).
+write_state() {
+  local tmp="$STATE_FILE.tmp.$$"
+  if ! printf 'commit=%s\nunverified=%s\n' "$1" "$2" >"$tmp" 2>/dev/null || ! mv -f -- "$tmp" "$STATE_FILE"; then
+    rm -f -- "$tmp"
+    return 1
+  fi
+}
+
+# disk_full PATH NEEDED WHAT: the structured, non-retryable disk-full failure (nothing changed).
+disk_full() {
+  local path=$1 needed=$2 what=$3 line fs="" free="" mount=""
+  line=$(df -P -B1 -- "$path" 2>/dev/null | tail -n 1) || true
+  read -r fs _ _ free _ mount <<<"$line" || true
+  [[ $free =~ ^[0-9]+$ ]] || free=""
+  [[ $needed =~ ^[0-9]+$ ]] || needed=""
+  refuse "$EXIT_PRECONDITION" disk-full \
+    "$(hostname): no space left on $path (filesystem ${fs:-?} on ${mount:-?}: ${free:-?} bytes free, ${needed:-?} needed) for $what; nothing was changed: free space there, then deploy again" false \
+    host "$(json_str "$(hostname)")" path "$(json_str "$path")" filesystem "$(json_str "$fs")" \
+    mountPoint "$(json_str "$mount")" bytesNeeded "${needed:-null}" bytesFree "${free:-null}"
+}
+
+# make_work_dir: TMP in TMPDIR, proven writable (64 KiB: health bodies, Compose logs); a full
+# TMPDIR is disk-full before anything is changed, not a misleading later failure.
+SPACE_PROBE=65536
+make_work_dir() {
+  local base=${TMPDIR:-/tmp}
+  TMP=$(mktemp -d "$base/unidesk-cd.XXXXXXXX" 2>/dev/null) || disk_full "$base" "$SPACE_PROBE" "the deploy's temp dir (TMPDIR)"
+  at_exit _remove_tmp
+  if ! head -c "$SPACE_PROBE" /dev/zero 2>/dev/null >"$TMP/space"; then
+    rm -f -- "$TMP/space"
+    disk_full "$base" "$SPACE_PROBE" "the deploy's temp dir (TMPDIR)"
+  fi
+  rm -f -- "$TMP/space"
+}
+
+# ---------------------------------------------------------------------------- preflight
 
 # read_secrets: the required secret keys' presence/length in the env file (SECRETS_JSON) and
 # the missing ones (SECRETS_MISSING); never a value.
@@ -177,50 +379,85 @@ read_secrets() {
   ((${#REQUIRED_SECRETS[@]})) || return 0
   local out
   out=$(python3 -c "$ENVFILE_PY" secrets "$ENV_FILE" "${REQUIRED_SECRETS[@]}") ||
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "could not read $ENV_FILE" false channel '"env-file"'
+    refuse "$EXIT_INFRA_BLOCKED" infra-blocked "could not read $ENV_FILE" false channel '"env-file"'
   SECRETS_JSON=$(head -n 1 <<<"$out")
   SECRETS_MISSING=$(sed -n 2p <<<"$out")
 }
 
-# record_previous: the running container, its ID and commit, before anything (rollback hint,
-# previousCommit, and the measured `recreated`).
+# record_previous: this target's container (compose labels = this project and service), its ID,
+# image and commit, and the commit that was serving (previousCommit) -- before anything changes.
+CONFLICT=""
 record_previous() {
   inspect_container
+  local commit=""
   if [[ $C_FOUND == found ]]; then
-    PREV_ID=$C_ID
-    PREV_COMMIT=$C_REVISION
-    is_commit "$PREV_COMMIT" || PREV_COMMIT=$C_ENV_COMMIT
-    is_commit "$PREV_COMMIT" || PREV_COMMIT=""
+    if [[ $C_PROJECT != "$PROJECT_NAME" || $C_CSERVICE != "$COMPOSE_SERVICE" ]]; then
+      CONFLICT="project '${C_PROJECT:-<none>}' service '${C_CSERVICE:-<none>}'"
+    else
+      PREV_ID=$C_ID
+      PREV_IMAGE=$C_IMAGE
+      commit=$C_REVISION
+      is_commit "$commit" || commit=$C_ENV_COMMIT
+      is_commit "$commit" || commit=""
+    fi
   fi
+  if [[ -n $STATE_FILE ]]; then read_state; fi
+  if [[ -n $STATE_COMMIT ]] && [[ -z $commit || $commit == "$STATE_UNVERIFIED" || $C_STATUS != running ]]; then
+    PREV_COMMIT=$STATE_COMMIT PREV_SOURCE=state
+  elif [[ -n $commit ]]; then
+    PREV_COMMIT=$commit PREV_SOURCE=container
+  fi
+  [[ -z $CONFLICT ]] || C_FOUND=missing C_ID=""
 }
 
 preflight() {
-  [[ -d $PROJECT_DIR ]] || fail "$EXIT_PRECONDITION" project-missing "the Compose project directory $PROJECT_DIR does not exist" false
+  [[ -d $PROJECT_DIR ]] || refuse "$EXIT_PRECONDITION" project-missing "the Compose project directory $PROJECT_DIR does not exist" false
+  local env_dir
+  env_dir=$(realpath -m -- "$ENV_FILE")
+  env_dir=${env_dir%/*}
+  [[ -d ${env_dir:-/} ]] || refuse "$EXIT_PRECONDITION" env-dir-missing \
+    "the directory $env_dir of the env file $ENV_FILE does not exist on $(hostname); create it (the Compose project's env_file lives there) or fix compose.<host>.envFile; nothing was changed" false \
+    path "$(json_str "$env_dir")"
   local id revision
   id=$(image_id_of "$IMAGE")
   image_is "$id" "$IMAGE_ID" "$DIGEST" ||
-    fail "$EXIT_PRECONDITION" image-missing "$IMAGE is not here with ID $IMAGE_ID (found ${id:-nothing}); run the transfer/pull step first" false
+    refuse "$EXIT_PRECONDITION" image-missing "$IMAGE is not here with ID $IMAGE_ID (found ${id:-nothing}); run the transfer/pull step first" false
   revision=$(docker image inspect --format "{{index .Config.Labels \"$REVISION_LABEL\"}}" "$IMAGE" 2>/dev/null || true)
   [[ $revision == "$COMMIT" ]] ||
-    fail "$EXIT_PRECONDITION" label-mismatch "$IMAGE carries revision label '${revision:-<none>}', not $COMMIT" false
+    refuse "$EXIT_PRECONDITION" label-mismatch "$IMAGE carries revision label '${revision:-<none>}', not $COMMIT" false
 
   read_secrets
   if [[ -n $SECRETS_MISSING ]]; then
     local list="" k
     for k in $SECRETS_MISSING; do list+="${list:+,}$(json_str "$k")"; done
-    fail "$EXIT_PRECONDITION" secret-missing "required keys missing or empty in $ENV_FILE: $SECRETS_MISSING" false \
+    refuse "$EXIT_PRECONDITION" secret-missing "required keys missing or empty in $ENV_FILE: $SECRETS_MISSING" false \
       service "$(json_str "$SERVICE_ID")" secrets "$SECRETS_JSON" missingSecretKeys "[$list]" requiredSecretsPresent false \
       recommendedAction "$(json_str "restore the missing keys in $ENV_FILE, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`; nothing was changed")"
   fi
 
+  # the project loads with the new deploy values (and its own .env) and knows the service
   local services
-  [[ ! -f $ENV_FILE ]] || COMPOSE_ARGS+=(--env-file "$ENV_FILE")
+  COMPOSE_ENV=("${DEPLOY_ENV[@]}")
   services=$(compose config --services 2>"$TMP/config.err") ||
-    fail "$EXIT_PRECONDITION" compose-invalid "the Compose project in $PROJECT_DIR does not load: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
+    refuse "$EXIT_PRECONDITION" compose-invalid "the Compose project in $PROJECT_DIR does not load with the new deploy values: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
   grep -qxF -- "$COMPOSE_SERVICE" <<<"$services" ||
-    fail "$EXIT_PRECONDITION" compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
+    refuse "$EXIT_PRECONDITION" compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
 
   record_previous
+  [[ -z $CONFLICT ]] || refuse "$EXIT_PRECONDITION" container-conflict \
+    "the container $CONTAINER on $(hostname) belongs to $CONFLICT, not to service $COMPOSE_SERVICE of Compose project $PROJECT_NAME; two targets cannot share one container name: give this service its own container name; nothing was changed" false \
+    container "$(json_str "$CONTAINER")"
+}
+
+# env_value KEY: the value of the env file's last line setting KEY (deploy keys: unquoted).
+env_value() {
+  local key=$1 line
+  [[ -f $ENV_FILE ]] || return 0
+  line=$(grep -E "^[[:space:]]*(export[[:space:]]+)?${key}[[:space:]]*=" -- "$ENV_FILE" 2>/dev/null | tail -n 1) || return 0
+  line=${line%$'\r'}
+  line=${line#*=}
+  line=${line#"${line%%[![:space:]]*}"}
+  printf '%s' "$line"
 }
 
 # env_line_is KEY VALUE: the env file's last line setting KEY is exactly KEY=VALUE (the way
@@ -235,7 +472,7 @@ env_line_is() {
   [[ $line == "$key=$value" ]]
 }
 
-# already_live: read-only; succeeds when the service already runs exactly this deploy (step 3 of
+# already_live: read-only; succeeds when the service already runs exactly this deploy (step 4 of
 # the header), so a deploy on a fresh or imported Pulumi state changes nothing that is live.
 already_live() {
   [[ $C_FOUND == found && $C_STATUS == running ]] || return 1
@@ -252,47 +489,301 @@ already_live() {
   check_live 0
 }
 
-# project_lock: serialize the change + recreate of every service of one Compose project. Pulumi
-# deploys independent services concurrently, and two `compose up` runs in one project race on
-# creating its default network: Docker does not keep network names unique, and a second
-# `<project>_default` makes every later start fail as "ambiguous". Released once `up` returned.
-project_lock() {
-  local lock_file="$LOCK_DIR/unidesk-compose.$PROJECT_NAME.lock" t0=$EPOCHREALTIME
-  exec {PROJECT_LOCK_FD}>>"$lock_file"
-  if ! flock -n "$PROJECT_LOCK_FD"; then
-    log "another deploy in Compose project $PROJECT_NAME is recreating; waiting up to ${LOCK_WAIT}s"
-    flock -w "$LOCK_WAIT" "$PROJECT_LOCK_FD" ||
-      fail "$EXIT_BUSY" lock-busy "another deploy in Compose project $PROJECT_NAME held it for ${LOCK_WAIT}s; nothing was changed" \
-        true lock "$(json_str "$lock_file")"
-    LOCK_WAITED=$(elapsed_since "$t0")
+# ---------------------------------------------------------------------------- staging (no live change)
+
+# stage_env: under the project and env file locks, the new env file in a temp file beside the env
+# file and a backup of the current one (envfile.py stage); nothing is renamed yet.
+ENV_RESULT=""
+stage_env() {
+  project_lock ||
+    refuse "$EXIT_BUSY" lock-busy "another deploy in Compose project $PROJECT_NAME held it for ${LOCK_WAIT}s; nothing was changed" \
+      true lock "$(json_str "$LOCK_DIR/unidesk-compose.$PROJECT_NAME.lock")"
+  env_lock
+  PREV_ENV_COMMIT=$(env_value "${ENV_PREFIX}COMMIT")
+  PREV_ENV_IMAGE=$(env_value "${ENV_PREFIX}IMAGE")
+  PREV_ENV_DIGEST=$(env_value "${ENV_PREFIX}DIGEST")
+  _remove_stale_staged
+  local out rc=0
+  OWN_STAGED=1
+  out=$(python3 -c "$ENVFILE_PY" stage "$ENV_FILE" "${DEPLOY_ENV[@]}") || rc=$?
+  case $rc in
+    0) ;;
+    3) refuse "$EXIT_PRECONDITION" env-dir-missing "the directory of the env file $ENV_FILE does not exist on $(hostname); nothing was changed" false \
+      path "$(json_str "$(json_field path "$out")")" ;;
+    28) disk_full "$(json_field path "$out")" "$(json_number bytesNeeded "$out")" "the new env file beside $ENV_FILE" ;;
+    *) refuse "$EXIT_INFRA_BLOCKED" infra-blocked "could not stage the new env file beside $ENV_FILE: $(json_field detail "$out") (exit $rc); nothing was changed" false \
+      channel '"env-file"' path "$(json_str "$(json_field path "$out")")" ;;
+  esac
+  ENV_REAL=$(json_field real "$out")
+  ENV_TMP=$(json_field tmp "$out")
+  ENV_BACKUP=$(json_field backup "$out")
+  [[ $out != *'"created":true'* ]] || ENV_CREATED=true
+  [[ $out != *'"changed":true'* ]] || ENV_CHANGED=true
+  ENV_RESULT=$(json_obj changed "$ENV_CHANGED" created "$ENV_CREATED")
+}
+
+# json_field KEY TEXT / json_number KEY TEXT: a string / number of envfile.py's compact one-line
+# JSON (its strings are paths of validated characters, or an strerror).
+json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$2"; }
+json_number() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$2"; }
+
+# _remove_stale_staged: staged/backup files of a killed run (under the env lock they are nobody's).
+_remove_stale_staged() {
+  local real dir base f
+  real=$(realpath -m -- "$ENV_FILE")
+  dir=${real%/*} base=${real##*/}
+  for f in "${dir:-}/.$base.unidesk-"*; do
+    [[ -e $f ]] || continue
+    log "removing $f, left by a killed deploy"
+    rm -f -- "$f"
+  done
+}
+
+# _remove_staged: exit handler of the process that owns the staged files.
+_remove_staged() {
+  [[ -n $OWN_STAGED ]] || return 0
+  [[ -z $ENV_TMP || ! -e $ENV_TMP ]] || rm -f -- "$ENV_TMP"
+  [[ -z $ENV_BACKUP || ! -e $ENV_BACKUP ]] || rm -f -- "$ENV_BACKUP"
+}
+
+# ---------------------------------------------------------------------------- the detached switch
+
+# Variables of bash itself, never carried into the detached switch.
+_BASH_OWN=" BASH BASHOPTS BASHPID BASH_ALIASES BASH_ARGC BASH_ARGV BASH_ARGV0 BASH_CMDS BASH_COMMAND \
+BASH_COMPAT BASH_ENV BASH_EXECUTION_STRING BASH_LINENO BASH_LOADABLES_PATH BASH_REMATCH BASH_SOURCE \
+BASH_SUBSHELL BASH_VERSINFO BASH_VERSION BASH_XTRACEFD COLUMNS COMP_WORDBREAKS DIRSTACK EPOCHREALTIME \
+EPOCHSECONDS EUID FUNCNAME GROUPS HISTCMD HOSTNAME HOSTTYPE IFS LINENO LINES MACHTYPE OPTARG OPTERR \
+OPTIND OSTYPE PIPESTATUS PPID PS1 PS2 PS4 PWD OLDPWD RANDOM SECONDS SHELL SHELLOPTS SHLVL SRANDOM UID "
+
+# write_switch_script FILE: this run's state (its variables: arguments, facts, the generated
+# constants and the helpers' texts) and functions, then `switch_main`: what the detached bash runs.
+write_switch_script() {
+  local file=$1 name decl flags
+  {
+    printf 'set -euo pipefail\n'
+    for name in $(compgen -v); do
+      [[ $name =~ ^[A-Z][A-Z0-9_]*$ && $_BASH_OWN != *" $name "* ]] || continue
+      decl=$(declare -p "$name" 2>/dev/null) || continue
+      flags=${decl#declare }
+      [[ ${decl%% *} == declare && ${flags%% *} != *x* ]] || continue # the environment is inherited
+      printf '%s\n' "$decl"
+    done
+    declare -f
+    printf 'switch_main\n'
+  } >"$file"
+}
+
+# run_detached: the live switch + verify in its own session, with its own output files; the
+# foreground waits, streams its log and prints its result. Only the run dir's owner removes it.
+run_detached() {
+  mkdir -p -- "$RUN_DIR"
+  chmod 700 -- "$RUN_DIR"
+  write_switch_script "$RUN_DIR/switch.sh" 2>/dev/null || disk_full "$RUN_DIR" "$SPACE_PROBE" "the deploy's run dir"
+  local pid tail_pid rc=0 line
+  setsid bash "$RUN_DIR/switch.sh" </dev/null >"$RUN_DIR/result" 2>"$RUN_DIR/log" &
+  pid=$!
+  # from here the detached switch owns the staged files and the audit run
+  OWN_STAGED="" AUDIT_OPEN=""
+  tail -s 0.2 -n +1 -f --pid="$pid" -- "$RUN_DIR/log" >&2 2>/dev/null &
+  tail_pid=$!
+  wait "$pid" || rc=$?
+  wait "$tail_pid" 2>/dev/null || true
+  line=$(tail -n 1 -- "$RUN_DIR/result" 2>/dev/null || true)
+  if [[ $line == "{"*"}" ]]; then
+    printf '%s\n' "$line" || exit "$rc"
+    _JSON_PRINTED=1
+    rm -rf -- "$RUN_DIR"
+  else
+    rm -rf -- "$RUN_DIR"
+    fail "$EXIT_VERIFY_FAILED" unexpected-failure "the detached switch ended (exit $rc) without a result" false
+  fi
+  exit "$rc"
+}
+
+# switch_main: the detached process (its own session): temp dir, exit handlers, the switch.
+switch_main() {
+  exec </dev/null
+  _AT_EXIT=() _JSON_PRINTED="" FAIL_ERROR="" TMP="" OWN_STAGED=1
+  trap '' HUP # a lost session is not our end
+  make_work_dir
+  at_exit _remove_staged
+  [[ -z $AUDIT_LOG ]] || at_exit _audit_on_exit
+  switch_and_verify
+}
+
+# retag_to ID REF: point REF at image ID (docker tag); empty ID: untag REF (never deletes an
+# image: E/R:SHA or RETAG keep it tagged).
+retag_to() {
+  if [[ -n $1 ]]; then
+    docker tag "$1" "$2" >&2
+  elif [[ $(image_id_of "$2") == "$(image_id_of "$IMAGE")" ]]; then # E/R:SHA keeps the image
+    docker image rm --no-prune "$2" >/dev/null
   fi
 }
 
-change() {
-  project_lock
-  log "retag $IMAGE -> $RETAG, $RETAG:$COMMIT"
-  if ! docker tag "$IMAGE" "$RETAG:$COMMIT" >&2 || ! docker tag "$IMAGE" "$RETAG" >&2; then
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "docker could not tag $IMAGE as $RETAG (the running container is untouched)" false \
-      channel '"docker"'
-  fi
-  local out rc=0
-  out=$(python3 -c "$ENVFILE_PY" set "$ENV_FILE" "$LOCK_DIR" "${ENV_PREFIX}COMMIT=$COMMIT" "${ENV_PREFIX}IMAGE=$IMAGE" \
-    "${ENV_PREFIX}DIGEST=$DIGEST") || rc=$?
-  if ((rc != 0)); then
-    [[ $rc == "$EXIT_BUSY" ]] && fail "$EXIT_BUSY" lock-busy "the env file $ENV_FILE stayed locked by another deploy for 60 s" true
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "could not write $ENV_FILE atomically (exit $rc)" false channel '"env-file"'
-  fi
-  ENV_RESULT=$out
-  [[ " ${COMPOSE_ARGS[*]} " == *" --env-file "* ]] || COMPOSE_ARGS+=(--env-file "$ENV_FILE")
-  log "${COMPOSE[*]} up -d --no-build --no-deps --force-recreate $COMPOSE_SERVICE"
-  if ! compose up -d --no-build --no-deps --force-recreate "$COMPOSE_SERVICE" >"$TMP/up.log" 2>&1; then
-    cat "$TMP/up.log" >&2
-    inspect_container
-    after_change_fail recreate-failed "compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"
-  fi
-  flock -u "$PROJECT_LOCK_FD"
-  cat "$TMP/up.log" >&2
+# restore_before_live: put back what the switch changed (the container was not replaced).
+restore_before_live() {
+  local what
+  for what in "${CHANGED[@]}"; do
+    case $what in
+      retag) retag_to "$RETAG_BEFORE" "$RETAG" && RESTORED+=(retag) ;;
+      retag-commit) retag_to "$RETAG_COMMIT_BEFORE" "$RETAG:$COMMIT" && RESTORED+=(retag-commit) ;;
+      env-file)
+        if [[ -n $ENV_BACKUP ]]; then
+          mv -f -- "$ENV_BACKUP" "$ENV_REAL" && ENV_BACKUP="" && RESTORED+=(env-file)
+        elif [[ $ENV_CREATED == true ]]; then
+          rm -f -- "$ENV_REAL" && RESTORED+=(env-file)
+        fi
+        ;;
+    esac
+  done
+  write_state "$PREV_COMMIT" "" || log "could not rewrite $STATE_FILE"
 }
+
+# switch_failed ERROR DETAIL: a failure before the container was replaced: restore, then fail.
+switch_failed() {
+  local error=$1 detail=$2 rc=$EXIT_INFRA_BLOCKED
+  restore_before_live || true
+  inspect_container
+  [[ $error != recreate-failed ]] || rc=$EXIT_VERIFY_FAILED
+  fail "$rc" "$error" "$detail; the running container was not replaced; restored: ${RESTORED[*]:-nothing}" false \
+    mode '"deploy"' recreated "$(recreated_json)" service "$(json_str "$SERVICE_ID")" commit "$(json_str "$COMMIT")" \
+    previousCommit "$(prev_commit_json)" previousContainerId "$(json_str "$PREV_ID")" containerId "$(json_str "$C_ID")" \
+    changed "$(changed_json)" restored "$(restored_json)" rollback "$(rollback_hint)"
+}
+
+switch_and_verify() {
+  local new_id
+  new_id=$(image_id_of "$IMAGE")
+  RETAG_BEFORE=$(image_id_of "$RETAG")
+  RETAG_COMMIT_BEFORE=$(image_id_of "$RETAG:$COMMIT")
+  log "retag $IMAGE -> $RETAG:$COMMIT, $RETAG"
+  docker tag "$IMAGE" "$RETAG:$COMMIT" >&2 || switch_failed infra-blocked "docker could not tag $IMAGE as $RETAG:$COMMIT"
+  [[ $RETAG_COMMIT_BEFORE == "$new_id" ]] || CHANGED+=(retag-commit)
+  docker tag "$IMAGE" "$RETAG" >&2 || switch_failed infra-blocked "docker could not tag $IMAGE as $RETAG"
+  [[ $RETAG_BEFORE == "$new_id" ]] || CHANGED+=(retag)
+  if [[ -n $ENV_TMP ]]; then
+    mv -f -- "$ENV_TMP" "$ENV_REAL" || switch_failed infra-blocked "could not rename the staged env file over $ENV_REAL"
+    ENV_TMP=""
+    CHANGED+=(env-file)
+  fi
+  log "${COMPOSE[*]} up -d --no-build --no-deps --force-recreate $COMPOSE_SERVICE"
+  COMPOSE_ENV=("${DEPLOY_ENV[@]}")
+  local up_ok=true
+  compose up -d --no-build --no-deps --force-recreate "$COMPOSE_SERVICE" >"$TMP/up.log" 2>&1 || up_ok=false
+  cat "$TMP/up.log" >&2
+  inspect_container
+  if [[ $up_ok == false && $C_ID == "$PREV_ID" && ($C_STATUS == running || -z $PREV_ID) ]]; then
+    switch_failed recreate-failed "compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"
+  fi
+  [[ $C_ID == "$PREV_ID" ]] || CHANGED+=(container)
+  # the switch is done: the backup goes, the project and env file are free for the next deploy
+  [[ -z $ENV_BACKUP ]] || rm -f -- "$ENV_BACKUP"
+  ENV_BACKUP=""
+  unlock "$ENV_LOCK_FD" "$PROJECT_LOCK_FD"
+  if [[ $up_ok == false ]]; then
+    LIVE_ERROR=recreate-failed
+    LIVE_DETAIL="compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"
+    LIVE_EXTRA=()
+    after_switch_failed
+  fi
+  log "recreated; verifying"
+  if ! check_live "$HEALTH_TIMEOUT"; then
+    after_switch_failed
+  fi
+  write_state "$COMMIT" "" || log "could not record $COMMIT in $STATE_FILE"
+  audit_event finished verdict '"ok"' error null
+  print_verdict
+}
+
+# after_switch_failed: verification (or the recreate) failed after the live switch (LIVE_*).
+after_switch_failed() {
+  local error=$LIVE_ERROR detail=$LIVE_DETAIL extra=("${LIVE_EXTRA[@]}")
+  if [[ $AUTO_RESTORE != yes ]]; then
+    write_state "$PREV_COMMIT" "$COMMIT" || true
+    after_change_fail "$error" "$detail" "${extra[@]}"
+  fi
+  auto_restore
+  local verdict='"restore-failed"'
+  [[ $RESTORE_OK != true ]] || verdict='"restored"'
+  audit_event finished verdict "$verdict" error "$(json_str "$error")"
+  inspect_container
+  after_change_fail "$error" "$detail; auto-restore of ${PREV_COMMIT:-<none>}: $RESTORE_NOTE" "${extra[@]}"
+}
+
+# auto_restore: the previous commit back on RETAG, its env values back, recreate, verify it.
+RESTORE_OK=false RESTORE_NOTE=""
+auto_restore() {
+  local image="" tried=false
+  RESTORE_OK=false
+  if [[ -z $PREV_COMMIT ]]; then
+    RESTORE_NOTE="no previous commit is known"
+  else
+    local candidate
+    for candidate in "$(image_id_of "$RETAG:$PREV_COMMIT")" "$PREV_IMAGE"; do
+      [[ -n $candidate ]] || continue
+      if [[ $(docker image inspect --format "{{index .Config.Labels \"$REVISION_LABEL\"}}" "$candidate" 2>/dev/null) == "$PREV_COMMIT" ]]; then
+        image=$candidate
+        break
+      fi
+    done
+    [[ -n $image ]] || RESTORE_NOTE="no image of $PREV_COMMIT is left on $(hostname)"
+  fi
+  if [[ -n $image ]]; then
+    tried=true
+    restore_to "$image" || true
+  fi
+  RESTORE_JSON=$(json_obj attempted "$tried" ok "$RESTORE_OK" commit "$(prev_commit_json)" note "$(json_str "$RESTORE_NOTE")")
+}
+
+# restore_to IMAGE_ID: the previous commit's tag and env values, recreate, verify (sets RESTORE_*).
+restore_to() {
+  local image=$1 prev_image prev_digest
+  log "auto-restore: $PREV_COMMIT ($image) back on $RETAG"
+  prev_image=${IMAGE%:*}:$PREV_COMMIT
+  prev_digest=$image
+  if [[ $PREV_ENV_COMMIT == "$PREV_COMMIT" ]]; then
+    [[ -z $PREV_ENV_IMAGE ]] || prev_image=$PREV_ENV_IMAGE
+    [[ -z $PREV_ENV_DIGEST ]] || prev_digest=$PREV_ENV_DIGEST
+  fi
+  if ! docker tag "$image" "$RETAG" >&2 || ! docker tag "$image" "$RETAG:$PREV_COMMIT" >&2; then
+    RESTORE_NOTE="docker could not tag $image as $RETAG"
+    return 1
+  fi
+  RESTORED+=(retag)
+  local env=("${ENV_PREFIX}COMMIT=$PREV_COMMIT" "${ENV_PREFIX}IMAGE=$prev_image" "${ENV_PREFIX}DIGEST=$prev_digest")
+  if ! python3 -c "$ENVFILE_PY" set "$ENV_FILE" "$LOCK_DIR" "${env[@]}" >/dev/null; then
+    RESTORE_NOTE="could not write the previous deploy values into $ENV_FILE"
+    return 1
+  fi
+  RESTORED+=(env-file)
+  if ! project_lock; then
+    RESTORE_NOTE="the Compose project $PROJECT_NAME stayed locked"
+    return 1
+  fi
+  COMPOSE_ENV=("${env[@]}")
+  if ! compose up -d --no-build --no-deps --force-recreate "$COMPOSE_SERVICE" >"$TMP/restore.log" 2>&1; then
+    cat "$TMP/restore.log" >&2
+    unlock "$PROJECT_LOCK_FD"
+    RESTORE_NOTE="compose up failed: $(tail -n 2 "$TMP/restore.log" | tr '\n' ' ' | head -c 200)"
+    return 1
+  fi
+  unlock "$PROJECT_LOCK_FD"
+  RESTORED+=(container)
+  local commit=$COMMIT image_id=$IMAGE_ID digest=$DIGEST
+  COMMIT=$PREV_COMMIT IMAGE_ID=$image DIGEST=$image
+  if check_live "$HEALTH_TIMEOUT"; then
+    RESTORE_OK=true RESTORE_NOTE="restored and verified"
+    write_state "$PREV_COMMIT" "" || true
+  else
+    RESTORE_NOTE="the restored container failed verification: $LIVE_DETAIL"
+    write_state "$PREV_COMMIT" "$PREV_COMMIT" || true
+  fi
+  COMMIT=$commit IMAGE_ID=$image_id DIGEST=$digest
+  [[ $RESTORE_OK == true ]]
+}
+
+# ---------------------------------------------------------------------------- verification
 
 # check_live TIMEOUT: read-only; succeeds when CONTAINER serves COMMIT: it runs image --image-id
 # with revision label COMMIT, and its health (retried while it starts, up to TIMEOUT seconds; 0:
@@ -383,8 +874,7 @@ check_live() {
   return 0
 }
 
-# verify: prove the container runs the commit (after the recreate, or read-only in verify mode);
-# prints the verdict.
+# verify: prove the container runs the commit, read-only (verify mode); prints the verdict.
 verify() {
   check_live "$HEALTH_TIMEOUT" || after_change_fail "$LIVE_ERROR" "$LIVE_DETAIL" "${LIVE_EXTRA[@]}"
   print_verdict
@@ -400,11 +890,15 @@ print_verdict() {
     health "$HEALTH_JSON" secrets "$SECRETS_JSON" auth "$AUTH_JSON" composeCommand "$(json_str "${COMPOSE[*]}")" \
     images "[$(json_str "$RETAG"),$(json_str "$RETAG:$COMMIT")]" envFile "$env_file" \
     recreated "$(recreated_json)" alreadyLive "$ALREADY_LIVE" \
-    previousCommit "$(prev_commit_json)" previousContainerId "$(json_str "$PREV_ID")" \
+    previousCommit "$(prev_commit_json)" previousCommitFrom "$(prev_source_json)" previousContainerId "$(json_str "$PREV_ID")" \
+    changed "$(changed_json)" restored "$(restored_json)" previousRun "$PREVIOUS_RUN" \
     lockWaitSeconds "$LOCK_WAITED" seconds "$(elapsed_since "$START")"
 }
 
-ENV_RESULT=""
+# ---------------------------------------------------------------------------- main
+
+# include: audit.sh
+
 main() {
   exec </dev/null
   START=$EPOCHREALTIME
@@ -412,8 +906,8 @@ main() {
   require_docker
   require_tool curl
   require_tool python3
-  make_tmp
   if [[ $MODE == verify ]]; then
+    make_tmp
     log "verify only: nothing is locked, tagged, written or recreated"
     record_previous
     read_secrets
@@ -422,20 +916,33 @@ main() {
   fi
   compose_cmd "$COMPOSE_OVERRIDE"
   require_tool flock
+  require_tool setsid
   COMPOSE_ARGS=(--project-directory "$PROJECT_DIR" -p "$PROJECT_NAME")
-  take_lock
-  log "lock taken; preflight"
+  take_locks
+  if [[ -n $AUDIT_LOG_PATH ]]; then
+    audit_init "$AUDIT_LOG_PATH" "$STACK" "$STACK" "$SERVICE_ID" "$TARGET" compose-deploy
+    AUDIT_FIELDS+=(toCommit "$(json_str "$COMMIT")" digest "$(json_str "$DIGEST")" imageId "$(json_str "$IMAGE_ID")")
+    AUDIT_OPEN=1 # a refusal from here on leaves its `failed` line (exit handler)
+  fi
+  pick_up_previous_run
+  make_work_dir
+  log "locks taken; preflight"
   preflight
+  AUDIT_FIELDS+=(fromCommit "$(prev_commit_json)")
   if already_live; then
     log "$CONTAINER already runs $COMMIT with this image, env and tags, and serves it: nothing to change"
     ALREADY_LIVE=true
     ENV_RESULT='{"changed":false,"created":false}'
+    write_state "$COMMIT" "" || true
+    audit_event finished verdict '"already-live"' error null
     print_verdict
     return 0
   fi
-  change
-  log "recreated; verifying"
-  verify
+  at_exit _remove_staged
+  stage_env
+  write_state "$PREV_COMMIT" "$COMMIT" 2>/dev/null || disk_full "$LOCK_DIR" 4096 "the deploy state file $STATE_FILE"
+  audit_event started
+  run_detached
 }
 
 main "$@"

@@ -79,6 +79,24 @@ def of_service(names: Mapping[str, Any] | set[str], service: str) -> set[str]:
     return {n for n in names if n == service or n.startswith(service + "-")}
 
 
+def with_mode_verify(create: str) -> str:
+    """A Compose deploy's ``create`` as its ``update`` runs it: ``--mode verify`` in its model place
+    (ComposeDeployArgs' declaration order: before the fields declared after ``mode``)."""
+    from artifact_cd.contract import ComposeDeployArgs
+
+    names = list(ComposeDeployArgs.model_fields)
+    later = {"--" + n.replace("_", "-") for n in names[names.index("mode") + 1 :]}
+    words = shlex.split(create)
+    at = next((i for i, w in enumerate(words) if w in later), len(words))
+    return " ".join(shlex.quote(w) for w in [*words[:at], "--mode", "verify", *words[at:]])
+
+
+def is_verify_command(command: str) -> bool:
+    """The command line runs compose-deploy.sh --mode verify."""
+    words = shlex.split(command)
+    return any(words[i : i + 2] == ["--mode", "verify"] for i in range(len(words)))
+
+
 def fake_digest(kind: str, repository: str, tag: str) -> str:
     return "sha256:" + hashlib.sha256(f"test-{kind}:{repository}:{tag}".encode()).hexdigest()
 

@@ -27,7 +27,17 @@ from tests.engine import (
     parse_property_path,
 )
 
-from .program_support import FAKE_SECRETS, FakeHosts, World, approved, run_kw, use_live, with_commit, world_of
+from .program_support import (
+    FAKE_SECRETS,
+    FakeHosts,
+    World,
+    approved,
+    run_kw,
+    use_live,
+    with_commit,
+    with_mode_verify,
+    world_of,
+)
 
 DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
 NEW_COMMIT = "1" * 40
@@ -378,7 +388,7 @@ def test_a_connection_change_updates_by_running_create_again_and_a_failed_update
     master = {"baidu-netdisk-transfer", "baidu-netdisk-deploy", "frontend-auth-read"}
     assert first.changed_names() == dict.fromkeys(master, "update")
     for call in first.executed:
-        expected = call.create + " --mode verify" if call.name == "baidu-netdisk-deploy" else call.create
+        expected = with_mode_verify(call.create) if call.name == "baidu-netdisk-deploy" else call.create
         assert (call.op, call.command) == ("update", expected)
         assert "PULUMI_COMMAND_STDOUT" in call.environment
     deploy = dev.named("baidu-netdisk-deploy")

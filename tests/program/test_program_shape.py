@@ -29,6 +29,7 @@ from .program_support import (
     auth_sha256,
     fake_digest,
     stack_config,
+    with_mode_verify,
 )
 
 COMMAND = "command:remote:Command"
@@ -263,7 +264,7 @@ def test_r11_each_command_runs_exactly_the_plan_step_script_and_argv_fake_hosts(
             assert res.options["ignoreChanges"] == ([] if step.id == "auth-read" else ["triggers[1]"])
             assert "delete" not in res.inputs
             if step.id == "deploy":  # an update re-verifies read-only (compose-deploy.sh --mode verify)
-                assert res.inputs["update"] == expected_create + " --mode verify"
+                assert res.inputs["update"] == with_mode_verify(expected_create)
             else:
                 assert "update" not in res.inputs
             if step.needs_manifest:

@@ -5,6 +5,14 @@
            line 2: the missing or empty KEYs, space-separated
     python3 -c "$ENVFILE_PY" set FILE LOCK_DIR KEY=VALUE...
         -> {"changed": bool, "created": bool}; exit 7 when the env file lock stays busy
+    python3 -c "$ENVFILE_PY" stage FILE KEY=VALUE...
+        -> {"changed": bool, "created": bool, "real": path, "tmp": path|null, "backup": path|null}
+           the new content in a temp file beside the real file (mode and owner kept) and a backup
+           of the current file (a hard link, else a copy), both named .<name>.unidesk-*; nothing
+           is renamed: compose-deploy.sh renames tmp over the file at its live switch and renames
+           the backup back to restore. Failures print {"error": ...} and write nothing:
+           exit 3 env-dir-missing (the directory does not exist), exit 28 disk-full (with path,
+           bytesNeeded, bytesFree), exit 1 env-write-failed (any other OSError, its strerror)
 
 ``set`` holds a per-env-file lock (``LOCK_DIR/unidesk-envfile.<hash>.lock``, up to 60 s), replaces
 the lines of the given keys (``KEY=``, ``export KEY =``) in place, appends the missing ones, and
@@ -15,6 +23,7 @@ owner kept; a new file is created 0600 with the directory's owner). Values are n
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -154,6 +163,112 @@ def set_keys(
         return {"changed": True, "created": created}
 
 
+STAGE_PREFIX = ".unidesk-"  # .<name>.unidesk-new.XXXX / .<name>.unidesk-backup.XXXX
+DISK_FULL_EXIT = 28  # ENOSPC
+DIR_MISSING_EXIT = 3
+
+
+class StageError(Exception):
+    """Staging failed; ``doc`` is the structured error, ``code`` the helper's exit status."""
+
+    def __init__(self, code: int, doc: dict[str, object]) -> None:
+        super().__init__(doc.get("error"))
+        self.code = code
+        self.doc = doc
+
+
+def free_bytes(directory: str) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _stage_error(error: OSError, directory: str, needed: int) -> StageError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        doc: dict[str, object] = {
+            "error": "disk-full",
+            "path": directory,
+            "bytesNeeded": needed,
+            "bytesFree": free_bytes(directory),
+        }
+        return StageError(DISK_FULL_EXIT, doc)
+    return StageError(
+        1, {"error": "env-write-failed", "path": directory, "detail": error.strerror or str(error)}
+    )
+
+
+def _backup(real: str, directory: str, prefix: str) -> str:
+    """A backup of ``real`` beside it: a hard link to the current inode (no bytes written; the
+    switch renames a new inode over ``real``), else a byte copy (mode kept)."""
+    fd, path = tempfile.mkstemp(dir=directory, prefix=prefix + "backup.")
+    os.close(fd)
+    os.unlink(path)
+    try:
+        os.link(real, path)
+        return path
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+    with open(real, "rb") as src:
+        data = src.read()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, os.stat(real).st_mode & 0o7777)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def stage(path: str, pairs: Sequence[tuple[str, str]]) -> dict[str, object]:
+    """Stage ``pairs`` for the env file at ``path`` (symlinks followed); raises StageError, leaving
+    nothing behind. The caller holds the env file lock."""
+    real = os.path.realpath(path)
+    directory = os.path.dirname(real)
+    if not os.path.isdir(directory):
+        raise StageError(DIR_MISSING_EXIT, {"error": "env-dir-missing", "path": directory})
+    try:
+        with open(real, "rb") as fh:
+            data = fh.read()
+        st = os.stat(real)
+        mode_bits, uid, gid, created = st.st_mode & 0o7777, st.st_uid, st.st_gid, False
+    except FileNotFoundError:
+        data = b""
+        dst = os.stat(directory)
+        mode_bits, uid, gid, created = 0o600, dst.st_uid, dst.st_gid, True
+    new = rewrite(data, pairs)
+    out: dict[str, object] = {"changed": False, "created": False, "real": real, "tmp": None, "backup": None}
+    if new == data and not created:
+        return out
+    prefix = "." + os.path.basename(real) + STAGE_PREFIX
+    made: list[str] = []
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix + "new.")
+        made.append(tmp)
+        try:
+            view = memoryview(new)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode_bits)
+            with contextlib.suppress(PermissionError):  # not root: the owner stays this user
+                os.fchown(fd, uid, gid)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not created:
+            made.append(_backup(real, directory, prefix))
+    except OSError as error:
+        for leftover in made:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        raise _stage_error(error, directory, len(new) + (0 if created else len(data))) from None
+    out.update(changed=True, created=created, tmp=made[0], backup=made[1] if len(made) > 1 else None)
+    return out
+
+
 def split_pair(pair: str) -> tuple[str, str]:
     key, value = pair.split("=", 1)
     return key, value
@@ -173,6 +288,14 @@ def main(argv: Sequence[str]) -> int:
             print(json.dumps({"error": f"env file lock busy for {LOCK_SECONDS} s"}))
             return LOCK_BUSY_EXIT
         print(json.dumps(result, separators=COMPACT))
+        return 0
+    if mode == "stage":
+        try:
+            staged = stage(path, [split_pair(p) for p in argv[2:]])
+        except StageError as error:
+            print(json.dumps(error.doc, separators=COMPACT))
+            return error.code
+        print(json.dumps(staged, separators=COMPACT))
         return 0
     return 2
 
