@@ -1,7 +1,7 @@
 """Benchmark: every figure of issue 14 as a ratio measured in the same run (prints; asserts nothing).
 
     .venv/bin/python benchmarks/ratios.py [--rounds 5] [--pad-mb 50] [--json] [--quiet-wait SECONDS]
-                                          [--only deploy,query,stack,bytes]
+                                          [--only deploy,query,stack,bytes] [--no-bytecode-cache]
 
 Starts its own rig (tests/rig: D601 + master server as real systemd hosts in network namespaces,
 linked only by SSH; all traffic on loopback / the rig's veth), publishes test images, and measures
@@ -20,8 +20,12 @@ ratio is one of the same round; the figure is the median of the per-round ratios
    D601, run as tests/integration/test_registry_host.py runs it: ``--project-dir``, ``--ssh-key``,
    ``--ssh-option ProxyCommand=...``) and, when the live view exists, ``status --services`` vs
    ``ssh d601 true`` with the very same OpenSSH argv (``artifact_cd.remote.ssh_argv``).
+   The CLI runs as an operator's ``./run status`` does, with Python's bytecode cache (kept out of the
+   tree by ``PYTHONPYCACHEPREFIX``; ``--no-bytecode-cache`` runs it as inherited: this build machine
+   sets ``PYTHONDONTWRITEBYTECODE=1``, so every module would be compiled again on every run).
    Breakdown: ``python -c pass``; ``python -c 'import artifact_cd.cli, artifact_cd.remote'``
-   (start-up + imports; plus ``-X importtime`` self times grouped by top-level package, once); the
+   (start-up + imports, also without any bytecode cache; plus ``-X importtime`` self times grouped by
+   top-level package, once); the
    probe's own time on the host (the probe script run by ``bash -s`` inside the host, no ssh,
    timed inside the host); the CLI's own ``query.seconds`` (its one SSH round trip).
 3. stack: 4 Compose services change at once (oa-event-flow + project-manager on the master,
@@ -29,8 +33,10 @@ ratio is one of the same round; the figure is the median of the per-round ratios
    independent consumers) vs one service alone: the master one (manifest-check, transfer, deploy)
    and the D601 one (manifest-check, pull, deploy), each alone; ratio = stack wall / the slower
    of the two alone. Breakdown: per service and step in the stack vs alone, compose-deploy's
-   ``lockWaitSeconds`` and phases; CPU seconds of the rig hosts' cgroups + the benchmark's own
-   processes, and the whole machine's busy CPUs (/proc/stat), during each.
+   ``lockWaitSeconds`` and phases; CPU seconds of each rig host's cgroup and of the benchmark's own
+   processes, and the whole machine's busy CPUs (/proc/stat), during each; two CPU floors as ratios:
+   everything on this machine's CPUs (the rig: D601, the master and the operator's side share them)
+   and each machine on CPUs of its own (production: the busiest machine's CPU decides).
 4. bytes: redeploy A -> B of ``oa-event-flow`` to the master (A there; images share a --pad-mb
    random base layer and differ in a small top layer): tunnel bytes (move-image's ``bytesMoved``:
    what the SSH client received) vs the missing layers' bytes (from the registry manifests: the
@@ -224,22 +230,23 @@ class Samples:
 # --------------------------------------------------------------------------- measuring tools
 
 
+def host_cpu_seconds(h: Host) -> float:
+    """CPU seconds one rig host used so far (its cgroup: cpuacct.usage, else cpu.stat)."""
+    dirs = read_cgroup_list(h.hostdir)
+    acct = [d / "cpuacct.usage" for d in dirs if (d / "cpuacct.usage").exists()]
+    if acct:
+        return int(acct[0].read_text()) / 1e9
+    for d in dirs:
+        stat = d / "cpu.stat"
+        if stat.exists():
+            usage = dict(line.split() for line in stat.read_text().splitlines() if line.count(" ") == 1)
+            return int(usage.get("usage_usec", 0)) / 1e6
+    return 0.0
+
+
 def rig_cpu_seconds(rig: Rig) -> float:
-    """CPU seconds the rig hosts used so far (their cgroups: cpuacct.usage, else cpu.stat)."""
-    total = 0.0
-    for h in rig.hosts.values():
-        dirs = read_cgroup_list(h.hostdir)
-        acct = [d / "cpuacct.usage" for d in dirs if (d / "cpuacct.usage").exists()]
-        if acct:
-            total += int(acct[0].read_text()) / 1e9
-            continue
-        for d in dirs:
-            stat = d / "cpu.stat"
-            if stat.exists():
-                usage = dict(line.split() for line in stat.read_text().splitlines() if line.count(" ") == 1)
-                total += int(usage.get("usage_usec", 0)) / 1e6
-                break
-    return total
+    """CPU seconds the rig hosts used so far (all of them)."""
+    return sum(host_cpu_seconds(h) for h in rig.hosts.values())
 
 
 def own_cpu_seconds() -> float:
@@ -286,14 +293,18 @@ def before_round() -> None:
 class Cpu:
     """Over one block: ``work`` CPU seconds of the measured work (the rig hosts' cgroups + this
     benchmark's processes), ``busy`` average busy CPUs of the whole machine (/proc/stat; it also
-    counts whatever else runs here), ``wall`` seconds."""
+    counts whatever else runs here), ``wall`` seconds; ``parts``: ``work`` by machine (each rig host,
+    and this benchmark's own processes: the operator's side, ssh clients and the rig's relays)."""
 
     work: float = 0.0
     busy: float = 0.0
     wall: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
 
     def record(self, s: Samples, prefix: str) -> None:
         s.add(f"{prefix}CPU seconds (rig hosts + benchmark)", self.work)
+        for name, seconds in self.parts.items():
+            s.add(f"{prefix}CPU seconds: {name}", seconds)
         s.add(f"{prefix}busy CPUs (whole machine)", self.busy)
         s.add(
             f"{prefix}busy CPUs (others: machine - measured work)",
@@ -301,15 +312,23 @@ class Cpu:
         )
 
 
+BENCH_PART = "benchmark (operator side: ssh clients, relays, CLI)"
+
+
+def cpu_parts(rig: Rig) -> dict[str, float]:
+    return {**{h.name: host_cpu_seconds(h) for h in rig.hosts.values()}, BENCH_PART: own_cpu_seconds()}
+
+
 @contextmanager
 def cpu_meter(rig: Rig) -> Iterator[Cpu]:
     cpu = Cpu()
-    work0, busy0, t0 = rig_cpu_seconds(rig) + own_cpu_seconds(), machine_busy_seconds(), time.monotonic()
+    parts0, busy0, t0 = cpu_parts(rig), machine_busy_seconds(), time.monotonic()
     try:
         yield cpu
     finally:
         cpu.wall = max(time.monotonic() - t0, 1e-6)
-        cpu.work = rig_cpu_seconds(rig) + own_cpu_seconds() - work0
+        cpu.parts = {name: seconds - parts0[name] for name, seconds in cpu_parts(rig).items()}
+        cpu.work = sum(cpu.parts.values())
         cpu.busy = (machine_busy_seconds() - busy0) / cpu.wall
 
 
@@ -357,7 +376,9 @@ def hand_phases(stderr: str) -> tuple[list[tuple[str, float]], float]:
     return phases, (marks[-1][1] - marks[0][1]) if len(marks) > 1 else 0.0
 
 
-def timed_run(argv: Sequence[str], *, timeout: float = 120) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed_run(
+    argv: Sequence[str], *, timeout: float = 120, env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.monotonic()
     proc = subprocess.run(
         list(argv),
@@ -367,6 +388,7 @@ def timed_run(argv: Sequence[str], *, timeout: float = 120) -> tuple[float, subp
         check=False,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     return time.monotonic() - start, proc
 
@@ -556,12 +578,30 @@ def figure_deploy(rig: Rig, rounds: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure 2: status / health
 
 
+def python_env(cache: Path | None) -> dict[str, str]:
+    """The environment of a Python run of the CLI. With ``cache``: as an operator's ``./run status``
+    runs, Python writing and reusing its bytecode cache (``./run`` sets nothing against it), the
+    cache kept out of the tree (``PYTHONPYCACHEPREFIX``). Without: as inherited here (this build
+    machine sets ``PYTHONDONTWRITEBYTECODE=1``: every module is compiled again on every run)."""
+    env = dict(os.environ)
+    if cache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(cache)
+    return env
+
+
+def no_cache_env(rig: Rig) -> dict[str, str]:
+    """No bytecode cache at all: nothing written, nothing read (an empty prefix directory)."""
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(rig.dir / "no-pycache")}
+
+
 @dataclass
 class CliSetup:
     project_dir: Path
     key: Path
     options: list[str]
     cfg: StackConfig
+    env: dict[str, str]
 
     def argv(self, *verb: str) -> list[str]:
         argv = [
@@ -583,7 +623,7 @@ class CliSetup:
         return argv
 
 
-def cli_setup(rig: Rig, services: dict[str, str]) -> CliSetup:
+def cli_setup(rig: Rig, services: dict[str, str], bytecode_cache: bool = True) -> CliSetup:
     workdir = rig.dir / "bench-cli"
     (workdir / "project").mkdir(parents=True, exist_ok=True)
     raw = rig.stack_config("prod", services)
@@ -604,10 +644,11 @@ def cli_setup(rig: Rig, services: dict[str, str]) -> CliSetup:
         "GlobalKnownHostsFile=/dev/null",
         "StrictHostKeyChecking=yes",
     ]
-    return CliSetup(workdir / "project", rig.machine_key_file, options, parse_stack_config(raw, "prod"))
+    env = python_env(rig.dir / "pycache" if bytecode_cache else None)
+    return CliSetup(workdir / "project", rig.machine_key_file, options, parse_stack_config(raw, "prod"), env)
 
 
-def importtime(code: str) -> list[tuple[str, float]]:
+def importtime(code: str, env: dict[str, str]) -> list[tuple[str, float]]:
     """(module, self seconds) of every module ``python -X importtime -c CODE`` imports."""
     proc = subprocess.run(
         [PYTHON, "-X", "importtime", "-c", code],
@@ -616,6 +657,7 @@ def importtime(code: str) -> list[tuple[str, float]]:
         timeout=60,
         check=False,
         cwd=ROOT,
+        env=env,
     )
     found = []
     for line in proc.stderr.splitlines():
@@ -626,13 +668,13 @@ def importtime(code: str) -> list[tuple[str, float]]:
     return found
 
 
-def import_breakdown() -> list[tuple[str, float]]:
+def import_breakdown(env: dict[str, str]) -> list[tuple[str, float]]:
     """``-X importtime`` self times of what ``import artifact_cd.cli, artifact_cd.remote`` adds to
     the interpreter's own start-up (``-c pass``), summed by top-level package (an exact partition
     of that import time), seconds, heaviest first."""
-    startup = {name for name, _ in importtime("pass")}
+    startup = {name for name, _ in importtime("pass", env)}
     by_root: dict[str, float] = {}
-    for name, secs in importtime("import artifact_cd.cli, artifact_cd.remote"):
+    for name, secs in importtime("import artifact_cd.cli, artifact_cd.remote", env):
         if name not in startup:
             root = name.split(".")[0]
             by_root[root] = by_root.get(root, 0.0) + secs
@@ -640,7 +682,7 @@ def import_breakdown() -> list[tuple[str, float]]:
 
 
 def cli_answer(s: Samples, name: str, setup: CliSetup, *verb: str) -> dict[str, Any]:
-    wall, proc = timed_run(setup.argv(*verb))
+    wall, proc = timed_run(setup.argv(*verb), env=setup.env)
     try:
         doc: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
@@ -656,8 +698,10 @@ def cli_answer(s: Samples, name: str, setup: CliSetup, *verb: str) -> dict[str, 
     return doc
 
 
-def figure_query(rig: Rig, rounds: int, services: dict[str, str]) -> dict[str, Any]:
-    setup = cli_setup(rig, services)
+def figure_query(
+    rig: Rig, rounds: int, services: dict[str, str], bytecode_cache: bool = True
+) -> dict[str, Any]:
+    setup = cli_setup(rig, services, bytecode_cache)
     settings = SshSettings(key_file=str(setup.key), options=tuple(setup.options), timeout=60)
     true_argv = ssh_argv(setup.cfg.hosts.d601, "true", settings)
     probe = acceptance_step(setup.cfg)
@@ -675,23 +719,29 @@ def figure_query(rig: Rig, rounds: int, services: dict[str, str]) -> dict[str, A
         live_error = describe(error)
     s = Samples()
     decisions: dict[str, str] = {}
-    imports = import_breakdown()
-    timed_run(setup.argv("health"))  # warm the page cache and sshd
+    timed_run(setup.argv("health"), env=setup.env)  # warm the page cache, sshd and the bytecode cache
+    imports = import_breakdown(setup.env)
     for i in range(rounds):
         before_round()
         with cpu_meter(rig) as cpu:
-            wall, proc = timed_run(true_argv)
+            wall, proc = timed_run(true_argv, env=setup.env)
             if proc.returncode != 0:
                 raise BenchError(
                     f"ssh d601 true (CLI options) exited {proc.returncode}: {proc.stderr[-500:]}"
                 )
             s.add("ssh d601 true (the CLI's argv)", wall)
-            s.add("python: -c pass", timed_run([PYTHON, "-c", "pass"])[0])
+            s.add("python: -c pass", timed_run([PYTHON, "-c", "pass"], env=setup.env)[0])
+            imports_code = [PYTHON, "-c", "import artifact_cd.cli, artifact_cd.remote"]
+            s.add("python: import artifact_cd.cli+remote", timed_run(imports_code, env=setup.env)[0])
+            if bytecode_cache:
+                s.add(
+                    "python: import artifact_cd.cli+remote, no bytecode cache",
+                    timed_run(imports_code, env=no_cache_env(rig))[0],
+                )
             s.add(
-                "python: import artifact_cd.cli+remote",
-                timed_run([PYTHON, "-c", "import artifact_cd.cli, artifact_cd.remote"])[0],
+                "python: -m artifact_cd --help",
+                timed_run([PYTHON, "-m", "artifact_cd", "--help"], env=setup.env)[0],
             )
-            s.add("python: -m artifact_cd --help", timed_run([PYTHON, "-m", "artifact_cd", "--help"])[0])
             s.add(
                 "probe on host: registry-probe.sh (d601, no ssh)",
                 on_host_seconds(rig.d601, probe_script, probe_argv),
@@ -721,6 +771,7 @@ def figure_query(rig: Rig, rounds: int, services: dict[str, str]) -> dict[str, A
     return {
         "samples": s,
         "imports": imports,
+        "bytecodeCache": bytecode_cache,
         "decisions": decisions,
         "liveViewError": live_error,
         "probedHosts": sorted(live),
@@ -786,6 +837,20 @@ def figure_stack(rig: Rig, rounds: int) -> dict[str, Any]:
         slowest = max(s.values[f"alone {svc} ({w}): total"][-1] for w, svc in ALONE.items())
         s.add("slowest alone", slowest)
         s.add("ratio", s.values["stack of 4: total"][-1] / slowest)
+        cpus = os.cpu_count() or 1
+        parts = {
+            n[len("stack of 4: CPU seconds: ") :]: v[-1]
+            for n, v in s.values.items()
+            if n.startswith("stack of 4: CPU seconds: ")
+        }
+        s.add(
+            f"floor: all on this machine's {cpus} CPUs (CPU / {cpus} / slowest alone)",
+            sum(parts.values()) / cpus / slowest,
+        )
+        s.add(
+            f"floor: each machine its own {cpus} CPUs (busiest machine's CPU / {cpus} / slowest alone)",
+            max(parts.values()) / cpus / slowest,
+        )
         for w, svc in ALONE.items():
             s.add(
                 f"ratio vs {svc} alone",
@@ -896,6 +961,8 @@ def figure_bytes(rig: Rig, rounds: int, pad: int) -> dict[str, Any]:
 
 
 def value_text(s: Samples, name: str) -> str:
+    if name.startswith(("floor:", "ratio")):
+        return ratio_text(s.spread(name))
     if "busy CPUs" in name:
         return s.spread(name).text(unit="")
     if "CPU seconds" in name:
@@ -947,6 +1014,12 @@ def report_query(fig: dict[str, Any], out: list[str]) -> None:
     if fig.get("liveViewError"):
         out.append(f"   status --services not (fully) measured: {fig['liveViewError'][:300]}")
     out.append(f"   {base}: {s.spread(base).text()};  answers: {fig['decisions']}")
+    out.append(
+        "   the CLI ran with Python's bytecode cache, as an operator's ./run has it (--no-bytecode-cache: as"
+        " inherited)"
+        if fig.get("bytecodeCache")
+        else "   the CLI ran as inherited (--no-bytecode-cache): no bytecode cache if PYTHONDONTWRITEBYTECODE"
+    )
     med = {name: s.spread(name).median for name in s.values}
     for verb in ("status", "health", "status --services"):
         if f"{verb}: total" not in med:
@@ -987,6 +1060,11 @@ def report_stack(fig: dict[str, Any], out: list[str]) -> None:
         f"      CPU floor on this machine: {work:.2f} CPU-s / {os.cpu_count()} CPUs ="
         f" {work / (os.cpu_count() or 1):.2f} s of wall even with perfect overlap"
     )
+    out.append(
+        "      the rig runs D601, the master and the operator's side on one machine; in production each has"
+        " its own CPUs:"
+    )
+    out += breakdown_lines(s, "floor: ", "        ratio floor, ")
     for w, svc in ALONE.items():
         out.append(f"   {svc} alone ({w}): {s.spread(f'alone {svc} ({w}): total').text()}")
         out += breakdown_lines(s, f"alone {svc}: ", "      ")
@@ -1116,6 +1194,12 @@ def main() -> int:
         help="before each round wait up to SECONDS for the machine to be idle (default 0: do not wait)",
     )
     parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="figure 2: run the CLI as inherited (no bytecode cache when PYTHONDONTWRITEBYTECODE is set)"
+        " instead of with Python's bytecode cache as an operator's ./run has it",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="one JSON document on stdout (the table to stderr)"
     )
     args = parser.parse_args()
@@ -1137,7 +1221,7 @@ def main() -> int:
         jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("deploy", lambda: figure_deploy(rig, args.rounds)),
             ("stack", lambda: figure_stack(rig, args.rounds)),
-            ("query", lambda: figure_query(rig, args.rounds, stack_commits)),
+            ("query", lambda: figure_query(rig, args.rounds, stack_commits, not args.no_bytecode_cache)),
             ("bytes", lambda: figure_bytes(rig, args.rounds, args.pad_mb * 1024 * 1024)),
         ]
         for name, job in jobs:
