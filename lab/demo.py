@@ -12,7 +12,9 @@
    its connection names (the project's own steps: manifest check on D601, SSH-tunnel transfer and
    Compose recreate with verification on the master);
 6. ``status --services``: the live view, read-only, one SSH round trip per host;
-7. tear everything down and check that no process, mount, cgroup, network link or namespace and no
+7. ``history``: the deploys of the service from the hosts' audit logs and the registry's tags;
+8. ``rollback``: the commit to roll back to (A) and the commands; it never deploys;
+9. tear everything down and check that no process, mount, cgroup, network link or namespace and no
    directory is left.
 
 Every phase prints its duration. Exit 0 only when A and then B were verified live and nothing is
@@ -34,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from artifact_cd.contract import last_json_object
+from artifact_cd.contract import ComposeDeployArgs, last_json_object
 from tests.engine import CommandCall, RunReport, Stack
 from tests.integration.compose_project import ComposeProject, write_dispatch
 from tests.rig import Rig, RigError
@@ -46,6 +48,9 @@ SERVICE = "oa-event-flow"  # Compose on the master server; its image comes from 
 PROJECT = ComposeProject("unidesk-demo", {SERVICE: "master"})
 ENV = PROJECT.env
 INDENT = "      "
+# Whether this checkout's Compose deploy writes the audit log that `history` reads (issue 13): then
+# `rollback` must propose A after A -> B. Until it does, the demo shows what `rollback` answers.
+AUDITED = "audit_log" in ComposeDeployArgs.model_fields
 
 
 class DemoFailed(Exception):
@@ -237,6 +242,38 @@ class Demo:
             ) from None
         return proc.returncode, doc
 
+    def show(self, text: str) -> None:
+        for line in text.splitlines():
+            if not line.startswith("JSON: "):  # the hint to pipe: the demo already did
+                say(f"{INDENT}{line}")
+
+    def history(self) -> None:
+        from artifact_cd.history import format_history
+
+        say(f"{INDENT}$ ./run history --stack {ENV} --service {SERVICE}")
+        code, doc = self.cli("history", "--service", SERVICE)
+        self.show(format_history(doc))
+        services = doc.get("services") or [{}]
+        if code != 0 or services[0].get("liveCommit") != self.commits["B"]:
+            raise DemoFailed(f"history: exit {code}, live commit {services[0].get('liveCommit')}, expected B")
+
+    def rollback(self) -> None:
+        from artifact_cd.history import format_rollback
+
+        say(f"{INDENT}$ ./run rollback --stack {ENV} --service {SERVICE}")
+        code, doc = self.cli("rollback", "--service", SERVICE)
+        self.show(format_rollback(doc))
+        if code == 0 and doc.get("toCommit") == self.commits["A"]:
+            say(
+                f"{INDENT}=> rollback suggests A ({short(self.commits['A'])}): it was live and healthy before"
+            )
+        elif AUDITED:
+            raise DemoFailed(
+                f"rollback: exit {code}, to {doc.get('toCommit')}, expected A: {doc.get('reason')}"
+            )
+        else:
+            say(f"{INDENT}(this checkout's Compose deploy writes no audit log yet, so there is no candidate)")
+
     def status(self) -> None:
         from artifact_cd.liveprobe import format_status_table
 
@@ -266,30 +303,21 @@ class Demo:
         return left
 
 
-def run_demo(*, setup_started: float | None = None) -> int:
-    started = time.monotonic()
-    titles = [
-        "set up: .venv and the Debian packages the hosts need",
-        "start the local hosts: D601 and the master server",
-        "publish commits A and B of a sample service (CI's side: python -m artifact_cd publish, on D601)",
-        "deploy A: pulumi up (the Pulumi program, in-process engine, real SSH)",
-        "deploy B: the same pulumi up with the stack's commit set to B",
-        "status --services: what runs where (read-only)",
-        "tear down: stop both hosts, then check that nothing is left",
-    ]
-    phases = Phases(titles)
-    say(f"./run demo: the main job on two local hosts: {SERVICE} from commit A to commit B, then teardown.")
-    say(f"Stack {ENV} (a stack config written for the local hosts), target: Compose on the master server;")
-    say("images are pulled from D601's loopback-only registry through an SSH tunnel. Needs no network.")
-    say()
-    say(phases.header("set up"))
-    if setup_started is not None:
-        say(f"{INDENT}done in {max(0.0, time.time() - setup_started):.1f} s")
-    else:
-        say(f"{INDENT}skipped (run through ./run demo to set up)")
-    workdir = Path(tempfile.mkdtemp(prefix="unidesk-demo-"))
-    demo = Demo(workdir)
-    failure: BaseException | None = None
+TITLES = [
+    "set up: .venv and the Debian packages the hosts need",
+    "start the local hosts: D601 and the master server",
+    "publish commits A and B of a sample service (CI's side: python -m artifact_cd publish, on D601)",
+    "deploy A: pulumi up (the Pulumi program, in-process engine, real SSH)",
+    "deploy B: the same pulumi up with the stack's commit set to B",
+    "status --services: what runs where (read-only)",
+    "history: what happened on the hosts (read-only: the audit logs and the registry)",
+    "rollback: the commit to go back to and the commands to run (never deploys)",
+    "tear down: stop both hosts, then check that nothing is left",
+]
+
+
+def _main_job(demo: Demo, phases: Phases) -> BaseException | None:
+    """Phases 2 to 8; the first failure stops them and is returned (the teardown runs anyway)."""
     try:
         with phases.phase("start"):
             demo.start_hosts()
@@ -302,23 +330,48 @@ def run_demo(*, setup_started: float | None = None) -> int:
             demo.deploy("B")
         with phases.phase("status"):
             demo.status()
-    except (DemoFailed, RigError, subprocess.SubprocessError, OSError) as error:
-        failure = error
-        say(f"{INDENT}{type(error).__name__}: {error}")
+        with phases.phase("history"):
+            demo.history()
+        with phases.phase("rollback"):
+            demo.rollback()
     except KeyboardInterrupt as error:
-        failure = error
         say(f"{INDENT}interrupted")
-    left: list[str] = []
+        return error
+    except Exception as error:  # any failure: reported, then the hosts are torn down all the same
+        say(f"{INDENT}{type(error).__name__}: {error}")
+        return error
+    return None
+
+
+def _tear_down(demo: Demo, phases: Phases) -> list[str]:
     with phases.phase("tear down"):
         left = demo.teardown()
-        shutil.rmtree(workdir, ignore_errors=True)
-        if workdir.exists():
-            left.append(f"directory {workdir}")
+        shutil.rmtree(demo.workdir, ignore_errors=True)
+        if demo.workdir.exists():
+            left.append(f"directory {demo.workdir}")
         if left:
             say(f"{INDENT}LEFT BEHIND:\n" + "\n".join(f"{INDENT}  {item}" for item in left))
         else:
             say(f"{INDENT}nothing left: no process, mount, cgroup, network link or namespace, no container; "
-                f"{workdir} removed")  # fmt: skip
+                f"{demo.workdir} removed")  # fmt: skip
+    return left
+
+
+def run_demo(*, setup_started: float | None = None) -> int:
+    started = time.monotonic()
+    phases = Phases(TITLES)
+    say(f"./run demo: the main job on two local hosts: {SERVICE} from commit A to commit B, then teardown.")
+    say(f"Stack {ENV} (a stack config written for the local hosts), target: Compose on the master server;")
+    say("images are pulled from D601's loopback-only registry through an SSH tunnel. Needs no network.")
+    say()
+    say(phases.header("set up"))
+    if setup_started is not None:
+        say(f"{INDENT}done in {max(0.0, time.time() - setup_started):.1f} s")
+    else:
+        say(f"{INDENT}skipped (run through ./run demo to set up)")
+    demo = Demo(Path(tempfile.mkdtemp(prefix="unidesk-demo-")))
+    failure = _main_job(demo, phases)
+    left = _tear_down(demo, phases)
     say()
     total = time.monotonic() - started
     if failure is None and not left and [lbl for lbl, _ in demo.live] == ["A", "B"]:
