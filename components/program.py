@@ -251,9 +251,10 @@ def _refused(rec: Reconciliation) -> list[str]:
 
 
 def project_root() -> Path:
-    """Where Pulumi.yaml and the stack files are: the engine's root directory, else this project's."""
-    root = pulumi.get_root_directory()
-    return Path(root) if root else Path(__file__).resolve().parent.parent
+    """Where Pulumi.yaml and the stack files are: the engine's root directory, else (under mocks,
+    whose root is a placeholder) the project this package belongs to."""
+    root = Path(pulumi.get_root_directory() or ".")
+    return root if (root / "Pulumi.yaml").is_file() else Path(__file__).resolve().parent.parent
 
 
 def stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
