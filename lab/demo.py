@@ -27,6 +27,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -316,6 +317,10 @@ TITLES = [
 ]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _main_job(demo: Demo, phases: Phases) -> BaseException | None:
     """Phases 2 to 8; the first failure stops them and is returned (the teardown runs anyway)."""
     try:
@@ -370,8 +375,16 @@ def run_demo(*, setup_started: float | None = None) -> int:
     else:
         say(f"{INDENT}skipped (run through ./run demo to set up)")
     demo = Demo(Path(tempfile.mkdtemp(prefix="unidesk-demo-")))
-    failure = _main_job(demo, phases)
-    left = _tear_down(demo, phases)
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in stops}  # like Ctrl-C: tear down first
+    try:
+        failure = _main_job(demo, phases)
+        for sig in stops:
+            signal.signal(sig, signal.SIG_IGN)  # the teardown is not to be cut short
+        left = _tear_down(demo, phases)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     say()
     total = time.monotonic() - started
     if failure is None and not left and [lbl for lbl, _ in demo.live] == ["A", "B"]:

@@ -91,6 +91,25 @@ def test_a_failed_phase_still_tears_everything_down(
     assert not workdir.exists()
 
 
+def test_a_terminated_demo_tears_down_before_it_exits() -> None:
+    """SIGTERM (as from a CI timeout or `kill`) while the demo runs: the phase stops, the hosts are
+    torn down all the same, exit 1."""
+    proc = subprocess.Popen(["bash", str(RUN), "demo"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # `run` execs the demo: proc.pid is the demo's own PID
+        lines.append(line)
+        if line.startswith("[3/"):  # the hosts are up: publishing
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 1, out
+    assert "interrupted" in out and "demo FAILED" in out and "LIVE on master" not in out, out
+    rig_id, workdir = rig_and_workdir(out)
+    assert control.leftovers(rig_id, workdir / "rig") == []
+    assert not workdir.exists()
+
+
 def _lab_state(base: Path) -> dict[str, object]:
     state = json.loads((base / "lab.json").read_text())
     assert isinstance(state, dict)
