@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import posixpath
+from typing import Literal, TypedDict
 
 from .. import render
 from ..catalog import ComposeTarget, K3sTarget, PreRollout, ServiceEntry, TargetKind
@@ -222,6 +223,10 @@ def k3s_steps(cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, commit: 
                 registry=cfg.registry.endpoint,
                 repository=entry.repository,
                 tag=commit,
+                service_id=entry.id,
+                elevate=cfg.hosts.d601.elevate,
+                audit_log=cfg.hosts.d601.audit_log,
+                stack=cfg.env,
             ),
             mutates=True,
         ),
@@ -258,6 +263,10 @@ def k3s_steps(cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, commit: 
                 health_path=entry.health.path,
                 commit=commit,
                 timeout=cfg.k3s.rollout_timeout_seconds,
+                service_id=entry.id,
+                elevate=cfg.hosts.d601.elevate,
+                audit_log=cfg.hosts.d601.audit_log,
+                stack=cfg.env,
             ),
             mutates=False,
         )
@@ -293,6 +302,18 @@ def registry_probe_args(cfg: StackConfig) -> tuple[str, ...]:
     return registry_probe_call(cfg).to_argv()
 
 
+class _RegistryHostArgs(TypedDict):
+    elevate: Literal["sudo", "none"]
+    audit_log: str
+    stack: str
+
+
+def _registry_host_args(cfg: StackConfig) -> _RegistryHostArgs:
+    """The install steps' host arguments: how root-only commands run, the audit log, the stack."""
+    d601 = cfg.hosts.d601
+    return {"elevate": d601.elevate, "audit_log": d601.audit_log, "stack": cfg.env}
+
+
 def registry_host_steps(cfg: StackConfig) -> list[Step]:
     """dirs → one write per rendered file → activate → acceptance (the probe)."""
     reg = cfg.registry
@@ -306,6 +327,7 @@ def registry_host_steps(cfg: StackConfig) -> list[Step]:
             call=RegistryDirsArgs(
                 dirs=(posixpath.dirname(reg.config_path), posixpath.dirname(reg.compose_path)),
                 storage=reg.storage_path,
+                **_registry_host_args(cfg),
             ),
             mutates=True,
         )
@@ -321,6 +343,7 @@ def registry_host_steps(cfg: StackConfig) -> list[Step]:
                     mode=f.mode,
                     sha256=f.sha256,
                     content_b64=base64.b64encode(f.content.encode("utf-8")).decode("ascii"),
+                    **_registry_host_args(cfg),
                 ),
                 mutates=True,
             )
@@ -334,7 +357,10 @@ def registry_host_steps(cfg: StackConfig) -> list[Step]:
                 "the running container's spec label differs from the rendered spec"
             ),
             call=RegistryActivateArgs(
-                unit=reg.unit_name, container=reg.container_name, spec_sha256=render.spec_sha256(reg)
+                unit=reg.unit_name,
+                container=reg.container_name,
+                spec_sha256=render.spec_sha256(reg),
+                **_registry_host_args(cfg),
             ),
             mutates=True,
         ),

@@ -10,12 +10,32 @@
 # platform) must be --image-id; otherwise the tag is removed again and the step fails
 # digest-mismatch (exit 6). Failures: infra-blocked (5: no ctr, socket missing or not answering),
 # registry-unreachable / transfer-failed (4), manifest-missing (3).
-# Output: {"ok":true,"image","digest","namespace","imageId","platform","socket","ctr"}
-# Needs: bash, ctr (containerd) or k3s, python3.
+# Non-root (issue 11): the containerd socket of k3s is root-only. When the SSH user cannot use it,
+# every ctr call runs as `sudo -n <k3s|ctr> ctr --address SOCK -n NS ...` (--elevate sudo, the
+# default) and a missing sudoers rule fails infra-blocked before anything is pulled, naming the
+# command and the line to add (include/elevate.sh); --elevate none never elevates.
+# Audit (issue 13): with --audit-log, one started and one finished/failed line (step k3s-import,
+# target d601-k3s) on the host's deploy audit log.
+# Output: {"ok":true,"image","digest","namespace","imageId","platform","socket","ctr","elevated"}
+# Needs: bash, ctr (containerd) or k3s, python3; sudo when elevating.
+# include: elevate.sh
+# include: audit.sh
 set -euo pipefail
 
 SOCKET="" NAMESPACE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID=""
+ELEVATE_ARG="" AUDIT_LOG_ARG="" STACK="" SERVICE_ID=""
 CTR=()
+
+# ctr_rules BIN...: the sudoers rule and the exact command of every ctr call this step makes
+# (require_root's argument list).
+ctr_rules() {
+  local base="$* --address $SOCKET -n $NAMESPACE" ref="$REGISTRY/$REPOSITORY:$TAG"
+  printf '%s\n' "$base version" "$@" --address "$SOCKET" -n "$NAMESPACE" version @@ \
+    "$base images pull --plain-http *" "$@" --address "$SOCKET" -n "$NAMESPACE" images pull --plain-http "$ref" @@ \
+    "$base images ls *" "$@" --address "$SOCKET" -n "$NAMESPACE" images ls "name==$ref" @@ \
+    "$base images rm *" "$@" --address "$SOCKET" -n "$NAMESPACE" images rm "$ref" @@ \
+    "$base content get *" "$@" --address "$SOCKET" -n "$NAMESPACE" content get "$DIGEST" @@
+}
 
 main() {
   exec </dev/null
@@ -29,6 +49,10 @@ main() {
       --tag) arg_value $# "$1"; TAG=$2 ;;
       --digest) arg_value $# "$1"; DIGEST=$2 ;;
       --image-id) arg_value $# "$1"; IMAGE_ID=$2 ;;
+      --service-id) arg_value $# "$1"; SERVICE_ID=$2 ;;
+      --elevate) arg_value $# "$1"; ELEVATE_ARG=$2 ;;
+      --audit-log) arg_value $# "$1"; AUDIT_LOG_ARG=$2 ;;
+      --stack) arg_value $# "$1"; STACK=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -41,19 +65,44 @@ main() {
   need commit --tag "$TAG"
   need digest --digest "$DIGEST"
   need digest --image-id "$IMAGE_ID"
+  [[ -z $SERVICE_ID ]] || need name --service-id "$SERVICE_ID"
+  elevate_init "${ELEVATE_ARG:-sudo}"
+  if [[ -n $AUDIT_LOG_ARG ]]; then
+    need abs_path --audit-log "$AUDIT_LOG_ARG"
+    need name --stack "$STACK"
+    need name --service-id "$SERVICE_ID"
+  fi
 
+  local bin=()
   if command -v k3s >/dev/null 2>&1; then
-    CTR=(k3s ctr --address "$SOCKET" -n "$NAMESPACE")
+    bin=("$(command -v k3s)" ctr)
   elif command -v ctr >/dev/null 2>&1; then
-    CTR=(ctr --address "$SOCKET" -n "$NAMESPACE")
+    bin=("$(command -v ctr)")
   else
     fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither k3s nor ctr is installed on $(hostname)" false channel '"ctr"'
   fi
   require_tool python3
-  [[ -S $SOCKET ]] || fail "$EXIT_INFRA_BLOCKED" infra-blocked "no containerd socket at $SOCKET" false channel '"k3s-containerd"'
+  local elevated=false rules=()
+  if ((EUID == 0)) || [[ -S $SOCKET && -r $SOCKET && -w $SOCKET ]]; then
+    CTR=("${bin[@]}" --address "$SOCKET" -n "$NAMESPACE") # the user can use the socket itself
+  elif elevating; then
+    mapfile -t rules < <(ctr_rules "${bin[@]}")
+    require_root k3s-containerd "${rules[@]}"
+    CTR=(sudo -n "${bin[@]}" --address "$SOCKET" -n "$NAMESPACE")
+    elevated=true
+  elif [[ -e $SOCKET ]]; then
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) cannot use the containerd socket $SOCKET (root-only) and --elevate is none; nothing was changed" false \
+      channel '"k3s-containerd"' fix "$(json_str "set hosts.d601.elevate sudo (with the sudoers lines of README 'Non-root hosts') or give $(id -un) access to $SOCKET")"
+  fi
+  [[ $elevated == true || -S $SOCKET ]] || fail "$EXIT_INFRA_BLOCKED" infra-blocked "no containerd socket at $SOCKET" false channel '"k3s-containerd"'
   "${CTR[@]}" version >/dev/null 2>&1 ||
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "containerd at $SOCKET does not answer" false channel '"k3s-containerd"'
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "containerd at $SOCKET does not answer (or there is no socket)" false channel '"k3s-containerd"'
   make_tmp
+  if [[ -n $AUDIT_LOG_ARG ]]; then
+    audit_init "$AUDIT_LOG_ARG" "$STACK" "$STACK" "$SERVICE_ID" d601-k3s k3s-import
+    AUDIT_FIELDS+=(fromCommit null toCommit "$(json_str "$TAG")" digest "$(json_str "$DIGEST")" imageId "$(json_str "$IMAGE_ID")")
+    audit_event started
+  fi
 
   local ref="$REGISTRY/$REPOSITORY:$TAG" why
   if ! "${CTR[@]}" images pull --plain-http "$ref" >"$TMP/pull.log" 2>&1; then
@@ -93,9 +142,10 @@ main() {
     fail "$EXIT_VERIFY_FAILED" digest-mismatch "the image under $DIGEST has config ${ref2:-<unknown>}, expected $IMAGE_ID (the tag was removed again)" false
   fi
 
+  audit_event finished verdict '"ok"' error null
   json_obj ok true image "$(json_str "$ref")" digest "$(json_str "$DIGEST")" namespace "$(json_str "$NAMESPACE")" \
     imageId "$(json_str "$IMAGE_ID")" platform "$(json_str "${platform:-linux/$(host_arch)}")" \
-    socket "$(json_str "$SOCKET")" ctr "$(json_str "${CTR[0]}")" seconds "$(elapsed_since "$start")"
+    socket "$(json_str "$SOCKET")" ctr "$(json_str "${bin[0]##*/}")" elevated "$elevated" seconds "$(elapsed_since "$start")"
 }
 
 main "$@"

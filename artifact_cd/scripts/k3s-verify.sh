@@ -12,13 +12,38 @@
 # (old pods leaving the Service), then fails commit-mismatch: an old healthy revision is rejected.
 # Failures: infra-blocked (5: no kubectl / API unreachable), rollout-failed, commit-mismatch,
 # unhealthy (6).
+# Non-root (issue 11): k3s's kubeconfig (/etc/rancher/k3s/k3s.yaml) is root-only. When the SSH user
+# cannot read it, `k3s kubectl` runs as `sudo -n <k3s> kubectl -n NS rollout status|get ...` and
+# `sudo -n <k3s> kubectl get --raw /api/v1/namespaces/NS/services/...` (--elevate sudo, the
+# default; read-only verbs only); a missing sudoers rule fails infra-blocked before the first call,
+# naming the command and the line to add. A plain `kubectl` (no k3s) runs as the user.
+# Audit (issue 13): with --audit-log, one started and one finished/failed line (step k3s-deploy,
+# target d601-k3s: the rollout after the Deployment patch, verdict ok or failed; fromCommit null,
+# the patch already replaced it).
 # Output: {"ok":true,"namespace","deployments":[...],"service","health":{deployCommit,requestedCommit}}
-# Needs: bash, k3s or kubectl, python3.
+# Needs: bash, k3s or kubectl, python3; sudo when elevating.
+# include: elevate.sh
+# include: audit.sh
 set -euo pipefail
 
 NAMESPACE="" SERVICE="" PORT="" HEALTH_PATH="" COMMIT="" TIMEOUT=""
+ELEVATE_ARG="" AUDIT_LOG_ARG="" STACK="" SERVICE_ID=""
 DEPLOYMENTS=()
 KUBECTL=()
+K3S_KUBECONFIG=/etc/rancher/k3s/k3s.yaml
+
+# kubectl_rules: the sudoers rule and the exact command of every kubectl call (require_root's
+# argument list), for the k3s binary in $1.
+kubectl_rules() {
+  local k3s=$1 dep
+  for dep in "${DEPLOYMENTS[@]}"; do
+    printf '%s\n' "$k3s kubectl -n $NAMESPACE rollout status *" "$k3s" kubectl -n "$NAMESPACE" rollout status "deployment/$dep" "--timeout=${TIMEOUT}s" @@ \
+      "$k3s kubectl -n $NAMESPACE get deployment *" "$k3s" kubectl -n "$NAMESPACE" get deployment "$dep" \
+      -o 'jsonpath={.spec.template.metadata.annotations.unidesk\.io/deploy-commit}' @@
+  done
+  printf '%s\n' "$k3s kubectl get --raw /api/v1/namespaces/$NAMESPACE/services/*" \
+    "$k3s" kubectl get --raw "/api/v1/namespaces/$NAMESPACE/services/$SERVICE:$PORT/proxy$HEALTH_PATH" @@
+}
 MISMATCH_GRACE=5
 
 k8s_name() { [[ $1 =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]]; }
@@ -44,6 +69,10 @@ main() {
       --health-path) arg_value $# "$1"; HEALTH_PATH=$2 ;;
       --commit) arg_value $# "$1"; COMMIT=$2 ;;
       --timeout) arg_value $# "$1"; TIMEOUT=$2 ;;
+      --service-id) arg_value $# "$1"; SERVICE_ID=$2 ;;
+      --elevate) arg_value $# "$1"; ELEVATE_ARG=$2 ;;
+      --audit-log) arg_value $# "$1"; AUDIT_LOG_ARG=$2 ;;
+      --stack) arg_value $# "$1"; STACK=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -56,9 +85,29 @@ main() {
   need commit --commit "$COMMIT"
   [[ $TIMEOUT =~ ^[0-9]{1,5}$ && $TIMEOUT -ge 1 ]] ||
     fail "$EXIT_INVALID" invalid-argument "--timeout must be seconds" false argument '"--timeout"'
+  [[ -z $SERVICE_ID ]] || need name --service-id "$SERVICE_ID"
+  elevate_init "${ELEVATE_ARG:-sudo}"
+  if [[ -n $AUDIT_LOG_ARG ]]; then
+    need abs_path --audit-log "$AUDIT_LOG_ARG"
+    need name --stack "$STACK"
+    need name --service-id "$SERVICE_ID"
+  fi
 
+  local elevated=false rules=() k3s
   if command -v k3s >/dev/null 2>&1; then
-    KUBECTL=(k3s kubectl)
+    k3s=$(command -v k3s)
+    KUBECTL=("$k3s" kubectl)
+    if ((EUID != 0)) && [[ -z ${KUBECONFIG-} && ! -r $K3S_KUBECONFIG ]]; then
+      if elevating; then
+        mapfile -t rules < <(kubectl_rules "$k3s")
+        require_root kubernetes-api "${rules[@]}"
+        KUBECTL=(sudo -n "$k3s" kubectl)
+        elevated=true
+      else
+        fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) cannot read $K3S_KUBECONFIG (root-only) and --elevate is none" false \
+          channel '"kubernetes-api"' fix "$(json_str "set hosts.d601.elevate sudo (with the sudoers lines of README 'Non-root hosts') or let $(id -un) read a kubeconfig (k3s --write-kubeconfig-mode, KUBECONFIG)")"
+      fi
+    fi
   elif command -v kubectl >/dev/null 2>&1; then
     KUBECTL=(kubectl)
   else
@@ -66,6 +115,11 @@ main() {
   fi
   require_tool python3
   make_tmp
+  if [[ -n $AUDIT_LOG_ARG ]]; then
+    audit_init "$AUDIT_LOG_ARG" "$STACK" "$STACK" "$SERVICE_ID" d601-k3s k3s-deploy
+    AUDIT_FIELDS+=(fromCommit null toCommit "$(json_str "$COMMIT")")
+    audit_event started
+  fi
 
   local dep annotation deployments=""
   for dep in "${DEPLOYMENTS[@]}"; do
@@ -114,7 +168,8 @@ main() {
     sleep 1
   done
 
-  json_obj ok true namespace "$(json_str "$NAMESPACE")" deployments "[$deployments]" service "$(json_str "$SERVICE")" \
+  audit_event finished verdict '"ok"' error null
+  json_obj ok true namespace "$(json_str "$NAMESPACE")" deployments "[$deployments]" service "$(json_str "$SERVICE")" elevated "$elevated" \
     via "$(json_str "$path")" health "$(json_obj deployCommit "$(json_str "$live")" requestedCommit "$(json_str "$requested")")" \
     commit "$(json_str "$COMMIT")" seconds "$(elapsed_since "$start")"
 }

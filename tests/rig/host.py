@@ -296,30 +296,45 @@ class Host:
         """``bash -c script`` inside all the host's namespaces (setup, inspection, faults)."""
         return run_bytes(self.sh_argv(script, *args), input=input, check=check, timeout=timeout)
 
-    def ssh_argv(self, command: str | None = None) -> list[str]:
-        argv = ["ssh", "-F", str(self.ssh_config), self.address]
+    def ssh_argv(self, command: str | None = None, *, user: str | None = None) -> list[str]:
+        """``user``: log in as that user (the rig's unprivileged ``ubuntu``) instead of root."""
+        argv = ["ssh", "-F", str(self.ssh_config), *(["-l", user] if user else []), self.address]
         return [*argv, command] if command is not None else argv
 
     def ssh(
-        self, command: str, *, input: str | bytes | None = None, check: bool = False, timeout: float = 600
+        self,
+        command: str,
+        *,
+        input: str | bytes | None = None,
+        check: bool = False,
+        timeout: float = 600,
+        user: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Real OpenSSH (key auth, BatchMode) to this host's sshd."""
-        return run_bytes(self.ssh_argv(command), input=input, check=check, timeout=timeout)
+        """Real OpenSSH (key auth, BatchMode) to this host's sshd (as root, or ``user``)."""
+        return run_bytes(self.ssh_argv(command, user=user), input=input, check=check, timeout=timeout)
 
-    def run_step(self, step: Step, *, digest: str = "", image_id: str = "", timeout: float = 600) -> StepResult:
+    def run_step(
+        self, step: Step, *, digest: str = "", image_id: str = "", timeout: float = 600, user: str | None = None
+    ) -> StepResult:
         """Run a plan Step exactly as the Pulumi remote Command does: same command line, same stdin."""
         if step.call is None:
             raise ValueError(f"step {step.id} runs no script")
-        return self.run_call(step.call, digest=digest, image_id=image_id, timeout=timeout)
+        return self.run_call(step.call, digest=digest, image_id=image_id, timeout=timeout, user=user)
 
     def run_call(
-        self, call: ScriptCallLike, *, digest: str = "", image_id: str = "", timeout: float = 600
+        self,
+        call: ScriptCallLike,
+        *,
+        digest: str = "",
+        image_id: str = "",
+        timeout: float = 600,
+        user: str | None = None,
     ) -> StepResult:
         """Run a script call (``bash -s -- <argv>``, the script text on stdin), the manifest check's
-        live values in place of the placeholders."""
+        live values in place of the placeholders; as root, or as ``user`` (e.g. ``ubuntu``)."""
         if call.needs_manifest:
             call = call.resolve(ManifestFacts(digest=digest, image_id=image_id))
-        proc = self.ssh(command_line(call.to_argv()), input=script_text(call.script), timeout=timeout)
+        proc = self.ssh(command_line(call.to_argv()), input=script_text(call.script), timeout=timeout, user=user)
         return StepResult(proc.returncode, proc.stdout, proc.stderr, parse_last_json(proc.stdout))
 
     def write_file(self, path: str, content: str | bytes, *, mode: str = "0644") -> None:

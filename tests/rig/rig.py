@@ -9,6 +9,11 @@ Topology (all of it inside namespaces this rig made; nothing on the machine's ne
             unit/compose/config; 127.0.0.1:5000 in D601's netns only), rig-k3s-containerd.service
             (/run/k3s/containerd/containerd.sock, `ctr` talks to it)
     master: docker.service, ssh.service; root has a key + known_hosts entry for d601.rig
+    both:   root (key login) and the unprivileged operator ``ubuntu`` (key login, the docker group,
+            /home/ubuntu owning the registry's managed files); D601 as a default k3s host: a
+            root-only containerd socket, a root-only /etc/rancher/k3s/k3s.yaml, /usr/local/bin/k3s
+            (`k3s ctr`, `k3s kubectl`) and /etc/sudoers.d/unidesk-artifact-cd with exactly the lines
+            of README "Non-root hosts" (artifact_cd.sudoers)
 
 State lives in one directory (``rig.json``, one subdir per host). ``teardown(dir)`` needs only that
 directory, is idempotent, and is what ``python -m tests.rig down --dir DIR`` and the reaper run.
@@ -31,7 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from artifact_cd.config import HostConfig, Hosts, RegistryConfig, StackConfig
+from artifact_cd import sudoers
+from artifact_cd.config import HostConfig, Hosts, K3sConfig, RegistryConfig, StackConfig
 from artifact_cd.contract import last_json_object
 from artifact_cd.plan import plan_registry_host
 from artifact_cd.scripts import script_text
@@ -48,6 +54,38 @@ REGISTRY = "127.0.0.1:5000"
 K3S_SOCKET = "/run/k3s/containerd/containerd.sock"
 K3S_UNIT = "rig-k3s-containerd.service"
 BASE_UNITS = ("docker.service", "ssh.service")
+OPERATOR = "ubuntu"  # the unprivileged SSH user of a real host (hosts.<h>.user default)
+SUDOERS_FILE = "/etc/sudoers.d/unidesk-artifact-cd"
+K3S_BIN = "/usr/local/bin/k3s"
+K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+
+# k3s stand-in: the two subcommands the steps use, as k3s offers them (its own kubeconfig).
+K3S_SHIM = f"""\
+#!/bin/sh
+# k3s stand-in (unidesk rig): `k3s ctr` and `k3s kubectl` as k3s offers them.
+case $1 in
+  ctr) shift; exec /usr/bin/ctr "$@" ;;
+  kubectl) shift; exec /usr/bin/kubectl --kubeconfig {K3S_KUBECONFIG} "$@" ;;
+esac
+echo "k3s (rig stand-in): only ctr and kubectl" >&2
+exit 1
+"""
+
+# k3s's admin kubeconfig, root-only as k3s writes it; no API server listens on the rig.
+K3S_KUBECONFIG_TEXT = """\
+apiVersion: v1
+kind: Config
+clusters:
+- cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}
+  name: default
+contexts:
+- context: {cluster: default, user: default}
+  name: default
+current-context: default
+users:
+- name: default
+  user: {token: rig-placeholder-not-a-secret}
+"""
 
 SSHD_DROPIN = """\
 # unidesk rig: key-only root login; first value wins, so this file overrides sshd_config.
@@ -110,6 +148,8 @@ MACHINE_TOOLS = {
     "ssh-keygen": "openssh-client",
     "busybox": "busybox-static",
     "curl": "curl",
+    "sudo": "sudo",
+    "visudo": "sudo",
 }
 
 
@@ -366,7 +406,10 @@ class Rig:
             extra={
                 "etc/unidesk-rig/k3s-containerd.toml": K3S_CONTAINERD_CONFIG,
                 f"etc/systemd/system/{K3S_UNIT}": K3S_CONTAINERD_UNIT,
+                K3S_BIN.lstrip("/"): K3S_SHIM,
+                K3S_KUBECONFIG.lstrip("/"): K3S_KUBECONFIG_TEXT,
             },
+            extra_modes={K3S_BIN.lstrip("/"): 0o755, K3S_KUBECONFIG.lstrip("/"): 0o600},
             symlinks={f"etc/systemd/system/multi-user.target.wants/{K3S_UNIT}": f"/etc/systemd/system/{K3S_UNIT}"},
             binds=(("k3s-containerd", "/var/lib/rancher/k3s/agent/containerd"),),
         )
@@ -389,10 +432,13 @@ class Rig:
             lambda: hostmod.wait_booted(d601, units=(*BASE_UNITS, K3S_UNIT)),
             lambda: hostmod.wait_booted(master, units=BASE_UNITS),
         )
+        _parallel(lambda: self._add_operator(d601, machine_pub), lambda: self._add_operator(master, machine_pub))
+        self.set_sudoers(self.sudoers_lines())
         t1 = time.monotonic()
         images.build_registry_image(d601, self.dir)
         t2 = time.monotonic()
         install_registry(d601, self.registry_config())
+        self._hand_over_registry_files(d601)
         t3 = time.monotonic()
         self.timings = {"hostsBooted": t1 - t0, "registryImage": t2 - t1, "registryInstalled": t3 - t2}
         self._write_state(self._owner(), timings={k: round(v, 2) for k, v in self.timings.items()})
@@ -409,6 +455,71 @@ class Rig:
             subprocess.run([*h.netns_argv(), "ip", "addr", "add", f"{addr}/30", "dev", ifname], check=True)
             subprocess.run([*h.netns_argv(), "ip", "link", "set", ifname, "up"], check=True)
         self._write_state(self._owner(), link={"master": m_if, "d601": d_if})
+
+    def _add_operator(self, h: Host, machine_pub: str) -> None:
+        """The unprivileged operator: key login, the docker group, a home of its own, and the deploy
+        audit log's directory (README "Non-root hosts": the one-time setup on a real host)."""
+        h.sh(
+            'set -euo pipefail; u=$1; useradd -m -s /bin/bash -G docker -- "$u"; usermod -p "*" -- "$u"; '
+            'install -d -o "$u" -g "$u" -m 0700 "/home/$u/.ssh"; '
+            'printf "%s\\n" "$2" | install -o "$u" -g "$u" -m 0600 /dev/stdin "/home/$u/.ssh/authorized_keys"; '
+            'install -d -o "$u" -g "$u" -m 0755 /var/log/unidesk',
+            OPERATOR,
+            machine_pub,
+        )
+
+    @staticmethod
+    def _hand_over_registry_files(h: Host) -> None:
+        """The registry's managed directories and files belong to the operator, as on D601 (the
+        rig installs them as root at boot; storage content stays the registry's)."""
+        h.sh(
+            'set -euo pipefail; u=$1; shift; for d in "$@"; do chown "$u:$u" -- "$d" "$d"/* 2>/dev/null || chown "$u:$u" -- "$d"; done',
+            OPERATOR,
+            "/home/ubuntu/.unidesk",
+            "/home/ubuntu/.unidesk/artifact-registry",
+        )
+
+    def operator_config(self, env: str) -> StackConfig:
+        """A StackConfig of this rig as the operator reaches it (the registry and k3s settings of
+        ``stack_config``), for :mod:`artifact_cd.sudoers`."""
+        return StackConfig(
+            env=env,  # type: ignore[arg-type]
+            hosts=Hosts(
+                d601=HostConfig(host=f"d601.{DOMAIN}", user=OPERATOR),
+                master=HostConfig(host=f"master.{DOMAIN}", user=OPERATOR),
+            ),
+            registry=self.registry_config(),
+            k3s=K3sConfig(containerd_socket=K3S_SOCKET, containerd_namespace="k8s.io"),
+        )
+
+    def sudoers_lines(self) -> list[str]:
+        """D601's minimal sudoers lines for the operator, for both stacks (README "Non-root hosts")."""
+        lines: list[str] = []
+        for env in ("dev", "prod"):
+            for line in sudoers.sudoers_lines(self.operator_config(env), k3s=K3S_BIN):
+                if line not in lines:
+                    lines.append(line)
+        return lines
+
+    def set_sudoers(self, lines: list[str]) -> None:
+        """Replace D601's /etc/sudoers.d/unidesk-artifact-cd (checked by visudo first)."""
+        self.d601.sh(
+            'set -euo pipefail; t=$(mktemp /etc/sudoers.d/.unidesk.XXXXXX); cat >"$t"; chmod 0440 "$t"; '
+            'visudo -cqf "$t" || { rm -f "$t"; exit 1; }; mv -f "$t" "$1"',
+            SUDOERS_FILE,
+            input="".join(line + "\n" for line in lines),
+        )
+
+    def operator_audit_ready(self) -> None:
+        """The deploy audit log files writable by the operator (a root-run test may have created
+        them root-owned; on a real host the operator's steps create them)."""
+        for h in (self.d601, self.master):
+            h.sh(
+                'set -euo pipefail; install -d -o "$1" -g "$1" -m 0755 /var/log/unidesk; '
+                'for f in /var/log/unidesk/deploy-audit.jsonl /var/log/unidesk/deploy-audit.jsonl.lock; do '
+                '[[ -e $f ]] || continue; chown "$1:$1" -- "$f"; done',
+                OPERATOR,
+            )
 
     def _owner(self) -> int:
         state = json.loads((self.dir / "rig.json").read_text())
@@ -446,8 +557,11 @@ class Rig:
                 self.d601, self.dir / "build", self.registry, service_id, commit, variant=variant, pad_bytes=pad_bytes
             )
 
-    def stack_config(self, env: str = "dev", services: dict[str, str] | None = None) -> dict[str, Any]:
-        """A raw config dict (for ``parse_stack_config(raw, env)``) pointing at this rig."""
+    def stack_config(
+        self, env: str = "dev", services: dict[str, str] | None = None, *, user: str | None = None
+    ) -> dict[str, Any]:
+        """A raw config dict (for ``parse_stack_config(raw, env)``) pointing at this rig; ``user``:
+        the hosts are reached as that user (``ubuntu``: the unprivileged operator) instead of root."""
         if env not in ("dev", "prod"):
             raise RigError(f"env must be dev or prod, not {env!r}")
         base = f"/srv/unidesk-{env}"
@@ -462,7 +576,7 @@ class Rig:
         return {
             "env": env,
             "hosts": {
-                name: {"host": h.address, "user": h.user, "port": h.port, "hostKey": h.host_key}
+                name: {"host": h.address, "user": user or h.user, "port": h.port, "hostKey": h.host_key}
                 for name, h in (("d601", self.d601), ("master", self.master))
             },
             "registry": {
