@@ -314,9 +314,18 @@ def _plan_resources(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .publish import run_publish
+    from .publish import SshBlobDropper, run_publish
 
-    code, doc = run_publish(args.service, args.repo, args.registry)
+    dropper = None
+    if args.stack is not None:
+        if not args.repair:
+            raise ConfigError([Problem("--stack", "only with --repair", "add --repair or drop --stack")])
+        cfg = load(args)
+        settings = _ssh_settings(args)
+        dropper = SshBlobDropper(cfg.hosts.d601, settings, cfg.registry.storage_path)
+    elif args.ssh_key is not None or args.ssh_option or args.timeout is not None:
+        raise ConfigError([Problem("--ssh-option", "only with --stack", "add --repair --stack or drop them")])
+    code, doc = run_publish(args.service, args.repo, args.registry, repair=args.repair, dropper=dropper)
     emit(doc)
     return code
 
@@ -353,6 +362,19 @@ def cmd_registry_query(args: argparse.Namespace) -> int:
         return cmd_status_services(args)
 
     mode: Literal["status", "health"] = "health" if args.verb == "health" else "status"
+    integrity = None
+    if mode == "health" and args.integrity:
+        from .contract import RegistryBlobVerifyArgs
+
+        if args.integrity_budget_seconds < 1 or args.integrity_budget_bytes < 0:
+            raise ConfigError(
+                [Problem("--integrity-budget-seconds", "must be >= 1 (bytes >= 0)", "pass positive budgets")]
+            )
+        integrity = RegistryBlobVerifyArgs(
+            storage=load(args).registry.storage_path,
+            budget_seconds=args.integrity_budget_seconds,
+            budget_bytes=args.integrity_budget_bytes,
+        )
     return cli_query(
         load(args),
         mode,
@@ -362,6 +384,7 @@ def cmd_registry_query(args: argparse.Namespace) -> int:
         as_json=args.json,
         environ=os.environ,
         out=sys.stdout,
+        integrity=integrity,
     )
 
 
@@ -416,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", required=True, help="a service-image id of CI.json")
     p.add_argument("--repo", required=True, help="a clean git checkout whose HEAD is pushed")
     p.add_argument("--registry", default="127.0.0.1:5000", help="the D601 registry endpoint (loopback)")
+    _repair_arguments(p)
     p.set_defaults(handler=cmd_publish)
 
     services = ("--services", "the live view: per service desired vs live commit, verdict, what to run")
@@ -427,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--stack", required=True, choices=catalog.ENVS)
         p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
         _ssh_arguments(p, live=live)
+        _integrity_arguments(p, verb)
         p.set_defaults(handler=cmd_registry_query)
 
     p = sub.add_parser(
@@ -455,6 +480,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_rollback)
 
     return parser
+
+
+def _integrity_arguments(p: argparse.ArgumentParser, verb: str) -> None:
+    """``health --integrity``: the bounded storage-integrity scope (issue 12; not for status)."""
+    if verb != "health":
+        return
+    p.add_argument(
+        "--integrity",
+        action="store_true",
+        help="also hash the registry blobs against their digests (scope storage-integrity; a 2nd round trip)",
+    )
+    p.add_argument("--integrity-budget-seconds", type=int, default=10, help="time budget of --integrity (10)")
+    p.add_argument(
+        "--integrity-budget-bytes", type=int, default=512 * 2**20, help="bytes hashed at most (512 MiB)"
+    )
+
+
+def _repair_arguments(p: argparse.ArgumentParser) -> None:
+    """``publish --repair [--stack S]`` (issue 12) and the SSH options of its D601 blob drop."""
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-upload the same content of a commit whose registry blobs are missing or corrupt",
+    )
+    p.add_argument(
+        "--stack", choices=catalog.ENVS, help="with --repair: the stack whose D601 drops a corrupt blob (SSH)"
+    )
+    _ssh_arguments(p)
 
 
 def _ssh_arguments(p: argparse.ArgumentParser, *, live: tuple[str, str] | None = None) -> None:

@@ -319,6 +319,27 @@ class MoveImageArgs(ScriptArgs):
     reserve_bytes: int | None = None
 
 
+class RegistryBlobVerifyArgs(ScriptArgs):
+    """``registry-blob-verify.sh``: read-only; hash the registry's blob files within a budget."""
+
+    script: ClassVar[str] = "registry-blob-verify.sh"
+    storage: str
+    budget_seconds: Annotated[int, Field(ge=1, le=99_999)] = 10
+    budget_bytes: Annotated[int, Field(ge=0, le=10**15 - 1)] = 512 * 2**20
+
+
+class RegistryBlobDropArgs(ScriptArgs):
+    """``registry-blob-drop.sh``: remove one corrupt blob of the named commit's image (publish --repair)."""
+
+    script: ClassVar[str] = "registry-blob-drop.sh"
+    registry: str
+    repository: str
+    tag: Commit
+    digest: str
+    manifest_digest: str
+    storage: str
+
+
 class ComposeDeployArgs(ScriptArgs):
     """``compose-deploy.sh``: retag, stamp, recreate and verify one Compose service."""
 
@@ -713,6 +734,8 @@ class HistoryProbeArgs(ScriptArgs):
 ScriptCall = (
     ManifestCheckArgs
     | MoveImageArgs
+    | RegistryBlobVerifyArgs
+    | RegistryBlobDropArgs
     | ComposeDeployArgs
     | K3sImportArgs
     | K3sVerifyArgs

@@ -16,6 +16,12 @@ turns those facts into the answer an operator (or the install's acceptance step)
 
 ``status`` is ok whenever the query worked (R22: not installed is ``ok=true, installed=false``);
 ``health`` is ok only when the decision is ``healthy``.
+
+``health --integrity`` adds the bounded storage-integrity scope (issue 12): the facts of
+``registry-blob-verify.sh`` (blob files hashed against their digests, newest first, within a time
+and byte budget). A corrupt blob fails the scope with ``registry-blob-corrupt`` (``unhealthy``: pulls
+of the images that use it fail); the scope appears in ``healthyScopes``/``failedScopes`` only when
+it was checked, so answers without it keep their scope lists.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ SCOPES: tuple[str, ...] = (
     "registry-api",
     "storage",
 )
+INTEGRITY_SCOPE = "storage-integrity"
+INTEGRITY_CHECK = "blobIntegrity"
+BLOB_CORRUPT = "registry-blob-corrupt"
+INTEGRITY_PROBE = "registry-blob-verify"
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 FILE_NAMES: tuple[str, ...] = ("config", "compose", "unit")
 PROBE_NAME = "registry-probe"
@@ -86,7 +96,10 @@ def _result(
     actions: list[str],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    scope_state: dict[str, bool | None] = dict.fromkeys(SCOPES)
+    scopes = SCOPES + (
+        (INTEGRITY_SCOPE,) if any(c["scope"] == INTEGRITY_SCOPE for c in checks.values()) else ()
+    )
+    scope_state: dict[str, bool | None] = dict.fromkeys(scopes)
     for check in checks.values():
         ok, scope = check["ok"], check["scope"]
         if ok is None:
@@ -99,9 +112,9 @@ def _result(
         "installed": installed,
         "decision": decision,
         "retryable": retryable,
-        "healthyScopes": [s for s in SCOPES if scope_state[s] is True],
-        "failedScopes": [s for s in SCOPES if scope_state[s] is False],
-        "uncheckedScopes": [s for s in SCOPES if scope_state[s] is None],
+        "healthyScopes": [s for s in scopes if scope_state[s] is True],
+        "failedScopes": [s for s in scopes if scope_state[s] is False],
+        "uncheckedScopes": [s for s in scopes if scope_state[s] is None],
         "runtimeApiHealthy": runtime_api_healthy,
         "recommendedAction": actions[0] if actions else "none",
         "actions": actions,
@@ -408,6 +421,57 @@ class _Evaluation:
             f"{self.storage_path} exists{data}" if self.storage_ok else f"{self.storage_path} is missing",
         )
 
+    def integrity(self, facts: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The storage-integrity scope from ``registry-blob-verify.sh``'s facts (None: not asked)."""
+        if facts is None:
+            return None
+        if facts.get("ok") is not True or facts.get("probe") != INTEGRITY_PROBE:
+            detail = _str(facts.get("detail")) or "the blob verification gave no facts"
+            self.check(INTEGRITY_CHECK, INTEGRITY_SCOPE, None, f"not checked: {detail}")
+            return {"checked": False, "detail": detail}
+        raw = facts.get("corrupt")
+        corrupt = [_dict(c) for c in raw] if isinstance(raw, list) else []
+        checked, total = _int(facts.get("checkedBlobs")), _int(facts.get("totalBlobs"))
+        checked_bytes, total_bytes = _int(facts.get("checkedBytes")), _int(facts.get("totalBytes"))
+        unreadable = _int(facts.get("unreadableBlobs"))
+        summary: dict[str, Any] = {
+            "checked": True,
+            "checkedBlobs": checked,
+            "totalBlobs": total,
+            "checkedBytes": checked_bytes,
+            "totalBytes": total_bytes,
+            "unreadableBlobs": unreadable,
+            "complete": facts.get("complete") is True,
+            "stoppedBy": facts.get("stoppedBy"),
+            "budgetSeconds": facts.get("budgetSeconds"),
+            "budgetBytes": facts.get("budgetBytes"),
+            "seconds": facts.get("seconds"),
+            "corrupt": corrupt,
+        }
+        scope = f"{checked} of {total} blobs ({checked_bytes} of {total_bytes} bytes) hashed"
+        if corrupt:
+            names = ", ".join(_str(c.get("digest")) for c in corrupt)
+            summary["error"] = BLOB_CORRUPT
+            self.check(
+                INTEGRITY_CHECK,
+                INTEGRITY_SCOPE,
+                False,
+                f"{BLOB_CORRUPT}: {len(corrupt)} blob(s) do not hash to their digest: {names} ({scope})",
+                error=BLOB_CORRUPT,
+            )
+        elif checked == 0 and total > 0:
+            self.check(
+                INTEGRITY_CHECK,
+                INTEGRITY_SCOPE,
+                None,
+                f"not checked: none of the {total} blob files could be read "
+                f"({unreadable} unreadable by the SSH user)",
+            )
+        else:
+            more = "" if summary["complete"] else f"; the budget stopped the check ({facts.get('stoppedBy')})"
+            self.check(INTEGRITY_CHECK, INTEGRITY_SCOPE, True, f"no corrupt blob: {scope}{more}")
+        return summary
+
     @property
     def installed(self) -> bool:
         files = _dict(self.facts["files"])
@@ -468,11 +532,33 @@ class _Evaluation:
             actions.append(f"systemctl enable {unit} (or {reinstall})")
         if "containerImage" in failed or "containerSpec" in failed:
             actions.append(f"{reinstall}; it restarts {unit} onto the rendered image and spec")
+        if INTEGRITY_CHECK in failed:
+            actions += self.repair_actions()
+        return actions
+
+    def repair_actions(self) -> list[str]:
+        """One action per corrupt blob: the commits whose image uses it, and publish --repair."""
+        actions = []
+        for entry in _dict(self.checks.get(INTEGRITY_CHECK)).get("corrupt") or []:
+            c = _dict(entry)
+            users = [_dict(u) for u in c.get("usedBy") or []]
+            named = (
+                ", ".join(f"{_str(u.get('repository'))}:{_str(u.get('tag'))}" for u in users)
+                or "no tag found"
+            )
+            actions.append(
+                f"blob {_str(c.get('digest'))} is corrupt (used by {named}): from a clean checkout of "
+                "each commit, python -m artifact_cd publish --repair --stack <stack> --service <id> "
+                "--repo <checkout> drops it and uploads the same content again"
+            )
         return actions
 
 
-def decide(facts: Mapping[str, Any], *, mode: Mode) -> dict[str, Any]:
-    """The status/health answer for the probe ``facts`` (see the module docstring)."""
+def decide(
+    facts: Mapping[str, Any], *, mode: Mode, integrity: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The status/health answer for the probe ``facts`` (see the module docstring); ``integrity``:
+    the facts of ``registry-blob-verify.sh`` when the storage-integrity scope was asked for."""
     problem = _probe_problem(facts)
     if problem is not None:
         return blocked("probe", problem, mode=mode, retryable=True)
@@ -483,6 +569,9 @@ def decide(facts: Mapping[str, Any], *, mode: Mode) -> dict[str, Any]:
     ev.container()
     ev.listener()
     ev.api_and_storage()
+    integrity_summary = ev.integrity(integrity)
+    if integrity_summary is not None:
+        ev.checks[INTEGRITY_CHECK]["corrupt"] = integrity_summary.get("corrupt", [])
     extra: dict[str, Any] = {
         "host": _str(facts.get("host")) or None,
         "drift": ev.drift,
@@ -493,6 +582,8 @@ def decide(facts: Mapping[str, Any], *, mode: Mode) -> dict[str, Any]:
             "hasData": _dict(facts["storage"]).get("hasData") is True,
         },
     }
+    if integrity_summary is not None:
+        extra["storageIntegrity"] = integrity_summary
 
     def answer(
         decision: str, *, installed: bool, retryable: bool, actions: list[str], **more: Any

@@ -24,6 +24,16 @@ imageRef, tag, digest, digestRef`` plus ``buildContext, producer, imageId, label
 a first publish and an idempotent re-publish; or a structured refusal/failure. Progress and the
 build/push logs go to stderr. Docker is reached through ``DOCKER_HOST`` when it is set.
 
+``publish --repair --stack S`` (issue 12) re-uploads exactly the same content for a commit whose
+blobs are missing or corrupt in the D601 registry: the build must carry the image ID (config
+digest) the registry's manifest names (else ``tag-immutable``, as always); every blob of that
+manifest is fetched through the registry API and hashed; each corrupt one is dropped on D601 by
+``registry-blob-drop.sh`` over SSH (only a blob of this very manifest, only when its content is
+wrong); then ``docker push`` uploads what is missing (present, correct blobs are not re-pushed:
+docker HEADs them) and the manifest must come back with the SAME digest, every blob correct. A
+commit with nothing damaged is a no-op. The summary gains ``repair`` (what was checked, found,
+dropped and uploaded).
+
 Exit codes: 0 published (or already published) · 2 invalid argument or CI.json · 3 refused
 (dirty worktree, unpushed commit, immutable tag, upstream-image, Dockerfile missing at the commit,
 submodules) · 4 transient, retryable (registry unreachable, push failed) · 5 infra-blocked (docker,
@@ -33,6 +43,7 @@ digest or image mismatch after push).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -40,25 +51,32 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
 from . import scripts
 from .ci import CI_PATH, CICatalog, CIError, ServiceArtifact, load_checked
-from .config import LoopbackEndpoint
+from .config import HostConfig, LoopbackEndpoint
 from .contract import (
     COMMIT_RE,
     DIGEST_RE,
+    MANIFEST_MEDIA_TYPES,
     REVISION_LABEL,
     SERVICE_LABEL,
     SOURCE_LABEL,
     ManifestCheckArgs,
+    RegistryBlobDropArgs,
     last_json_object,
 )
+
+if TYPE_CHECKING:
+    from .remote import SshSettings
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -76,6 +94,7 @@ _DECISIONS = {
 }
 
 _PUSH_DIGEST_RE = re.compile(rf"digest: ({DIGEST_RE.pattern})")
+BLOB_ERRORS = ("registry-blob-missing", "registry-blob-corrupt")
 MANIFEST_SCRIPT = ManifestCheckArgs.script
 BUILD_ARG_COMMIT = "UNIDESK_SOURCE_COMMIT"
 BUILD_ARG_SERVICE = "UNIDESK_SERVICE_ID"
@@ -361,6 +380,18 @@ class ScriptManifestChecker:
         detail = str(doc.get("detail", "")) or proc.stderr.strip()[-500:]
         if proc.returncode == 3 and code == "manifest-missing":
             return None
+        if proc.returncode == 3 and code in BLOB_ERRORS:
+            raise PublishFailure(
+                EXIT_REFUSED,
+                code,
+                f"manifest check: {detail}",
+                fix="python -m artifact_cd publish --repair --stack <stack> (same service, same checkout) "
+                "uploads the same content again",
+                registry=registry,
+                digest=doc.get("digest"),
+                manifestDigest=doc.get("manifestDigest"),
+                imageId=doc.get("imageId"),
+            )
         if proc.returncode == 4:
             raise PublishFailure(
                 EXIT_RETRYABLE, code, f"manifest check: {detail}", retryable=True, registry=registry
@@ -458,8 +489,11 @@ class DockerCli:
         data = json.loads(proc.stdout or "null") or {}
         return {str(k): str(v) for k, v in data.items()}
 
+    last_push_output = ""  # the stdout of the last push (its per-layer lines)
+
     def push(self, ref: str) -> str | None:
         proc = self._run(["push", ref], timeout=1800)
+        self.last_push_output = proc.stdout
         sys.stderr.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise PublishFailure(
@@ -472,6 +506,146 @@ class DockerCli:
         return match.group(1) if match else None
 
 
+# --------------------------------------------------------------------------- repair (issue 12)
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str
+    kind: str  # "config" | "layer"
+    size: int
+
+
+class RegistryBlobs(Protocol):
+    def image(self, registry: str, repository: str, tag: str) -> tuple[str, list[Blob]]: ...
+    def state(self, registry: str, repository: str, blob: Blob) -> str: ...
+
+
+class BlobDropper(Protocol):
+    def drop(
+        self, registry: str, repository: str, tag: str, digest: str, manifest_digest: str
+    ) -> dict[str, Any]: ...
+
+
+class HttpRegistryBlobs:
+    """The registry API, read-only: the tag's manifest and each blob hashed (``ok`` / ``missing`` /
+    ``corrupt``)."""
+
+    def __init__(self, timeout: float = 120) -> None:
+        self.timeout = timeout
+
+    def _open(self, url: str, accept: Sequence[str] = ()) -> Any:
+        headers = {"Accept": ", ".join(accept)} if accept else {}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http://<loopback registry>
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310
+        except urllib.error.HTTPError as error:
+            return error
+        except (OSError, ValueError) as error:
+            raise PublishFailure(
+                EXIT_RETRYABLE,
+                "registry-unreachable",
+                f"GET {url}: {type(error).__name__}: {error}",
+                retryable=True,
+            ) from None
+
+    def image(self, registry: str, repository: str, tag: str) -> tuple[str, list[Blob]]:
+        with self._open(f"http://{registry}/v2/{repository}/manifests/{tag}", MANIFEST_MEDIA_TYPES) as answer:
+            status, body = answer.status, answer.read()
+        if status != 200:
+            raise PublishFailure(
+                EXIT_FAILED, "registry-error", f"GET manifest {repository}:{tag}: HTTP {status}"
+            )
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        doc = json.loads(body)
+        config = doc.get("config") if isinstance(doc, dict) else None
+        if not isinstance(config, dict):
+            raise PublishFailure(
+                EXIT_REFUSED,
+                "repair-unsupported",
+                f"{repository}:{tag} names an index, not one image manifest: publish --repair repairs "
+                "single-platform images (the ones publish pushes)",
+            )
+        blobs = [Blob(str(config.get("digest")), "config", int(config.get("size", 0)))]
+        blobs += [
+            Blob(str(layer.get("digest")), "layer", int(layer.get("size", 0)))
+            for layer in doc.get("layers") or []
+            if isinstance(layer, dict)
+        ]
+        for blob in blobs:
+            if not DIGEST_RE.fullmatch(blob.digest):
+                raise PublishFailure(
+                    EXIT_FAILED, "registry-error", f"a blob of {repository}:{tag} has no digest"
+                )
+        return digest, blobs
+
+    def state(self, registry: str, repository: str, blob: Blob) -> str:
+        h = hashlib.sha256()
+        with self._open(f"http://{registry}/v2/{repository}/blobs/{blob.digest}") as answer:
+            if answer.status == 404:
+                return "missing"
+            if answer.status != 200:
+                raise PublishFailure(
+                    EXIT_RETRYABLE,
+                    "registry-error",
+                    f"GET blob {blob.digest}: HTTP {answer.status}",
+                    retryable=True,
+                )
+            while chunk := answer.read(1 << 20):
+                h.update(chunk)
+        return "ok" if "sha256:" + h.hexdigest() == blob.digest else "corrupt"
+
+
+class SshBlobDropper:
+    """``registry-blob-drop.sh`` on D601 over SSH (the stack's hosts.d601 and registry storage)."""
+
+    def __init__(self, host: HostConfig, settings: SshSettings, storage: str) -> None:
+        self.host = host
+        self.settings = settings
+        self.storage = storage
+
+    def drop(
+        self, registry: str, repository: str, tag: str, digest: str, manifest_digest: str
+    ) -> dict[str, Any]:
+        from .remote import SshFailure, run_call
+
+        call = RegistryBlobDropArgs(
+            registry=registry,
+            repository=repository,
+            tag=tag,
+            digest=digest,
+            manifest_digest=manifest_digest,
+            storage=self.storage,
+        )
+        try:
+            result = run_call(self.host, call, self.settings)
+        except SshFailure as failure:
+            raise PublishFailure(
+                EXIT_RETRYABLE if failure.retryable else EXIT_INFRA,
+                "ssh-unreachable" if failure.retryable else "infra-blocked",
+                f"ssh to D601 ({self.host.user}@{self.host.host}:{self.host.port}): {failure.detail}",
+                retryable=failure.retryable,
+                channel=None if failure.retryable else "ssh",
+            ) from None
+        doc = result.json or {}
+        if result.returncode != 0 or doc.get("ok") is not True:
+            raise PublishFailure(
+                EXIT_REFUSED if result.returncode == 3 else EXIT_FAILED,
+                str(doc.get("error") or "blob-drop-failed"),
+                f"{RegistryBlobDropArgs.script} on D601: {doc.get('detail') or result.stderr.strip()[-300:]}",
+                digest=digest,
+            )
+        return doc
+
+
+def push_counts(output: str) -> dict[str, int]:
+    """Layer lines of a ``docker push``: how many were uploaded and how many the registry had."""
+    return {
+        "layersPushed": len(re.findall(r"^[0-9a-f]{12}: Pushed\s*$", output, re.M)),
+        "layersAlreadyPresent": len(re.findall(r"^[0-9a-f]{12}: Layer already exists\s*$", output, re.M)),
+    }
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -481,6 +655,8 @@ class Publisher:
     docker: Docker = field(default_factory=DockerCli)
     manifests: ManifestChecker = field(default_factory=ScriptManifestChecker)
     actions: list[str] = field(default_factory=list)  # what the last publish changed, for refusals
+    blobs: RegistryBlobs = field(default_factory=HttpRegistryBlobs)
+    dropper: BlobDropper | None = None  # publish --repair: drops a corrupt blob on D601
 
     def artifact(self, service_id: str) -> ServiceArtifact:
         if service_id in self.ci.upstream:
@@ -503,7 +679,7 @@ class Publisher:
             )
         return artifact
 
-    def publish(self, service_id: str, repo: Path, registry: str) -> dict[str, Any]:
+    def publish(self, service_id: str, repo: Path, registry: str, *, repair: bool = False) -> dict[str, Any]:
         artifact = self.artifact(service_id)
         source = inspect_source(repo)
         commit = source.commit
@@ -516,7 +692,7 @@ class Publisher:
         context = {"serviceId": artifact.id, "sourceCommit": commit, "imageRef": ref}
         self.actions = []
         try:
-            return self._publish(artifact, source, registry, ref, labels)
+            return self._publish(artifact, source, registry, ref, labels, repair=repair)
         except PublishFailure as failure:
             for key, value in context.items():
                 failure.details.setdefault(key, value)
@@ -524,7 +700,14 @@ class Publisher:
             raise
 
     def _publish(
-        self, artifact: ServiceArtifact, source: Source, registry: str, ref: str, labels: dict[str, str]
+        self,
+        artifact: ServiceArtifact,
+        source: Source,
+        registry: str,
+        ref: str,
+        labels: dict[str, str],
+        *,
+        repair: bool = False,
     ) -> dict[str, Any]:
         commit = source.commit
         log(f"{artifact.id}: commit {commit} is clean and pushed ({', '.join(source.remote_branches)})")
@@ -560,6 +743,10 @@ class Publisher:
                 EXIT_FAILED, "label-mismatch", f"the built image has wrong labels: {wrong}", imageId=image_id
             )
         repository = artifact.image
+        if repair:
+            return self._repair(
+                artifact, commit, registry=registry, ref=ref, image_id=image_id, labels=labels
+            )
         existing = self.manifests.check(registry, repository, commit)
         if existing is not None:
             if existing.image_id != image_id:
@@ -606,6 +793,122 @@ class Publisher:
             log(f"{artifact.id}: pushed {ref} -> {after.digest}")
             manifest = after
         return summary(artifact, commit, registry, manifest, labels)
+
+    def _existing_for_repair(self, registry: str, repository: str, commit: str) -> Manifest | None:
+        """The registry's manifest of the commit, also when the check stops at a damaged blob."""
+        try:
+            return self.manifests.check(registry, repository, commit)
+        except PublishFailure as failure:
+            digest, image_id = failure.details.get("manifestDigest"), failure.details.get("imageId")
+            if (
+                failure.error not in BLOB_ERRORS
+                or not isinstance(digest, str)
+                or not isinstance(image_id, str)
+            ):
+                raise
+            if not (DIGEST_RE.fullmatch(digest) and DIGEST_RE.fullmatch(image_id)):
+                raise
+            log(f"{repository}:{commit}: {failure.error} {failure.details.get('digest')}")
+            return Manifest(digest=digest, image_id=image_id)
+
+    def _repair(
+        self,
+        artifact: ServiceArtifact,
+        commit: str,
+        *,
+        registry: str,
+        ref: str,
+        image_id: str,
+        labels: Mapping[str, str],
+    ) -> dict[str, Any]:
+        repository = artifact.image
+        existing = self._existing_for_repair(registry, repository, commit)
+        if existing is None:
+            raise PublishFailure(
+                EXIT_REFUSED,
+                "repair-not-published",
+                f"{ref} is not in the registry: there is nothing to repair",
+                fix="publish without --repair",
+            )
+        if existing.image_id != image_id:
+            raise PublishFailure(
+                EXIT_REFUSED,
+                "tag-immutable",
+                f"{ref} exists with image ID {existing.image_id}; this build produced {image_id}. A repair "
+                "uploads only the very same content (same image ID, same manifest digest): nothing is "
+                "dropped or pushed",
+                fix="repair from the CI host that built the original (its build cache gives the same image "
+                "ID), or push a new commit",
+                existingDigest=existing.digest,
+                existingImageId=existing.image_id,
+                builtImageId=image_id,
+            )
+        manifest_digest, blobs = self.blobs.image(registry, repository, commit)
+        if manifest_digest != existing.digest:
+            raise PublishFailure(
+                EXIT_RETRYABLE,
+                "manifest-changed",
+                f"{ref} named {existing.digest} at the check and {manifest_digest} now",
+                retryable=True,
+            )
+        states = {blob.digest: self.blobs.state(registry, repository, blob) for blob in blobs}
+        missing = [d for d, st in states.items() if st == "missing"]
+        corrupt = [d for d, st in states.items() if st == "corrupt"]
+        report: dict[str, Any] = {
+            "manifestDigest": manifest_digest,
+            "checkedBlobs": len(blobs),
+            "checkedBytes": sum(b.size for b in blobs),
+            "missing": missing,
+            "corrupt": corrupt,
+            "dropped": [],
+            "uploaded": [],
+        }
+        if not missing and not corrupt:
+            log(f"{artifact.id}: every blob of {ref} is present and correct; nothing to repair")
+            return {**summary(artifact, commit, registry, existing, labels), "repair": report}
+        if corrupt and self.dropper is None:
+            raise PublishFailure(
+                EXIT_INVALID,
+                "invalid-argument",
+                "a corrupt blob must be dropped on D601: --repair needs --stack",
+            )
+        for digest in corrupt:
+            assert self.dropper is not None
+            log(f"{artifact.id}: dropping the corrupt blob {digest} on D601")
+            dropped = self.dropper.drop(registry, repository, commit, digest, manifest_digest)
+            self.actions.append(f"dropped the corrupt blob {digest} from the D601 registry storage")
+            if dropped.get("dropped") is True:
+                report["dropped"].append(digest)
+        log(f"{artifact.id}: pushing {ref} (only the missing blobs travel)")
+        self.docker.push(ref)
+        self.actions.append(f"pushed {ref} to re-upload {len(missing) + len(corrupt)} blob(s)")
+        report.update(push_counts(str(getattr(self.docker, "last_push_output", ""))))
+        after = self.manifests.check(registry, repository, commit)
+        if after is None or after.digest != existing.digest or after.image_id != image_id:
+            raise PublishFailure(
+                EXIT_FAILED,
+                "repair-digest-changed",
+                f"after the repair push {ref} names {after.digest if after else 'nothing'}, not "
+                f"{existing.digest}: the CI Docker host compressed a layer differently, so the tag now "
+                "names a manifest of the same image ID with other layer digests",
+                digest=after.digest if after else None,
+                expectedDigest=existing.digest,
+            )
+        still = [
+            b.digest
+            for b in blobs
+            if states[b.digest] != "ok" and self.blobs.state(registry, repository, b) != "ok"
+        ]
+        if still:
+            raise PublishFailure(
+                EXIT_FAILED, "repair-incomplete", f"after the repair push these blobs are still bad: {still}"
+            )
+        report["uploaded"] = missing + corrupt
+        log(
+            f"{artifact.id}: repaired {ref}: {manifest_digest} unchanged, "
+            f"{len(report['uploaded'])} blob(s) uploaded"
+        )
+        return {**summary(artifact, commit, registry, existing, labels), "repair": report}
 
 
 def build_args(artifact: ServiceArtifact, commit: str) -> dict[str, str]:
@@ -659,6 +962,9 @@ def run_publish(
     ci_path: Path = CI_PATH,
     docker: Docker | None = None,
     manifests: ManifestChecker | None = None,
+    repair: bool = False,
+    dropper: BlobDropper | None = None,
+    blobs: RegistryBlobs | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Exit code and the JSON document to print; never raises for an expected refusal."""
     try:
@@ -667,8 +973,14 @@ def run_publish(
             ci = load_checked(ci_path)
         except CIError as error:
             return EXIT_INVALID, error.as_json()
-        publisher = Publisher(ci, docker or DockerCli(), manifests or ScriptManifestChecker())
-        return EXIT_OK, publisher.publish(service_id, Path(repo), endpoint)
+        publisher = Publisher(
+            ci,
+            docker or DockerCli(),
+            manifests or ScriptManifestChecker(),
+            blobs=blobs or HttpRegistryBlobs(),
+            dropper=dropper,
+        )
+        return EXIT_OK, publisher.publish(service_id, Path(repo), endpoint, repair=repair)
     except PublishFailure as failure:
         doc = failure.as_json()
         doc.setdefault("serviceId", service_id)

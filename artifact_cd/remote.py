@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from . import health
 from .config import ConfigError, HostConfig, Problem, StackConfig
-from .contract import RegistryProbeArgs, ScriptArgs, last_json_object
+from .contract import RegistryBlobVerifyArgs, RegistryProbeArgs, ScriptArgs, last_json_object
 from .plan import Step, plan_registry_host
 from .scripts import command_line, script_text
 
@@ -190,8 +190,14 @@ def acceptance_step(cfg: StackConfig) -> Step:
     raise LookupError(f"the registry plan has no {ACCEPTANCE_STEP} step")  # pragma: no cover
 
 
-def registry_query(cfg: StackConfig, mode: health.Mode, settings: SshSettings) -> dict[str, Any]:
-    """Run the read-only probe on D601 over one SSH round trip and decide (``health.decide``)."""
+def registry_query(
+    cfg: StackConfig,
+    mode: health.Mode,
+    settings: SshSettings,
+    integrity: RegistryBlobVerifyArgs | None = None,
+) -> dict[str, Any]:
+    """Run the read-only probe on D601 over one SSH round trip and decide (``health.decide``);
+    with ``integrity`` (health only) a second read-only round trip hashes the registry blobs."""
     host = cfg.hosts.d601
     target = {"host": host.host, "port": host.port, "user": host.user}
     try:
@@ -216,8 +222,26 @@ def registry_query(cfg: StackConfig, mode: health.Mode, settings: SshSettings) -
         doc = health.blocked("probe", detail, mode=mode, retryable=result.returncode != 2, host=host.host)
         doc["probeExit"] = result.returncode
         return {**doc, "target": target}
+    if integrity is not None and mode == "health":
+        checked = blob_integrity(host, integrity, settings)
+        doc = health.decide(facts, mode=mode, integrity=checked)
+        seconds = result.seconds + float(checked.get("querySeconds") or 0)
+        return {**doc, "target": target, "query": {"roundTrips": 2, "seconds": round(seconds, 3)}}
     doc = health.decide(facts, mode=mode)
     return {**doc, "target": target, "query": {"roundTrips": 1, "seconds": round(result.seconds, 3)}}
+
+
+def blob_integrity(host: HostConfig, call: RegistryBlobVerifyArgs, settings: SshSettings) -> dict[str, Any]:
+    """``registry-blob-verify.sh`` on D601 (read-only): its facts, or why there are none."""
+    try:
+        result = run_call(host, call, settings)
+    except SshFailure as failure:
+        return {"ok": False, "detail": f"ssh: {failure.detail}"}
+    facts = result.json
+    if result.returncode != 0 or facts is None:
+        detail = str((facts or {}).get("detail") or f"the blob verification exited {result.returncode}")
+        return {"ok": False, "detail": detail}
+    return {**facts, "querySeconds": result.seconds}
 
 
 EXIT_OK = 0
@@ -247,13 +271,14 @@ def cli_query(
     as_json: bool,
     environ: Mapping[str, str],
     out: TextIO,
+    integrity: RegistryBlobVerifyArgs | None = None,
 ) -> int:
     """``python -m artifact_cd status|health``: print the answer (JSON when asked for or when
     ``out`` is not a terminal, else a table). Exit 0 when ok, 1 when not ok.
 
     Raises :class:`ConfigError` (exit 2) for an unusable SSH option or key file."""
     settings = cli_settings(ssh_key=ssh_key, ssh_options=ssh_options, timeout=timeout, environ=environ)
-    doc = registry_query(cfg, mode, settings)
+    doc = registry_query(cfg, mode, settings, integrity)
     doc = {"stack": cfg.env, **doc}
     if as_json or not out.isatty():
         out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from artifact_cd import catalog
 from artifact_cd.catalog import ComposeTarget, Env, ServiceEntry
@@ -28,6 +30,7 @@ from artifact_cd.config import parse_stack_config
 from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
 from tests.git_source import SUMMARY_KEYS, Checkout, git
+from tests.integration.compose_project import write_dispatch
 from tests.rig import Host, Rig
 from tests.rig.images import fetch_manifest
 
@@ -127,7 +130,9 @@ class Run:
     stderr: str
 
 
-def publish(rig: Rig, repo: Path, *, docker_log: Path | None = None) -> Run:
+def publish(
+    rig: Rig, repo: Path, *extra: str, docker_log: Path | None = None, project: Path | None = None
+) -> Run:
     """`python -m artifact_cd publish` as CI runs it on D601 (its netns, its dockerd)."""
     env = {
         **os.environ,
@@ -147,8 +152,10 @@ def publish(rig: Rig, repo: Path, *, docker_log: Path | None = None) -> Run:
         )
         shim.chmod(0o755)
         env["PATH"] = f"{shim_dir}:{env.get('PATH', '/usr/bin:/bin')}"
-    argv = [*rig.d601.netns_argv(), sys.executable, "-m", "artifact_cd", "publish", "--service", SERVICE]
-    argv += ["--repo", str(repo), "--registry", rig.registry]
+    argv = [*rig.d601.netns_argv(), sys.executable, "-m", "artifact_cd"]
+    argv += ["--project-dir", str(project)] if project is not None else []
+    argv += ["publish", "--service", SERVICE]
+    argv += ["--repo", str(repo), "--registry", rig.registry, *extra]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
     try:
         doc = json.loads(proc.stdout)
@@ -287,11 +294,29 @@ def test_the_published_commit_deploys_with_the_verified_digest(
     assert [s.id for s in plan.steps] == ["manifest-check", "transfer", "deploy"]
     assert plan.build["willRunDockerBuild"] is False  # CD never builds (R25)
 
+    results = deploy(rig, commit, compose_project)
+    assert results["transfer"]["digest"] == published["digest"]
+    verdict = results["deploy"]
+    assert verdict["ok"] is True
+    assert verdict["registryDigest"] == published["digest"]
+    assert verdict["imageId"] == published["imageId"] == verdict["containerImageId"]
+    assert verdict["revisionLabel"] == commit
+    assert verdict["health"]["deployCommit"] == commit == verdict["health"]["requestedCommit"]
+
+
+def deploy(rig: Rig, commit: str, project_dir: str) -> dict[str, dict[str, Any]]:
+    """The Compose consumer steps of ``commit`` as the plan gives them, run for real; each result."""
+    raw = rig.stack_config(ENV, {SERVICE: commit})
+    raw["compose"]["master"] = {
+        "projectDir": project_dir,
+        "projectName": PROJECT_NAME,
+        "envFile": f"{project_dir}/.env.deploy",
+    }
+    plan = plan_service(parse_stack_config(raw, ENV), SERVICE)
+    assert plan.decision == Decision.PLANNED, plan.reason
     check = rig.d601.run_step(plan.steps[0])
-    assert check.returncode == 0 and check.json is not None, check.stderr
-    assert check.json["digest"] == published["digest"]
-    assert check.json["imageId"] == published["imageId"]
-    results = {}
+    assert check.returncode == 0 and check.json is not None, (check.stdout, check.stderr)
+    results = {"manifest-check": check.json}
     for step in plan.steps[1:]:
         host: Host = getattr(rig, step.host)
         result = host.run_step(step, digest=check.json["digest"], image_id=check.json["imageId"])
@@ -301,10 +326,188 @@ def test_the_published_commit_deploys_with_the_verified_digest(
             result.stderr[-3000:],
         )
         results[step.id] = result.json
-    assert results["transfer"]["digest"] == published["digest"]
-    verdict = results["deploy"]
-    assert verdict["ok"] is True
-    assert verdict["registryDigest"] == published["digest"]
-    assert verdict["imageId"] == published["imageId"] == verdict["containerImageId"]
-    assert verdict["revisionLabel"] == commit
-    assert verdict["health"]["deployCommit"] == commit == verdict["health"]["requestedCommit"]
+    return results
+
+
+# --------------------------------------------------------------------------- publish --repair (issue 12)
+
+STORAGE = Rig.registry_config().storage_path  # the rig stack config's registry storage on D601
+EXTRA_DOCKERFILE = DOCKERFILE.replace("COPY rootfs/ /\n", "COPY rootfs/ /\nCOPY extra/ /extra/\n")
+
+
+def blob_data(digest: str) -> str:
+    hexpart = digest.split(":", 1)[1]
+    return f"{STORAGE}/docker/registry/v2/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
+
+
+def blob_sha256(rig: Rig, digest: str) -> str:
+    return "sha256:" + rig.d601.sh('sha256sum -- "$1"', blob_data(digest)).stdout.split()[0]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The operator's CLI against the rig (a Pulumi.prod.yaml of the rig's stack config, real SSH
+    through the rig's dispatch ProxyCommand and known_hosts)."""
+
+    rig: Rig
+    project: Path
+    ssh: tuple[str, ...]
+
+    def health(self) -> dict[str, Any]:
+        argv = [
+            sys.executable,
+            "-m",
+            "artifact_cd",
+            "--project-dir",
+            str(self.project),
+            "health",
+            "--stack",
+            ENV,
+        ]
+        argv += ["--integrity", "--json", *self.ssh]
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+        assert proc.stdout.strip(), proc.stderr
+        doc: dict[str, Any] = json.loads(proc.stdout)
+        assert proc.returncode == (0 if doc["ok"] else 1), proc.stderr
+        return doc
+
+    def repair(self, repo: Path, *, stack: bool = True, docker_log: Path | None = None) -> Run:
+        extra = ["--repair"]
+        if stack:
+            extra += ["--stack", ENV, *self.ssh]
+        return publish(self.rig, repo, *extra, docker_log=docker_log, project=self.project)
+
+
+@pytest.fixture(scope="module")
+def operator(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Operator:
+    workdir = tmp_path_factory.mktemp("operator")
+    project = workdir / "project"
+    project.mkdir()
+    raw = rig.stack_config(ENV)
+    doc = {"config": {f"unidesk-artifact-cd:{k}": v for k, v in raw.items()}}
+    (project / f"Pulumi.{ENV}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    dispatch = write_dispatch(rig, workdir / "dispatch")
+    ssh = ["--ssh-key", str(rig.machine_key_file), "--timeout", "90"]
+    for option in (
+        f"ProxyCommand={dispatch} %h %p",
+        f"UserKnownHostsFile={rig.dir / 'known_hosts'}",
+        "StrictHostKeyChecking=yes",
+    ):
+        ssh += ["--ssh-option", option]
+    return Operator(rig, project, tuple(ssh))
+
+
+@pytest.fixture
+def fresh(rig: Rig, source: Checkout, published: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A new pushed commit with a layer of its own (``COPY extra/``, last in the manifest), published;
+    ``layer`` is that layer's digest. The blob's data file is put back if a test left it damaged."""
+    (source.path / ENTRY.dockerfile).write_text(EXTRA_DOCKERFILE, encoding="utf-8")
+    git(source.path, "add", ENTRY.dockerfile)
+    source.commit("extra/stamp", secrets.token_hex(16) + "\n", "a layer of its own")
+    source.push()
+    run = publish(rig, source.path)
+    assert run.code == 0, (run.doc, run.stderr[-2000:])
+    manifest = json.loads(fetch_manifest(rig.d601, rig.registry, ENTRY.repository, run.doc["sourceCommit"]))
+    assert len(manifest["layers"]) == 2, manifest
+    layer = str(manifest["layers"][-1]["digest"])
+    data = blob_data(layer)
+    rig.d601.sh('cp -p -- "$1" "$1.rig-orig"', data)
+    try:
+        yield {**run.doc, "layer": layer, "firstLayer": manifest["layers"][0]["digest"]}
+    finally:
+        rig.d601.sh('[ ! -e "$1.rig-orig" ] || mv -f -- "$1.rig-orig" "$1"', data)
+
+
+def corrupt(rig: Rig, digest: str) -> None:
+    rig.d601.sh(
+        'size=$(stat -c %s -- "$1"); printf "corrupted-by-rig" | dd of="$1" bs=1 seek=$((size / 2)) conv=notrunc status=none',
+        blob_data(digest),
+    )
+
+
+def push_verbs(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_a_corrupt_layer_is_reported_by_health_and_repaired_with_the_same_digest(
+    rig: Rig, source: Checkout, fresh: dict[str, Any], operator: Operator, compose_project: str
+) -> None:
+    """Issue 12: corrupt one layer -> health --integrity fails storage-integrity with
+    registry-blob-corrupt naming the blob and the commit -> publish --repair drops exactly that blob
+    on D601 and pushes again: the manifest digest is unchanged, only that layer travelled, the blob
+    is correct, health passes the scope, and a deploy of the commit succeeds."""
+    commit, layer = fresh["sourceCommit"], fresh["layer"]
+    corrupt(rig, layer)
+    assert blob_sha256(rig, layer) != layer
+
+    sick = operator.health()
+    assert "storage-integrity" in sick["failedScopes"], sick["failedScopes"]
+    check = sick["checks"]["blobIntegrity"]
+    assert check["ok"] is False and check["error"] == "registry-blob-corrupt", check
+    corrupt_blobs = sick["storageIntegrity"]["corrupt"]
+    assert [c["digest"] for c in corrupt_blobs] == [layer], corrupt_blobs
+    assert {"repository": ENTRY.repository, "tag": commit, "as": "blob"} in corrupt_blobs[0]["usedBy"]
+    assert sick["storageIntegrity"]["checkedBlobs"] >= 1 and sick["storageIntegrity"]["totalBlobs"] >= 1
+    assert any("publish --repair" in a for a in sick["actions"])
+
+    run = operator.repair(source.path)
+    assert run.code == 0, (run.doc, run.stderr[-3000:])
+    repair = run.doc["repair"]
+    assert repair["corrupt"] == [layer] and repair["missing"] == [] and repair["dropped"] == [layer]
+    assert repair["uploaded"] == [layer]
+    assert (repair["layersPushed"], repair["layersAlreadyPresent"]) == (1, 1), repair  # the good layer stayed
+    assert run.doc["digest"] == fresh["digest"] == registry_digest(rig, commit) == repair["manifestDigest"]
+    assert blob_sha256(rig, layer) == layer
+
+    well = operator.health()
+    assert "storage-integrity" in well["healthyScopes"] and well["checks"]["blobIntegrity"]["ok"] is True
+    verdict = deploy(rig, commit, compose_project)["deploy"]
+    assert verdict["ok"] is True and verdict["registryDigest"] == fresh["digest"]
+    assert verdict["health"]["deployCommit"] == commit
+
+
+def test_a_missing_layer_is_repaired_without_ssh(
+    rig: Rig, source: Checkout, fresh: dict[str, Any], operator: Operator, compose_project: str
+) -> None:
+    """Issue 12: a layer gone from storage: publish refuses (registry-blob-missing, the fix names
+    --repair); publish --repair (no --stack: nothing to drop) uploads it again; same digest; deploy."""
+    commit, layer = fresh["sourceCommit"], fresh["layer"]
+    rig.d601.sh('rm -f -- "$1"', blob_data(layer))
+    refused = publish(rig, source.path)
+    assert refused.code == 3 and refused.doc["error"] == "registry-blob-missing", refused.doc
+    assert refused.doc["digest"] == layer and "--repair" in refused.doc["fix"]
+
+    run = operator.repair(source.path, stack=False)
+    assert run.code == 0, (run.doc, run.stderr[-3000:])
+    repair = run.doc["repair"]
+    assert repair["missing"] == [layer] and repair["corrupt"] == [] and repair["dropped"] == []
+    assert (repair["layersPushed"], repair["layersAlreadyPresent"]) == (1, 1), repair
+    assert run.doc["digest"] == fresh["digest"] == registry_digest(rig, commit)
+    assert blob_sha256(rig, layer) == layer
+    verdict = deploy(rig, commit, compose_project)["deploy"]
+    assert verdict["ok"] is True and verdict["registryDigest"] == fresh["digest"]
+
+
+def test_a_repair_with_different_content_is_refused_and_drops_nothing(
+    rig: Rig, source: Checkout, fresh: dict[str, Any], operator: Operator, tmp_path: Path
+) -> None:
+    """Issue 12: without the build cache the rebuild has another image ID: publish --repair refuses
+    (tag-immutable) before anything is dropped or pushed; the corrupt blob and the tag stay as they
+    were (so an operator can still repair from the CI host that built it)."""
+    commit, layer = fresh["sourceCommit"], fresh["layer"]
+    corrupt(rig, layer)
+    damaged = blob_sha256(rig, layer)
+    docker_env = {**os.environ, "DOCKER_HOST": rig.d601.docker_host}
+    subprocess.run(
+        ["docker", "rmi", "-f", fresh["imageRef"]], env=docker_env, capture_output=True, check=True
+    )
+    log = tmp_path / "docker.log"
+    run = operator.repair(source.path, docker_log=log)
+    assert run.code == 3, run.doc
+    assert run.doc["error"] == "tag-immutable" and run.doc["existingImageId"] == fresh["imageId"], run.doc
+    assert run.doc["actionsTaken"] == [
+        f"built {run.doc['builtImageId']} and tagged it {fresh['imageRef']} on the CI Docker host"
+    ]
+    assert "push" not in push_verbs(log)
+    assert blob_sha256(rig, layer) == damaged, "nothing was dropped"
+    assert registry_digest(rig, commit) == fresh["digest"]
