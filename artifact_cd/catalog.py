@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -627,7 +627,7 @@ def apply_names(
         }
     else:
         update = {"deployments": values["deployments"], "kubernetes_service": values["kubernetesService"]}
-    health = Health(path=str(values["healthPath"]), port=int(str(values["healthPort"])))
+    health = Health(path=cast(str, values["healthPath"]), port=cast(int, values["healthPort"]))
     resolved = entry.model_copy(
         update={"health": health, "targets": {**entry.targets, env: target.model_copy(update=update)}}
     )

@@ -573,6 +573,8 @@ def _names_check(cfg: StackConfig) -> list[Problem]:
     for sid, svc in cfg.services.items():
         entry = catalog.get(sid)
         target = entry.target(cfg.env) if entry else None
+        if target is None:
+            continue  # not a service of this env: refused above
         allowed = catalog.name_keys(target)
         for name in svc.names.keys_set():
             key = f"services.{sid}.names.{name}"
@@ -590,7 +592,7 @@ def _names_check(cfg: StackConfig) -> list[Problem]:
                 continue
             if name in allowed:
                 continue
-            kind = target.kind.value if target is not None else "no"
+            kind = target.kind.value
             takes = ", ".join(allowed) or "no names"
             problems.append(
                 Problem(

@@ -49,7 +49,7 @@ def named(stack: str, **names: dict[str, Any]) -> dict[str, Any]:
     """The shipped stack with ``names`` set per service (``findjob={...}``; ``_`` for ``-``)."""
     doc = raw(stack)
     for sid, values in names.items():
-        doc["services"][sid.replace("_", "-")]["names"] = values
+        doc["services"].setdefault(sid.replace("_", "-"), {"commit": "1" * 40})["names"] = values
     return doc
 
 
@@ -276,6 +276,7 @@ def test_an_unknown_name_key_is_refused() -> None:
         ("prod", "findjob", {"kubernetesService": "f"}, "kubernetesService"),
         ("dev", "decision-center", {"containerName": "dc"}, "containerName"),
         ("dev", "frontend", {"retag": "frontend", "healthPort": 80}, "retag"),  # k3s in dev, Compose in prod
+        ("prod", "code-queue", {"healthPort": 80}, "healthPort"),  # no prod target: no names
     ],
 )
 def test_a_name_of_another_target_kind_is_refused(
