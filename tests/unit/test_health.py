@@ -169,7 +169,12 @@ def set_in(section: str, **values: Any) -> Callable[[Facts], None]:
 
 def no_docker(f: Facts, state: str) -> Facts:
     """What the probe reports when Docker cannot be used: nothing about containers or images."""
-    f["docker"] = {"installed": state != "not-installed", "reachable": False, "state": state, "serverVersion": None}
+    f["docker"] = {
+        "installed": state != "not-installed",
+        "reachable": False,
+        "state": state,
+        "serverVersion": None,
+    }
     f["container"] = {"queried": False, "exists": None}
     f["expectedImage"] = {"ref": "registry:2.8.3", "present": None, "localImageId": None}
     f["listeners"]["addresses"] = []
@@ -182,52 +187,216 @@ def no_docker(f: Facts, state: str) -> Facts:
 # (case id, facts, decision, status ok, failed scopes, runtimeApiHealthy, retryable)
 CASES: list[tuple[str, Facts, str, bool, list[str], bool, bool]] = [
     ("healthy", healthy_facts(), "healthy", True, [], True, False),
-    ("R22 fresh host: not installed", fresh_facts(), "not-installed", True,
-     ["unit", "files", "container", "registry-api", "storage"], False, False),
-    ("R24 config drift while serving", change(drift("config")), "service-degraded", True, ["files"], True, False),
-    ("R24 compose drift while serving", change(drift("compose")), "service-degraded", True, ["files"], True, False),
-    ("R24 unit file drift while serving", change(drift("unit")), "service-degraded", True, ["files"], True, False),
-    ("R24 unit inactive, container still serving", change(unit_inactive), "service-degraded", True,
-     ["unit"], True, False),
-    ("unit not enabled", change(set_in("unit", enabled=False, unitFileState="disabled")), "service-degraded",
-     True, ["unit"], True, False),
-    ("unit changed on disk, not reloaded", change(set_in("unit", needDaemonReload=True)), "service-degraded",
-     True, ["unit"], True, False),
-    ("container runs another image", change(lambda f: f["container"].update(image="registry:2.8.2")),
-     "service-degraded", True, ["container"], True, False),
-    ("the tag now names another image", change(lambda f: f["expectedImage"].update(localImageId="sha256:" + "e" * 64)),
-     "service-degraded", True, ["container"], True, False),
-    ("container runs an outdated spec", change(lambda f: f["container"].update(specLabel="f" * 64)),
-     "service-degraded", True, ["container"], True, False),
-    ("unit and container stopped", change(unit_inactive, container_exited), "unhealthy", True,
-     ["unit", "container", "registry-api"], False, False),
-    ("container stopped, systemd restarting the unit",
-     change(container_exited, set_in("unit", activeState="activating", subState="auto-restart", active=False)),
-     "unhealthy", True, ["unit", "container", "registry-api"], False, True),
+    (
+        "R22 fresh host: not installed",
+        fresh_facts(),
+        "not-installed",
+        True,
+        ["unit", "files", "container", "registry-api", "storage"],
+        False,
+        False,
+    ),
+    (
+        "R24 config drift while serving",
+        change(drift("config")),
+        "service-degraded",
+        True,
+        ["files"],
+        True,
+        False,
+    ),
+    (
+        "R24 compose drift while serving",
+        change(drift("compose")),
+        "service-degraded",
+        True,
+        ["files"],
+        True,
+        False,
+    ),
+    (
+        "R24 unit file drift while serving",
+        change(drift("unit")),
+        "service-degraded",
+        True,
+        ["files"],
+        True,
+        False,
+    ),
+    (
+        "R24 unit inactive, container still serving",
+        change(unit_inactive),
+        "service-degraded",
+        True,
+        ["unit"],
+        True,
+        False,
+    ),
+    (
+        "unit not enabled",
+        change(set_in("unit", enabled=False, unitFileState="disabled")),
+        "service-degraded",
+        True,
+        ["unit"],
+        True,
+        False,
+    ),
+    (
+        "unit changed on disk, not reloaded",
+        change(set_in("unit", needDaemonReload=True)),
+        "service-degraded",
+        True,
+        ["unit"],
+        True,
+        False,
+    ),
+    (
+        "container runs another image",
+        change(lambda f: f["container"].update(image="registry:2.8.2")),
+        "service-degraded",
+        True,
+        ["container"],
+        True,
+        False,
+    ),
+    (
+        "the tag now names another image",
+        change(lambda f: f["expectedImage"].update(localImageId="sha256:" + "e" * 64)),
+        "service-degraded",
+        True,
+        ["container"],
+        True,
+        False,
+    ),
+    (
+        "container runs an outdated spec",
+        change(lambda f: f["container"].update(specLabel="f" * 64)),
+        "service-degraded",
+        True,
+        ["container"],
+        True,
+        False,
+    ),
+    (
+        "unit and container stopped",
+        change(unit_inactive, container_exited),
+        "unhealthy",
+        True,
+        ["unit", "container", "registry-api"],
+        False,
+        False,
+    ),
+    (
+        "container stopped, systemd restarting the unit",
+        change(
+            container_exited, set_in("unit", activeState="activating", subState="auto-restart", active=False)
+        ),
+        "unhealthy",
+        True,
+        ["unit", "container", "registry-api"],
+        False,
+        True,
+    ),
     ("API answers 500", change(set_in("http", code=500)), "unhealthy", True, ["registry-api"], False, False),
-    ("API does not answer", change(set_in("http", code=0)), "unhealthy", True, ["registry-api"], False, False),
-    ("storage directory gone", change(set_in("storage", exists=False, isDir=False, hasData=False)), "unhealthy",
-     True, ["storage"], True, False),
-    ("R2 exposed on 0.0.0.0", change(listening_on(WILDCARD_V4)), "unhealthy", True, ["listener"], False, False),
+    (
+        "API does not answer",
+        change(set_in("http", code=0)),
+        "unhealthy",
+        True,
+        ["registry-api"],
+        False,
+        False,
+    ),
+    (
+        "storage directory gone",
+        change(set_in("storage", exists=False, isDir=False, hasData=False)),
+        "unhealthy",
+        True,
+        ["storage"],
+        True,
+        False,
+    ),
+    (
+        "R2 exposed on 0.0.0.0",
+        change(listening_on(WILDCARD_V4)),
+        "unhealthy",
+        True,
+        ["listener"],
+        False,
+        False,
+    ),
     ("R2 exposed on ::", change(listening_on("::")), "unhealthy", True, ["listener"], False, False),
-    ("R2 exposed on a LAN address", change(listening_on("127.0.0.1", "192.168.1.20")), "unhealthy", True,
-     ["listener"], False, False),
+    (
+        "R2 exposed on a LAN address",
+        change(listening_on("127.0.0.1", "192.168.1.20")),
+        "unhealthy",
+        True,
+        ["listener"],
+        False,
+        False,
+    ),
     ("R2 ::1 is loopback", change(listening_on("::1")), "healthy", True, [], True, False),
-    ("R2 published on every address",
-     change(lambda f: f["container"].update(portBindings=[{"containerPort": "5000/tcp", "hostIp": "", "hostPort": "5000"}])),
-     "unhealthy", True, ["listener"], False, False),
-    ("drift and exposure together: exposure wins", change(drift("config"), listening_on(WILDCARD_V4)), "unhealthy",
-     True, ["files", "listener"], False, False),
-    ("something else answers /v2/, container stopped",
-     change(container_exited, set_in("http", code=200), listening_on("127.0.0.1")), "unhealthy", True,
-     ["container"], False, False),
-    ("R23 docker not installed (fresh host)", no_docker(fresh_facts(), "not-installed"), "infra-blocked", False,
-     ["docker", "unit", "files", "registry-api", "storage"], False, False),
-    ("R23 docker daemon down (installed host)",
-     no_docker(change(set_in("unit", activeState="failed", subState="failed", active=False)), "daemon-unreachable"),
-     "infra-blocked", False, ["docker", "unit", "registry-api"], False, True),
-    ("R23 no systemd", change(lambda f: f.update(systemd={"running": False, "systemctl": True}, unit={"queried": False})),
-     "infra-blocked", False, ["systemd"], True, False),
+    (
+        "R2 published on every address",
+        change(
+            lambda f: f["container"].update(
+                portBindings=[{"containerPort": "5000/tcp", "hostIp": "", "hostPort": "5000"}]
+            )
+        ),
+        "unhealthy",
+        True,
+        ["listener"],
+        False,
+        False,
+    ),
+    (
+        "drift and exposure together: exposure wins",
+        change(drift("config"), listening_on(WILDCARD_V4)),
+        "unhealthy",
+        True,
+        ["files", "listener"],
+        False,
+        False,
+    ),
+    (
+        "something else answers /v2/, container stopped",
+        change(container_exited, set_in("http", code=200), listening_on("127.0.0.1")),
+        "unhealthy",
+        True,
+        ["container"],
+        False,
+        False,
+    ),
+    (
+        "R23 docker not installed (fresh host)",
+        no_docker(fresh_facts(), "not-installed"),
+        "infra-blocked",
+        False,
+        ["docker", "unit", "files", "registry-api", "storage"],
+        False,
+        False,
+    ),
+    (
+        "R23 docker daemon down (installed host)",
+        no_docker(
+            change(set_in("unit", activeState="failed", subState="failed", active=False)),
+            "daemon-unreachable",
+        ),
+        "infra-blocked",
+        False,
+        ["docker", "unit", "registry-api"],
+        False,
+        True,
+    ),
+    (
+        "R23 no systemd",
+        change(lambda f: f.update(systemd={"running": False, "systemctl": True}, unit={"queried": False})),
+        "infra-blocked",
+        False,
+        ["systemd"],
+        True,
+        False,
+    ),
 ]
 
 
@@ -275,8 +444,13 @@ def test_leftover_storage_is_not_an_install_and_is_kept() -> None:
 def test_drift_names_the_file(name: str, path: str) -> None:
     doc = health.decide(change(drift(name)), mode="health")
     assert doc["drift"] == [
-        {"file": name, "path": path, "state": "differs", "expectedSha256": healthy_facts()["files"][name][
-            "expectedSha256"], "actualSha256": "d" * 64}
+        {
+            "file": name,
+            "path": path,
+            "state": "differs",
+            "expectedSha256": healthy_facts()["files"][name]["expectedSha256"],
+            "actualSha256": "d" * 64,
+        }
     ]
     assert doc["checks"][f"{name}File"]["ok"] is False and path in doc["checks"][f"{name}File"]["detail"]
     assert path in doc["recommendedAction"] and "controlled upgrade" in doc["recommendedAction"]
@@ -314,7 +488,11 @@ def test_unit_inactive_names_the_unit_and_the_action() -> None:
 
 @pytest.mark.parametrize(
     ("state", "action_word"),
-    [("not-installed", "install Docker"), ("permission-denied", "docker group"), ("timeout", "start the Docker")],
+    [
+        ("not-installed", "install Docker"),
+        ("permission-denied", "docker group"),
+        ("timeout", "start the Docker"),
+    ],
 )
 def test_docker_channel_is_named(state: str, action_word: str) -> None:
     doc = health.decide(no_docker(healthy_facts(), state), mode="status")
@@ -373,7 +551,9 @@ def test_table_view_shows_decision_checks_and_action() -> None:
 
 def test_ssh_argv_batchmode_first_and_exact_target() -> None:
     settings = remote.SshSettings(key_file="/k", options=("ProxyCommand=nc %h %p", "BatchMode=no"))
-    argv = remote.ssh_argv(HostConfig(host="d601.example", user="ubuntu", port=2200), "bash -s -- x", settings)
+    argv = remote.ssh_argv(
+        HostConfig(host="d601.example", user="ubuntu", port=2200), "bash -s -- x", settings
+    )
     assert argv[:3] == ["ssh", "-o", "BatchMode=yes"]
     assert argv.index("ProxyCommand=nc %h %p") < argv.index("ConnectTimeout=15")
     assert argv[-4:] == ["2200", "--", "ubuntu@d601.example", "bash -s -- x"]
@@ -385,7 +565,9 @@ def test_ssh_settings_validation(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("k")
     env = {remote.SSH_OPTIONS_ENV: "'ProxyCommand=nsenter -t 1 -n -- relay 22' StrictHostKeyChecking=no"}
-    s = remote.SshSettings.build(key_file=None, options=["Port=22"], environ={**env, remote.SSH_KEY_ENV: str(key)})
+    s = remote.SshSettings.build(
+        key_file=None, options=["Port=22"], environ={**env, remote.SSH_KEY_ENV: str(key)}
+    )
     assert s.options == ("ProxyCommand=nsenter -t 1 -n -- relay 22", "StrictHostKeyChecking=no", "Port=22")
     assert s.key_file == str(key)
     for bad in ("-oProxyCommand=x", "=x", "Key=a\nb", "NoValue"):
@@ -446,7 +628,11 @@ def _fake_ssh(tmp_path: Path, body: str) -> dict[str, str]:
     ssh = bindir / "ssh"
     ssh.write_text("#!/bin/bash\n" + body)
     ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
-    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    return {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "DOCKER_HOST": f"unix://{tmp_path}/no.sock",
+    }
 
 
 def _cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -462,11 +648,17 @@ def _cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
 
 
 def test_cli_ssh_refused_is_infra_blocked_without_raw_error(tmp_path: Path) -> None:
-    env = _fake_ssh(tmp_path, 'echo "ssh: connect to host d601.test port 2222: Connection refused" >&2\nexit 255\n')
+    env = _fake_ssh(
+        tmp_path, 'echo "ssh: connect to host d601.test port 2222: Connection refused" >&2\nexit 255\n'
+    )
     proc = _cli(tmp_path, env, "status", "--stack", "prod")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)  # piped: JSON without --json
-    assert doc["decision"] == "infra-blocked" and doc["channel"] == "ssh" and doc["sshFailure"] == "connection-refused"
+    assert (
+        doc["decision"] == "infra-blocked"
+        and doc["channel"] == "ssh"
+        and doc["sshFailure"] == "connection-refused"
+    )
     assert doc["ok"] is False and doc["retryable"] is True and doc["failedScopes"] == ["ssh"]
     assert doc["target"] == {"host": "d601.test", "port": 2222, "user": "root"}
     assert "Connection refused" not in proc.stdout
@@ -524,12 +716,103 @@ def test_cli_refused_config_never_reaches_ssh(tmp_path: Path) -> None:
     called = tmp_path / "ssh-called"
     env = _fake_ssh(tmp_path, f"touch {called}\nexit 0\n")
     project = _project(tmp_path)
-    text = (project / "Pulumi.prod.yaml").read_text().replace("composeCommand:", "endpoint: 0.0.0.0:5000\n    composeCommand:")
+    text = (
+        (project / "Pulumi.prod.yaml")
+        .read_text()
+        .replace("composeCommand:", "endpoint: 0.0.0.0:5000\n    composeCommand:")
+    )
     (project / "Pulumi.prod.yaml").write_text(text)
     proc = subprocess.run(
         [sys.executable, "-m", "artifact_cd", "--project-dir", str(project), "health", "--stack", "prod"],
-        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["problems"][0]["key"] == "unidesk-artifact-cd:registry.endpoint"
     assert not called.exists()
+
+
+# --------------------------------------------------------------------------- storage integrity (issue 12)
+
+LAYER = "sha256:" + "1" * 64
+
+
+def integrity_facts(**over: Any) -> Facts:
+    """What registry-blob-verify.sh prints (artifact_cd/scripts/py/manifest.py verify)."""
+    facts: Facts = {
+        "ok": True,
+        "probe": "registry-blob-verify",
+        "storage": STORAGE,
+        "storageExists": True,
+        "totalBlobs": 7,
+        "totalBytes": 9000,
+        "checkedBlobs": 7,
+        "checkedBytes": 9000,
+        "unreadableBlobs": 0,
+        "complete": True,
+        "stoppedBy": None,
+        "budgetSeconds": 10,
+        "budgetBytes": 536870912,
+        "corrupt": [],
+        "seconds": 0.01,
+    }
+    return facts | over
+
+
+def test_without_integrity_facts_the_scope_lists_do_not_change() -> None:
+    doc = health.decide(healthy_facts(), mode="health")
+    assert doc["healthyScopes"] == ALL_SCOPES and "storageIntegrity" not in doc
+    assert health.INTEGRITY_CHECK not in doc["checks"]
+
+
+def test_clean_blobs_add_a_healthy_storage_integrity_scope() -> None:
+    doc = health.decide(healthy_facts(), mode="health", integrity=integrity_facts())
+    assert doc["decision"] == "healthy" and doc["ok"] is True
+    assert doc["healthyScopes"] == [*ALL_SCOPES, "storage-integrity"] and doc["failedScopes"] == []
+    summary = doc["storageIntegrity"]
+    assert (summary["checkedBlobs"], summary["totalBlobs"], summary["checkedBytes"]) == (7, 7, 9000)
+    assert summary["corrupt"] == [] and "error" not in summary
+
+
+def test_a_corrupt_blob_fails_the_scope_with_registry_blob_corrupt_and_names_the_repair() -> None:
+    corrupt = [{"digest": LAYER, "actual": "sha256:" + "2" * 64, "bytes": 10,
+                "usedBy": [{"repository": "unidesk/svc", "tag": "a" * 40, "as": "blob"}]}]  # fmt: skip
+    doc = health.decide(healthy_facts(), mode="health", integrity=integrity_facts(corrupt=corrupt))
+    assert doc["decision"] == "unhealthy" and doc["ok"] is False
+    assert doc["failedScopes"] == ["storage-integrity"] and doc["healthyScopes"] == ALL_SCOPES
+    check = doc["checks"][health.INTEGRITY_CHECK]
+    assert check["ok"] is False and check["error"] == "registry-blob-corrupt" and LAYER in check["detail"]
+    assert doc["storageIntegrity"]["error"] == "registry-blob-corrupt"
+    assert any(
+        "publish --repair" in a and "unidesk/svc:" + "a" * 40 in a and LAYER in a for a in doc["actions"]
+    )
+    # status mode reads the same facts: ok (the query worked), the scope still failed
+    status = health.decide(healthy_facts(), mode="status", integrity=integrity_facts(corrupt=corrupt))
+    assert status["ok"] is True and status["failedScopes"] == ["storage-integrity"]
+
+
+def test_a_budget_cut_check_is_healthy_and_says_how_much_it_saw() -> None:
+    facts = integrity_facts(checkedBlobs=3, checkedBytes=4000, complete=False, stoppedBy="bytes")
+    doc = health.decide(healthy_facts(), mode="health", integrity=facts)
+    check = doc["checks"][health.INTEGRITY_CHECK]
+    assert check["ok"] is True and "3 of 7 blobs" in check["detail"] and "bytes" in check["detail"]
+    assert doc["storageIntegrity"]["complete"] is False
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        {"ok": False, "detail": "ssh: the SSH connection timed out"},
+        integrity_facts(checkedBlobs=0, checkedBytes=0, unreadableBlobs=7, complete=True),
+    ],
+    ids=["no-facts", "unreadable"],
+)
+def test_integrity_that_could_not_be_checked_is_unchecked_not_failed(facts: Facts) -> None:
+    doc = health.decide(healthy_facts(), mode="health", integrity=facts)
+    assert doc["decision"] == "healthy"
+    assert doc["uncheckedScopes"] == ["storage-integrity"] and "storage-integrity" not in doc["failedScopes"]
+    assert doc["checks"][health.INTEGRITY_CHECK]["detail"].startswith("not checked")

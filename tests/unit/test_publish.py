@@ -467,3 +467,200 @@ def test_manifest_check_sends_the_project_script_and_exact_argv(
         "c" * 40,
     ]
     assert seen["stdin"] == "# the text of manifest-check.sh\n"
+
+
+# --------------------------------------------------------------------------- publish --repair (issue 12)
+
+LAYER_1 = "sha256:" + "3" * 64
+LAYER_2 = "sha256:" + "4" * 64
+
+
+@dataclass
+class RepairWorld:
+    """One registry image (config ID_A + two layers) whose blobs are ok / missing / corrupt, seen by
+    the manifest check, the blob reader, the D601 dropper and a push (which, like docker, uploads
+    only blobs the registry answers 404 for)."""
+
+    state: dict[str, str] = field(default_factory=lambda: {ID_A: "ok", LAYER_1: "ok", LAYER_2: "ok"})
+    digest: str = DIGEST_1
+    digest_after_push: str | None = None
+    tagged: bool = True
+    drops: list[str] = field(default_factory=list)
+    pushes: int = 0
+
+    # ManifestChecker
+    def check(self, registry: str, repository: str, tag: str) -> Manifest | None:
+        if not self.tagged:
+            return None
+        for digest, st in self.state.items():
+            if st == "missing":
+                raise PublishFailure(3, "registry-blob-missing", "gone", digest=digest,
+                                     manifestDigest=self.digest, imageId=ID_A)  # fmt: skip
+        return Manifest(self.digest, ID_A)
+
+    # RegistryBlobs
+    def image(self, registry: str, repository: str, tag: str) -> tuple[str, list[publish.Blob]]:
+        kinds = {ID_A: "config", LAYER_1: "layer", LAYER_2: "layer"}
+        return self.digest, [publish.Blob(d, kinds[d], 100) for d in self.state]
+
+    def state_of(self, digest: str) -> str:
+        return self.state[digest]
+
+    # BlobDropper
+    def drop(
+        self, registry: str, repository: str, tag: str, digest: str, manifest_digest: str
+    ) -> dict[str, Any]:
+        self.drops.append(digest)
+        if self.state[digest] != "corrupt" or manifest_digest != self.digest:
+            raise PublishFailure(3, "blob-intact", "refused")
+        self.state[digest] = "missing"
+        return {"ok": True, "dropped": True}
+
+    def on_push(self) -> None:
+        self.pushes += 1
+        self.state = {d: ("ok" if st == "missing" else st) for d, st in self.state.items()}
+        if self.digest_after_push:
+            self.digest = self.digest_after_push
+
+
+class WorldBlobs:
+    def __init__(self, world: RepairWorld) -> None:
+        self.world = world
+
+    def image(self, registry: str, repository: str, tag: str) -> tuple[str, list[publish.Blob]]:
+        return self.world.image(registry, repository, tag)
+
+    def state(self, registry: str, repository: str, blob: publish.Blob) -> str:
+        return self.world.state_of(blob.digest)
+
+
+@dataclass
+class RepairDocker(FakeDocker):
+    world: RepairWorld = field(default_factory=RepairWorld)
+
+    def push(self, ref: str) -> str | None:
+        self.world.on_push()
+        self.last_push_output = "0123456789ab: Pushed\nba9876543210: Layer already exists\n"
+        return super().push(ref)
+
+
+def repair(
+    world: RepairWorld, repo: Checkout, *, image_id: str = ID_A, dropper: bool = True
+) -> tuple[dict[str, Any], RepairDocker]:
+    docker = RepairDocker(image_id=image_id, world=world)
+    publisher = Publisher(
+        ci.load_checked(), docker, world, blobs=WorldBlobs(world), dropper=world if dropper else None
+    )
+    return publisher.publish(SERVICE, repo.path, REGISTRY, repair=True), docker
+
+
+def refused(world: RepairWorld, repo: Checkout, **kw: Any) -> tuple[PublishFailure, RepairDocker]:
+    docker = RepairDocker(image_id=kw.pop("image_id", ID_A), world=world)
+    publisher = Publisher(
+        ci.load_checked(),
+        docker,
+        world,
+        blobs=WorldBlobs(world),
+        dropper=world if kw.get("dropper", True) else None,
+    )
+    with pytest.raises(PublishFailure) as caught:
+        publisher.publish(SERVICE, repo.path, REGISTRY, repair=True)
+    return caught.value, docker
+
+
+def test_repair_of_an_intact_commit_changes_nothing(repo: Checkout) -> None:
+    world = RepairWorld()
+    doc, docker = repair(world, repo)
+    assert "push" not in docker.verbs() and world.drops == []
+    assert doc["digest"] == DIGEST_1 and doc["repair"]["missing"] == doc["repair"]["corrupt"] == []
+    assert doc["repair"]["checkedBlobs"] == 3
+
+
+def test_repair_drops_the_corrupt_blob_pushes_and_keeps_the_digest(repo: Checkout) -> None:
+    world = RepairWorld()
+    world.state[LAYER_2] = "corrupt"
+    doc, docker = repair(world, repo)
+    assert world.drops == [LAYER_2] and docker.verbs().count("push") == 1
+    assert doc["digest"] == DIGEST_1 and world.state == {ID_A: "ok", LAYER_1: "ok", LAYER_2: "ok"}
+    r = doc["repair"]
+    assert (r["corrupt"], r["dropped"], r["uploaded"], r["missing"]) == ([LAYER_2], [LAYER_2], [LAYER_2], [])
+    assert (r["layersPushed"], r["layersAlreadyPresent"]) == (1, 1)
+
+
+def test_repair_of_a_missing_blob_needs_no_drop_and_no_ssh(repo: Checkout) -> None:
+    world = RepairWorld()
+    world.state[LAYER_1] = "missing"
+    doc, _ = repair(world, repo, dropper=False)
+    assert (
+        world.drops == [] and doc["repair"]["missing"] == [LAYER_1] and doc["repair"]["uploaded"] == [LAYER_1]
+    )
+
+
+def test_repair_with_another_image_id_is_refused_before_any_drop_or_push(repo: Checkout) -> None:
+    world = RepairWorld()
+    world.state[LAYER_2] = "corrupt"
+    failure, docker = refused(world, repo, image_id=ID_B)
+    assert (failure.exit_code, failure.error) == (3, "tag-immutable")
+    assert failure.details["existingImageId"] == ID_A and failure.details["builtImageId"] == ID_B
+    assert world.drops == [] and "push" not in docker.verbs() and world.state[LAYER_2] == "corrupt"
+
+
+def test_repair_of_a_commit_not_in_the_registry_is_refused(repo: Checkout) -> None:
+    world = RepairWorld(tagged=False)
+    failure, docker = refused(world, repo)
+    assert (failure.exit_code, failure.error) == (3, "repair-not-published") and "push" not in docker.verbs()
+
+
+def test_a_corrupt_blob_without_a_stack_to_drop_it_is_refused_before_the_push(repo: Checkout) -> None:
+    world = RepairWorld()
+    world.state[LAYER_1] = "corrupt"
+    failure, docker = refused(world, repo, dropper=False)
+    assert (failure.exit_code, failure.error) == (2, "invalid-argument") and "--stack" in failure.reason
+    assert "push" not in docker.verbs()
+
+
+def test_a_repair_push_that_changes_the_manifest_digest_fails_loudly(repo: Checkout) -> None:
+    world = RepairWorld(digest_after_push=DIGEST_2)
+    world.state[LAYER_1] = "missing"
+    failure, _ = refused(world, repo)
+    assert (failure.exit_code, failure.error) == (6, "repair-digest-changed")
+    assert failure.details["expectedDigest"] == DIGEST_1 and failure.details["digest"] == DIGEST_2
+
+
+def test_a_blob_still_bad_after_the_push_is_repair_incomplete(repo: Checkout) -> None:
+    """A corrupt blob the dropper left in place: docker skips it (HEAD 200), the repair says so."""
+
+    class KeepingWorld(RepairWorld):
+        def drop(
+            self, registry: str, repository: str, tag: str, digest: str, manifest_digest: str
+        ) -> dict[str, Any]:
+            self.drops.append(digest)
+            return {"ok": True, "dropped": False, "state": "absent"}
+
+    world = KeepingWorld()
+    world.state[LAYER_1] = "corrupt"
+    failure, _ = refused(world, repo)
+    assert (failure.exit_code, failure.error) == (6, "repair-incomplete") and LAYER_1 in failure.reason
+
+
+def test_a_plain_publish_of_a_commit_with_a_missing_blob_points_at_repair(tmp_path: Path) -> None:
+    """The manifest check's registry-blob-missing is a refusal (3) whose fix names --repair."""
+    doc = {"ok": False, "error": "registry-blob-missing", "detail": "gone", "digest": LAYER_1,
+           "manifestDigest": DIGEST_1, "imageId": ID_A}  # fmt: skip
+    checker = publish.ScriptManifestChecker(bash=_fake_bash(tmp_path, 3, json.dumps(doc)))
+    with pytest.raises(PublishFailure) as caught:
+        checker.check(REGISTRY, "unidesk/x", "0" * 40)
+    f = caught.value
+    assert (f.exit_code, f.error) == (3, "registry-blob-missing") and "--repair" in str(f.fix)
+    assert f.details["manifestDigest"] == DIGEST_1 and f.details["imageId"] == ID_A
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--stack", "prod"], ["--ssh-option", "Port=22"], ["--timeout", "5"]],
+    ids=["stack-without-repair", "ssh-without-stack", "timeout-without-stack"],
+)
+def test_cli_publish_repair_options_are_checked(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["publish", "--service", SERVICE, "--repo", "/nonexistent", *extra])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 2 and doc["ok"] is False, doc

@@ -25,6 +25,7 @@ from artifact_cd.scripts import command_line, script_text
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "unidesk/svc"
+DIGEST_OTHER = "sha256:" + "9" * 64
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -516,3 +517,160 @@ def test_reserve_bytes_must_be_a_byte_count(mover: Mover, value: str) -> None:
     code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", value)
     assert code == 2 and out["error"] == "invalid-argument" and out["argument"] == "--reserve-bytes", out
     assert mover.calls() == [], "refused before docker is asked anything"
+
+
+# --------------------------------------------------------------------------- registry-blob-drop.sh / -verify.sh (issue 12)
+# the fake registry answers the API; a temporary directory is the registry's filesystem storage
+
+
+def store(storage: Any, data: bytes, digest: str | None = None) -> Any:
+    """Write a blob data file under its digest (``digest``: another name, i.e. corrupt content)."""
+    hexpart = (digest or sha(data)).split(":", 1)[1]
+    path = storage / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def run(name: str, args: list[str]) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [BASH, "-c", command_line(args)],
+        input=script_text(name),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, StepResult.parse(proc.stdout, name).data
+
+
+@dataclass
+class Stored:
+    registry: FakeRegistry
+    storage: Any
+    digest: str  # the tag's manifest digest
+    doc: dict[str, Any]
+    layer: str
+
+    def drop(self, digest: str, manifest_digest: str | None = None) -> tuple[int, dict[str, Any]]:
+        return run("registry-blob-drop.sh", [
+            "--registry", self.registry.endpoint, "--repository", REPO, "--tag", COMMIT, "--digest", digest,
+            "--manifest-digest", manifest_digest or self.digest, "--storage", str(self.storage)])  # fmt: skip
+
+    def files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.storage)) for p in self.storage.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def stored(registry: FakeRegistry, tmp_path: Any) -> Stored:
+    digest, doc = _tagged_image(registry)
+    storage = tmp_path / "registry-storage"
+    layer = doc["layers"][0]["digest"]
+    store(storage, b"layer-amd64")  # the layer (FakeRegistry.image's content), intact
+    return Stored(registry, storage, digest, doc, layer)
+
+
+def test_drop_removes_exactly_the_corrupt_blob_of_the_named_image(stored: Stored) -> None:
+    path = store(stored.storage, b"not the layer", stored.layer)
+    other = store(stored.storage, b"another image's blob")
+    code, out = stored.drop(stored.layer)
+    assert code == 0 and out["dropped"] is True and out["blobKind"] == "layer", out
+    assert not path.exists() and path.parent.is_dir() and other.exists()
+    assert out["actual"] == sha(b"not the layer") and out["manifestDigest"] == stored.digest
+    again = stored.drop(stored.layer)
+    assert again[0] == 0 and again[1]["dropped"] is False and again[1]["state"] == "absent"
+
+
+def test_drop_refuses_an_intact_blob(stored: Stored) -> None:
+    before = stored.files()
+    code, out = stored.drop(stored.layer)
+    assert code == 3 and out["error"] == "blob-intact", out
+    assert stored.files() == before
+
+
+def test_drop_refuses_a_blob_of_another_image(stored: Stored) -> None:
+    foreign = sha(b"another image's blob")
+    path = store(stored.storage, b"garbage", foreign)  # corrupt, but not part of this commit's image
+    code, out = stored.drop(foreign)
+    assert code == 3 and out["error"] == "blob-not-referenced", out
+    assert path.exists()
+
+
+def test_drop_refuses_when_the_tag_names_another_manifest(stored: Stored) -> None:
+    path = store(stored.storage, b"not the layer", stored.layer)
+    code, out = stored.drop(stored.layer, manifest_digest=DIGEST_OTHER)
+    assert code == 3 and out["error"] == "manifest-changed" and out["manifestDigest"] == stored.digest, out
+    assert path.exists()
+
+
+def test_drop_refuses_a_symlinked_blob(stored: Stored, tmp_path: Any) -> None:
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not the layer")
+    hexpart = stored.layer.split(":", 1)[1]
+    link = stored.storage / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
+    link.unlink()
+    link.symlink_to(outside)
+    code, out = stored.drop(stored.layer)
+    assert code == 3 and out["error"] == "blob-path-refused", out
+    assert outside.exists() and link.is_symlink()
+
+
+def test_drop_of_a_commit_not_in_the_registry_is_manifest_missing(stored: Stored) -> None:
+    del stored.registry.routes[f"/v2/{REPO}/manifests/{COMMIT}"]
+    path = store(stored.storage, b"not the layer", stored.layer)
+    code, out = stored.drop(stored.layer)
+    assert code == 3 and out["error"] == "manifest-missing", out
+    assert path.exists()
+
+
+@pytest.mark.parametrize("slot", [5, 7, 9, 11])
+def test_drop_validates_every_argument(stored: Stored, slot: int) -> None:
+    args = ["--registry", stored.registry.endpoint, "--repository", REPO, "--tag", COMMIT, "--digest", stored.layer,
+            "--manifest-digest", stored.digest, "--storage", str(stored.storage)]  # fmt: skip
+    args[slot] = "../etc;id"
+    code, out = run("registry-blob-drop.sh", args)
+    assert code == 2 and out["error"] == "invalid-argument", out
+
+
+def test_verify_names_the_corrupt_blob_and_the_tag_that_uses_it(stored: Stored) -> None:
+    store(stored.storage, b"not the layer", stored.layer)
+    manifest_body = stored.registry.routes[f"/v2/{REPO}/manifests/{stored.digest}"][2]
+    store(stored.storage, manifest_body)
+    repo_dir = stored.storage / "docker/registry/v2/repositories" / REPO
+    tag_link = repo_dir / "_manifests/tags" / COMMIT / "current/link"
+    tag_link.parent.mkdir(parents=True)
+    tag_link.write_text(stored.digest)
+    layer_link = repo_dir / "_layers/sha256" / stored.layer.split(":", 1)[1] / "link"
+    layer_link.parent.mkdir(parents=True)
+    layer_link.write_text(stored.layer)
+    code, out = run(
+        "registry-blob-verify.sh",
+        ["--storage", str(stored.storage), "--budget-seconds", "10", "--budget-bytes", "1000000"],
+    )
+    assert code == 0 and out["probe"] == "registry-blob-verify", out
+    assert (out["totalBlobs"], out["checkedBlobs"], out["complete"]) == (2, 2, True)
+    assert [c["digest"] for c in out["corrupt"]] == [stored.layer]
+    assert out["corrupt"][0]["usedBy"] == [{"repository": REPO, "tag": COMMIT, "as": "blob"}]
+
+
+def test_verify_stops_at_the_byte_budget_and_says_so(stored: Stored) -> None:
+    for i in range(3):
+        store(stored.storage, bytes([i]) * 100)
+    code, out = run(
+        "registry-blob-verify.sh",
+        ["--storage", str(stored.storage), "--budget-seconds", "10", "--budget-bytes", "150"],
+    )
+    assert code == 0 and out["totalBlobs"] == 4, out
+    assert out["checkedBlobs"] < 4 and out["checkedBytes"] <= 150 and out["complete"] is False
+    assert out["stoppedBy"] == "bytes" and out["corrupt"] == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--budget-seconds", "0"), ("--budget-bytes", "-1"), ("--storage", "relative")]
+)
+def test_verify_validates_its_budget(stored: Stored, flag: str, value: str) -> None:
+    args = {"--storage": str(stored.storage), "--budget-seconds": "10", "--budget-bytes": "100"} | {
+        flag: value
+    }
+    code, out = run("registry-blob-verify.sh", [a for pair in args.items() for a in pair])
+    assert code == 2 and out["error"] == "invalid-argument" and out["argument"] == flag, out
