@@ -325,8 +325,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
         dropper = SshBlobDropper(cfg.hosts.d601, settings, cfg.registry.storage_path)
     elif args.ssh_key is not None or args.ssh_option or args.timeout is not None:
         raise ConfigError([Problem("--ssh-option", "only with --stack", "add --repair --stack or drop them")])
-    code, doc = run_publish(args.service, args.repo, args.registry, repair=args.repair, dropper=dropper)
-    emit(doc)
+    from .publish_progress import for_stream, summary_text
+
+    progress = for_stream(sys.stderr)
+    code, doc = run_publish(
+        args.service, args.repo, args.registry, repair=args.repair, dropper=dropper, progress=progress
+    )
+    if _for_people(args):
+        sys.stdout.write(summary_text(code, doc))
+    else:
+        emit(doc)
     return code
 
 
@@ -508,6 +516,7 @@ def _repair_arguments(p: argparse.ArgumentParser) -> None:
         "--stack", choices=catalog.ENVS, help="with --repair: the stack whose D601 drops a corrupt blob (SSH)"
     )
     _ssh_arguments(p)
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
 
 
 def _ssh_arguments(p: argparse.ArgumentParser, *, live: tuple[str, str] | None = None) -> None:

@@ -43,15 +43,20 @@ digest or image mismatch after push).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +79,7 @@ from .contract import (
     RegistryBlobDropArgs,
     last_json_object,
 )
+from .publish_progress import Progress
 
 if TYPE_CHECKING:
     from .remote import SshSettings
@@ -113,7 +119,13 @@ _GIT_REDIRECTS = (
 )
 
 
+_PROGRESS: list[Progress] = []  # the running publish's progress (issue 13 item 5); plain when empty
+
+
 def log(message: str) -> None:
+    if _PROGRESS:
+        _PROGRESS[-1].message(message)
+        return
     sys.stderr.write(f"publish: {message}\n")
     sys.stderr.flush()
 
@@ -409,11 +421,41 @@ class ScriptManifestChecker:
         )
 
 
-class DockerCli:
-    """The docker CLI (``DOCKER_HOST`` is honoured as the CLI honours it)."""
+_BUILD_STEP_RE = re.compile(r"^(?:Step (\d+)/(\d+) :|#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\])")
+_PUSH_LINE_RE = re.compile(r"^([0-9a-f]{12}): (.+?)\s*$")
+LOG_TAIL_LINES = 60
 
-    def __init__(self, binary: str = "docker") -> None:
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to the Docker Engine API over its unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def docker_socket(environ: Mapping[str, str]) -> str | None:
+    """The Engine API's unix socket the docker CLI would use (None: a TCP/SSH DOCKER_HOST)."""
+    host = environ.get("DOCKER_HOST", "")
+    if not host:
+        return "/var/run/docker.sock"
+    return host.removeprefix("unix://") if host.startswith("unix://") else None
+
+
+class DockerCli:
+    """The docker CLI (``DOCKER_HOST`` is honoured as the CLI honours it). With a live progress (a
+    terminal), the build's output is read line by line for its step count and the push goes through
+    the Engine API's JSON stream (bytes per layer) when the daemon is on a unix socket."""
+
+    def __init__(self, binary: str = "docker", progress: Progress | None = None) -> None:
         self.binary = binary
+        self.progress = progress or Progress()
 
     def _run(
         self, args: Sequence[str], *, timeout: float, capture: bool = True
@@ -468,7 +510,10 @@ class DockerCli:
             for key, value in build_args.items():
                 args += ["--build-arg", f"{key}={value}"]
             args.append(str(context))
-            proc = self._run(args, timeout=3600, capture=False)
+            if self.progress.live:
+                proc = self._build_watched(args, timeout=3600)
+            else:
+                proc = self._run(args, timeout=3600, capture=False)
             if proc.returncode != 0:
                 raise PublishFailure(
                     EXIT_FAILED,
@@ -482,6 +527,39 @@ class DockerCli:
             )
         return image_id
 
+    def _build_watched(self, args: Sequence[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+        """``docker build`` with its output read here: the step count to the progress, the log kept
+        and written to stderr only when the build fails."""
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        try:
+            with subprocess.Popen(
+                [self.binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ) as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.append(line)
+                    match = _BUILD_STEP_RE.match(line)
+                    if match:
+                        step, total = match.group(1) or match.group(3), match.group(2) or match.group(4)
+                        self.progress.build_step(int(step), int(total))
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        raise PublishFailure(
+                            EXIT_FAILED,
+                            "docker-timeout",
+                            f"docker build did not finish within {timeout:.0f}s",
+                        )
+                code = proc.wait()
+        except FileNotFoundError:
+            raise PublishFailure(
+                EXIT_INFRA, "infra-blocked", f"{self.binary} is not installed", channel="docker"
+            ) from None
+        if code != 0:
+            self.progress.close()
+            sys.stderr.write("".join(lines[-LOG_TAIL_LINES:]))
+        return subprocess.CompletedProcess([self.binary, *args], code, "".join(lines), "")
+
     def labels(self, image: str) -> dict[str, str]:
         proc = self._run(["image", "inspect", "--format", "{{json .Config.Labels}}", image], timeout=60)
         if proc.returncode != 0:
@@ -492,9 +570,18 @@ class DockerCli:
     last_push_output = ""  # the stdout of the last push (its per-layer lines)
 
     def push(self, ref: str) -> str | None:
-        proc = self._run(["push", ref], timeout=1800)
+        proc = self._push_watched(ref) if self.progress.live else None
+        if proc is None:
+            proc = self._run(["push", ref], timeout=1800)
+            for line in proc.stdout.splitlines() if self.progress.live else ():
+                if match := _PUSH_LINE_RE.match(line):
+                    self.progress.layer(match.group(1), match.group(2))
         self.last_push_output = proc.stdout
-        sys.stderr.write(proc.stdout + proc.stderr)
+        if not self.progress.live:
+            sys.stderr.write(proc.stdout + proc.stderr)
+        elif proc.returncode != 0:
+            self.progress.close()
+            sys.stderr.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise PublishFailure(
                 EXIT_RETRYABLE,
@@ -504,6 +591,49 @@ class DockerCli:
             )
         match = _PUSH_DIGEST_RE.search(proc.stdout)
         return match.group(1) if match else None
+
+    def _push_watched(self, ref: str) -> subprocess.CompletedProcess[str] | None:
+        """The push through the Engine API (its JSON progress: bytes per layer), as the lines the
+        CLI prints; None when the daemon is not on a unix socket or does not answer there (the
+        caller then runs ``docker push``)."""
+        path = docker_socket(os.environ) if self.binary == "docker" else None
+        if path is None or not os.path.exists(path):
+            return None
+        name, _, tag = ref.rpartition(":")
+        url = f"/images/{urllib.parse.quote(name, safe='/:')}/push?tag={urllib.parse.quote(tag)}"
+        auth = base64.urlsafe_b64encode(b"{}").decode()
+        conn = _UnixHTTPConnection(path, timeout=1800)
+        try:
+            conn.request("POST", url, headers={"X-Registry-Auth": auth})
+            answer = conn.getresponse()
+        except OSError:
+            conn.close()
+            return None
+        out: list[str] = []
+        error = (
+            ""
+            if answer.status == 200
+            else f"HTTP {answer.status}: {answer.read().decode(errors='replace')[:300]}"
+        )
+        try:
+            while not error and (raw := answer.readline()):
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                error = str(event.get("error") or "")
+                layer, status = str(event.get("id") or ""), str(event.get("status") or "")
+                detail = event.get("progressDetail") or {}
+                if layer and status:
+                    current, total = detail.get("current"), detail.get("total")
+                    self.progress.layer(layer, status, current, total)
+                    if status != "Pushing":
+                        out.append(f"{layer}: {status}\n")
+                elif status:
+                    out.append(status + "\n")
+        finally:
+            conn.close()
+        return subprocess.CompletedProcess(["docker", "push", ref], 1 if error else 0, "".join(out), error)
 
 
 # --------------------------------------------------------------------------- repair (issue 12)
@@ -657,6 +787,7 @@ class Publisher:
     actions: list[str] = field(default_factory=list)  # what the last publish changed, for refusals
     blobs: RegistryBlobs = field(default_factory=HttpRegistryBlobs)
     dropper: BlobDropper | None = None  # publish --repair: drops a corrupt blob on D601
+    progress: Progress = field(default_factory=Progress)  # what a person sees (stderr)
 
     def artifact(self, service_id: str) -> ServiceArtifact:
         if service_id in self.ci.upstream:
@@ -691,6 +822,7 @@ class Publisher:
         }
         context = {"serviceId": artifact.id, "sourceCommit": commit, "imageRef": ref}
         self.actions = []
+        _PROGRESS.append(self.progress)
         try:
             return self._publish(artifact, source, registry, ref, labels, repair=repair)
         except PublishFailure as failure:
@@ -698,6 +830,9 @@ class Publisher:
                 failure.details.setdefault(key, value)
             failure.details["actionsTaken"] = list(self.actions)
             raise
+        finally:
+            _PROGRESS.remove(self.progress)
+            self.progress.close()
 
     def _publish(
         self,
@@ -710,6 +845,7 @@ class Publisher:
         repair: bool = False,
     ) -> dict[str, Any]:
         commit = source.commit
+        self.progress.phase("source")
         log(f"{artifact.id}: commit {commit} is clean and pushed ({', '.join(source.remote_branches)})")
         self.docker.ping()
         workdir = Path(tempfile.mkdtemp(prefix="artifact-cd-publish-"))
@@ -731,6 +867,7 @@ class Publisher:
                     "build-context-missing",
                     f"the catalog build context {artifact.build_context} does not exist at commit {commit}",
                 )
+            self.progress.phase("build")
             log(f"{artifact.id}: docker build -f {artifact.dockerfile} {artifact.build_context} -> {ref}")
             image_id = self.docker.build(dockerfile, build_context, ref, labels, build_args(artifact, commit))
             self.actions.append(f"built {image_id} and tagged it {ref} on the CI Docker host")
@@ -743,6 +880,7 @@ class Publisher:
                 EXIT_FAILED, "label-mismatch", f"the built image has wrong labels: {wrong}", imageId=image_id
             )
         repository = artifact.image
+        self.progress.phase("manifest check")
         if repair:
             return self._repair(
                 artifact, commit, registry=registry, ref=ref, image_id=image_id, labels=labels
@@ -767,8 +905,10 @@ class Publisher:
             manifest = existing
         else:
             log(f"{artifact.id}: pushing {ref}")
+            self.progress.phase("push")
             pushed_digest = self.docker.push(ref)
             self.actions.append(f"pushed {ref}")
+            self.progress.phase("verify")
             after = self.manifests.check(registry, repository, commit)
             if after is None:
                 raise PublishFailure(
@@ -851,6 +991,7 @@ class Publisher:
                 f"{ref} named {existing.digest} at the check and {manifest_digest} now",
                 retryable=True,
             )
+        self.progress.phase("repair: hash every blob")
         states = {blob.digest: self.blobs.state(registry, repository, blob) for blob in blobs}
         missing = [d for d, st in states.items() if st == "missing"]
         corrupt = [d for d, st in states.items() if st == "corrupt"]
@@ -880,9 +1021,11 @@ class Publisher:
             if dropped.get("dropped") is True:
                 report["dropped"].append(digest)
         log(f"{artifact.id}: pushing {ref} (only the missing blobs travel)")
+        self.progress.phase("push")
         self.docker.push(ref)
         self.actions.append(f"pushed {ref} to re-upload {len(missing) + len(corrupt)} blob(s)")
         report.update(push_counts(str(getattr(self.docker, "last_push_output", ""))))
+        self.progress.phase("verify")
         after = self.manifests.check(registry, repository, commit)
         if after is None or after.digest != existing.digest or after.image_id != image_id:
             raise PublishFailure(
@@ -965,6 +1108,7 @@ def run_publish(
     repair: bool = False,
     dropper: BlobDropper | None = None,
     blobs: RegistryBlobs | None = None,
+    progress: Progress | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Exit code and the JSON document to print; never raises for an expected refusal."""
     try:
@@ -973,12 +1117,14 @@ def run_publish(
             ci = load_checked(ci_path)
         except CIError as error:
             return EXIT_INVALID, error.as_json()
+        shown = progress or Progress()
         publisher = Publisher(
             ci,
-            docker or DockerCli(),
+            docker or DockerCli(progress=shown),
             manifests or ScriptManifestChecker(),
             blobs=blobs or HttpRegistryBlobs(),
             dropper=dropper,
+            progress=shown,
         )
         return EXIT_OK, publisher.publish(service_id, Path(repo), endpoint, repair=repair)
     except PublishFailure as failure:

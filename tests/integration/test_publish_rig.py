@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import re
 import secrets
 import shutil
 import subprocess
@@ -511,3 +513,50 @@ def test_a_repair_with_different_content_is_refused_and_drops_nothing(
     assert "push" not in push_verbs(log)
     assert blob_sha256(rig, layer) == damaged, "nothing was dropped"
     assert registry_digest(rig, commit) == fresh["digest"]
+
+
+def on_terminal(rig: Rig, repo: Path) -> tuple[int, str]:
+    """`publish` as a person runs it on D601: stdout and stderr on a pseudo-terminal."""
+    env = {**os.environ, "DOCKER_HOST": rig.d601.docker_host, "DOCKER_BUILDKIT": "0", "COLUMNS": "120"}
+    argv = [*rig.d601.netns_argv(), sys.executable, "-m", "artifact_cd", "publish", "--service", SERVICE]
+    argv += ["--repo", str(repo), "--registry", rig.registry]
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    return child.wait(timeout=600), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+
+
+def test_publish_on_a_terminal_shows_the_push_bytes_and_layers_then_a_summary(
+    rig: Rig, source: Checkout, published: dict[str, Any]
+) -> None:
+    """Issue 13 item 5: on a terminal the phases are drawn (build steps; the push's bytes and layers
+    from the Engine API's progress) and a summary ends it; piped, the same commit's summary is the
+    JSON document (the other tests here read it)."""
+    (source.path / ENTRY.dockerfile).write_text(EXTRA_DOCKERFILE, encoding="utf-8")
+    git(source.path, "add", ENTRY.dockerfile)
+    commit = source.commit("extra/stamp", secrets.token_hex(16) + "\n", "a layer of its own")
+    source.push()
+    code, screen = on_terminal(rig, source.path)
+    assert code == 0, screen[-3000:]
+    assert "Traceback" not in screen
+    for phase in ("source", "build", "manifest check", "push", "verify"):
+        assert phase in screen, (phase, screen[-3000:])
+    assert re.search(r"step \d+/\d+", screen), screen[-3000:]
+    assert re.search(r"[0-9.]+ [kM]?B/[0-9.]+ [kM]?B · layers 2/2", screen), screen[-3000:]
+    digest = registry_digest(rig, commit)
+    assert f"published {rig.registry}/{ENTRY.repository}:{commit}" in screen and digest in screen
+    piped = publish(rig, source.path)
+    assert piped.code == 0 and piped.doc["digest"] == digest and piped.doc["sourceCommit"] == commit

@@ -152,12 +152,12 @@ def image(rig: Rig) -> Iterator[dict[str, str]]:
             )
 
 
-def move(rig: Rig, h: Host, facts: dict[str, str], **extra: object) -> dict[str, object]:
-    mode = "local" if h is rig.d601 else "tunnel"
-    remote = {} if mode == "local" else {"d601": rig.d601_from_master, "d601_port": 22}
+def move(rig: Rig, h: Host, facts: dict[str, str], *, reserve_bytes: int | None = None) -> dict[str, object]:
+    local = h is rig.d601
     call = MoveImageArgs(
-        mode=mode, registry=rig.registry, repository=_repository(), tag=facts["commit"],
-        digest=facts["digest"], image_id=facts["imageId"], **remote, **extra,  # type: ignore[arg-type]
+        mode="local" if local else "tunnel", registry=rig.registry, repository=_repository(), tag=facts["commit"],
+        digest=facts["digest"], image_id=facts["imageId"], d601=None if local else rig.d601_from_master,
+        d601_port=None if local else 22, reserve_bytes=reserve_bytes,
     )  # fmt: skip
     result = h.run_call(call, timeout=300)
     assert result.json is not None, (result.returncode, result.stdout, result.stderr)

@@ -5,6 +5,9 @@ with a recording Docker and registry, the manifest-check result mapping, argumen
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -664,3 +667,116 @@ def test_cli_publish_repair_options_are_checked(extra: list[str], capsys: pytest
     code = main(["publish", "--service", SERVICE, "--repo", "/nonexistent", *extra])
     doc = json.loads(capsys.readouterr().out)
     assert code == 2 and doc["ok"] is False, doc
+
+
+# --------------------------------------------------------------------------- progress on a terminal (issue 13, item 5)
+
+FAKE_DOCKER_CLI = """#!/bin/bash
+# a docker CLI for the progress test: a classic-builder build log, a push log; labels kept in a file
+case "$1" in
+  version) echo 20.10.24 ;;
+  build)
+    labels="{"
+    while (($#)); do
+      case $1 in
+        --iidfile) iid=$2; shift ;;
+        --label) labels+="\\"${2%%=*}\\":\\"${2#*=}\\","; shift ;;
+      esac
+      shift
+    done
+    printf '%s' "${labels%,}}" > "$FAKE_DIR/labels.json"
+    for i in 1 2 3; do echo "Step $i/3 : RUN step $i"; echo " ---> Running in 0123"; done
+    echo "Successfully built 0123456789ab"
+    printf '%s' "$FAKE_ID" > "$iid" ;;
+  image) cat "$FAKE_DIR/labels.json" ;;
+  push)
+    echo "The push refers to repository [$2]"
+    echo "0123456789ab: Preparing"; echo "ba9876543210: Preparing"
+    echo "0123456789ab: Pushed"; echo "ba9876543210: Layer already exists"
+    echo "${2##*:}: digest: $FAKE_DIGEST size: 527" ;;
+  *) exit 1 ;;
+esac
+"""
+
+# the child: the real CLI (publish, DockerCli with the fake docker CLI); only the manifest check is
+# replaced by the in-memory registry (absent before the push, the pushed image after it)
+CHILD = """
+import sys
+from artifact_cd import publish
+from artifact_cd.cli import main
+from tests.unit.test_publish import FakeRegistry, Manifest, DIGEST_1, ID_A
+registry = FakeRegistry(after_push=Manifest(DIGEST_1, ID_A))
+publish.ScriptManifestChecker = lambda: registry
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _publish_child(repo: Checkout, tmp_path: Path, *, terminal: bool) -> tuple[int, str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(FAKE_DOCKER_CLI, encoding="utf-8")
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path), "FAKE_ID": ID_A,
+           "FAKE_DIGEST": DIGEST_1, "DOCKER_HOST": "unix:///nonexistent/docker.sock", "COLUMNS": "120"}  # fmt: skip
+    argv = [
+        sys.executable,
+        "-c",
+        CHILD,
+        "publish",
+        "--service",
+        SERVICE,
+        "--repo",
+        str(repo.path),
+        "--registry",
+        REGISTRY,
+    ]
+    root = Path(__file__).resolve().parents[2]
+    if not terminal:
+        proc = subprocess.run(
+            argv, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return child.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace"), ""
+
+
+def test_publish_on_a_terminal_shows_phases_build_steps_push_layers_and_a_summary(
+    repo: Checkout, tmp_path: Path
+) -> None:
+    sha = git(repo.path, "rev-parse", "HEAD")
+    code, screen, _ = _publish_child(repo, tmp_path, terminal=True)
+    assert code == 0, screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert "Traceback" not in plain
+    for phase in ("source", "build", "manifest check", "push", "verify"):
+        assert phase in plain, (phase, plain)
+    assert "step 3/3" in plain and "layers 2/2" in plain, plain
+    assert f"published {REGISTRY}/unidesk/{SERVICE}:{sha}" in plain and DIGEST_1 in plain
+    assert "Step 1/3" not in plain, "docker's own log is kept, not drawn, when nothing failed"
+    assert not plain.lstrip().startswith("{"), "a person gets the summary, not the JSON"
+
+
+def test_publish_piped_prints_only_the_json_summary_and_plain_logs(repo: Checkout, tmp_path: Path) -> None:
+    code, out, err = _publish_child(repo, tmp_path, terminal=False)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert out == json.dumps(doc, indent=2, ensure_ascii=False) + "\n", "stdout is the JSON document only"
+    assert doc["digest"] == DIGEST_1 and doc["imageId"] == ID_A
+    assert "\x1b[" not in out + err, "no terminal control sequences when piped"
+    assert "publish: " in err and "Step 1/3" in err and "0123456789ab: Pushed" in err, (
+        "the plain log as before"
+    )
