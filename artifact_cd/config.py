@@ -626,8 +626,8 @@ def _collision_problem(mine: Claim, other: Claim, env: str, other_stack: str | N
     elif mine.kind == "compose service":
         host = "master" if "master" in mine.where else "d601"
         fix = "give each stack its own Compose project: " + _set_fix(f"compose.{host}.projectName", "<name>")
-    elif mine.kind == "deployment":
-        fix = _set_fix(mine.key, suggestion(mine, env)) + f" (and .container){also}"
+    elif other_stack is None:
+        fix = _set_fix(mine.key, f"<a {mine.kind} name no other service of this stack uses on that host>")
     else:
         fix = _set_fix(mine.key, suggestion(mine, env)) + also
     return Problem(mine.key, message, fix)

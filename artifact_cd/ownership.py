@@ -98,7 +98,7 @@ def claims(cfg: StackConfig) -> list[Claim]:
                 out += [
                     Claim(
                         d601,
-                        "D601 (k3s)",
+                        "D601's k3s",
                         "deployment",
                         f"{target.namespace}/{dep.name}",
                         sid,
