@@ -396,6 +396,13 @@ def cmd_registry_query(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_hostkeys(args: argparse.Namespace) -> int:
+    """hostkeys: read the hosts' SSH keys (read-only), print the lines that pin them; master -> D601."""
+    from .hostkeys import cli_hostkeys
+
+    return cli_hostkeys(load(args), args.stack, _ssh_settings(args), as_json=args.json, out=sys.stdout)
+
+
 # --------------------------------------------------------------------------- parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -487,6 +494,20 @@ def build_parser() -> argparse.ArgumentParser:
     _ssh_arguments(p)
     p.set_defaults(handler=cmd_rollback)
 
+    return _hostkeys_parser(parser, sub)
+
+
+def _hostkeys_parser(parser: argparse.ArgumentParser, sub: Any) -> argparse.ArgumentParser:
+    """``hostkeys`` (issue 11): added last; returns ``parser``."""
+    p = sub.add_parser(
+        "hostkeys",
+        help="read-only: the hosts' SSH host keys and the pulumi config set lines that pin them;"
+        " checks that the master server can log in to D601",
+    )
+    p.add_argument("--stack", required=True, choices=catalog.ENVS)
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal (always JSON when piped)")
+    _ssh_arguments(p)
+    p.set_defaults(handler=cmd_hostkeys)
     return parser
 
 

@@ -11,17 +11,27 @@ reason is classified into a stable code; OpenSSH's own stderr never reaches the 
 Extra OpenSSH options (e.g. a ProxyCommand) come from ``--ssh-option`` or the environment
 variable ``ARTIFACT_CD_SSH_OPTIONS`` (shell-quoted words, each one ``Key=Value``); a key file
 from ``--ssh-key`` or ``ARTIFACT_CD_SSH_KEY``.
+
+Pinned host keys (issue 11): when ``hosts.<h>.hostKey`` is set, every connection to that host trusts
+exactly that key and nothing else: a temporary known_hosts file holding only it (under a
+``HostKeyAlias``, so the port and a ProxyCommand do not matter), ``StrictHostKeyChecking=yes``, and
+these options come before the operator's (OpenSSH keeps the first value), so no option can loosen
+them. A host that shows another key is refused as ``host-key-mismatch``. Unset: OpenSSH's own
+known_hosts decide (``python -m artifact_cd hostkeys --stack S`` prints the keys to pin).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +45,12 @@ SSH_OPTIONS_ENV = "ARTIFACT_CD_SSH_OPTIONS"
 SSH_KEY_ENV = "ARTIFACT_CD_SSH_KEY"
 SSH_EXIT_ERROR = 255
 ACCEPTANCE_STEP = "registry-acceptance"
+HOST_KEY_ALIAS = "unidesk-pinned-host"  # the known_hosts name of a pinned key (HostKeyAlias)
+HOST_KEY_MISMATCH = "host-key-mismatch"
+HOST_KEY_FIX = (
+    "python -m artifact_cd hostkeys --stack S prints the key the host shows now; check it out of band, "
+    "then pulumi config set --path 'hosts.<host>.hostKey' '<key>'"
+)
 
 _OPTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(=| )\S.*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -153,32 +169,81 @@ def run_step(host: HostConfig, step: Step, settings: SshSettings) -> RemoteResul
             return run_call(host, call, settings)
 
 
-def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> RemoteResult:
-    """Run one script call over SSH: ``bash -s -- <its argv>``, the script text on stdin.
+def pinned_options(known_hosts: str) -> tuple[str, ...]:
+    """The OpenSSH options that trust exactly the key in ``known_hosts`` (see the module doc)."""
+    return (
+        f"UserKnownHostsFile={known_hosts}",
+        "GlobalKnownHostsFile=/dev/null",
+        "StrictHostKeyChecking=yes",
+        f"HostKeyAlias={HOST_KEY_ALIAS}",
+        "CheckHostIP=no",
+    )
 
-    Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh)."""
-    if call.needs_manifest:
-        raise ValueError(f"{call.script} needs the manifest check's live values")
-    argv = ssh_argv(host, command_line(call.to_argv()), settings)
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            argv,
-            input=script_text(call.script),
-            capture_output=True,
-            text=True,
-            timeout=settings.timeout,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise SshFailure("ssh-missing", "the OpenSSH client (ssh) is not installed here", False) from None
-    except subprocess.TimeoutExpired:
-        raise SshFailure("timeout", f"no answer over SSH within {settings.timeout:g} s", True) from None
+
+@contextmanager
+def host_key_settings(host: HostConfig, settings: SshSettings) -> Iterator[SshSettings]:
+    """``settings`` for ``host``: with its pinned key first when ``hostKey`` is set (a private
+    temporary known_hosts file, removed afterwards), else unchanged."""
+    if host.host_key is None:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="unidesk-cd-hostkey-") as directory:
+        known = Path(directory) / "known_hosts"
+        fd = os.open(known, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"{HOST_KEY_ALIAS} {host.host_key}\n")
+        yield replace(settings, options=(*pinned_options(str(known)), *settings.options))
+
+
+def mismatch_detail(host: HostConfig) -> str:
+    return (
+        f"{host.user}@{host.host}:{host.port} did not show the pinned host key ({host.host_key}); "
+        "nothing was run there. If the host was reinstalled, fetch its key (python -m artifact_cd "
+        "hostkeys --stack S), check it out of band, and pin it again"
+    )
+
+
+def run_ssh(
+    host: HostConfig, remote_command: str, settings: SshSettings, stdin: str | None = None
+) -> RemoteResult:
+    """One OpenSSH round trip to ``host`` (its pinned key when set).
+
+    Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh); a host
+    key other than the pinned one is ``host-key-mismatch``."""
+    with host_key_settings(host, settings) as effective:
+        argv = ssh_argv(host, remote_command, effective)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv,
+                input=stdin,
+                stdin=subprocess.DEVNULL if stdin is None else None,
+                capture_output=True,
+                text=True,
+                timeout=settings.timeout,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise SshFailure("ssh-missing", "the OpenSSH client (ssh) is not installed here", False) from None
+        except subprocess.TimeoutExpired:
+            raise SshFailure("timeout", f"no answer over SSH within {settings.timeout:g} s", True) from None
     seconds = time.monotonic() - started
     if proc.returncode == SSH_EXIT_ERROR:
         reason, detail, retryable = classify_ssh_failure(proc.stderr)
+        if reason == "host-key" and host.host_key is not None:
+            raise SshFailure(HOST_KEY_MISMATCH, mismatch_detail(host), False)
         raise SshFailure(reason, detail, retryable)
     return RemoteResult(proc.returncode, proc.stdout, proc.stderr, seconds)
+
+
+def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> RemoteResult:
+    """Run one script call over SSH: ``bash -s -- <its argv>``, the script text on stdin.
+
+    Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh, a host
+    key other than the pinned one)."""
+    if call.needs_manifest:
+        raise ValueError(f"{call.script} needs the manifest check's live values")
+    return run_ssh(host, command_line(call.to_argv()), settings, script_text(call.script))
 
 
 def acceptance_step(cfg: StackConfig) -> Step:
@@ -211,6 +276,8 @@ def registry_query(
             host=host.host,
         )
         doc["sshFailure"] = failure.reason
+        if failure.reason == HOST_KEY_MISMATCH:
+            doc["fix"] = HOST_KEY_FIX
         return {**doc, "target": target}
     facts = result.json
     if result.returncode != 0 or facts is None:

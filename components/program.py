@@ -47,6 +47,7 @@ from artifact_cd.config import (
     sibling_problems,
 )
 from artifact_cd.gates import ApplyContext, Decision
+from artifact_cd.hostkeys import pin_problems
 from artifact_cd.live import LiveView
 from artifact_cd.plan import (
     ComposeTargetDoc,
@@ -233,6 +234,17 @@ def read_live(
         ) from None
 
 
+def check_host_keys(cfg: StackConfig, stack: str, *, live: bool) -> None:
+    """Hosts without a pinned ``hostKey`` (issue 11): the prod stack refuses ``pulumi up`` before
+    anything is registered; a preview, and the dev stack, warn with the same fix."""
+    problems = pin_problems(cfg, stack)
+    if problems and live and cfg.env == "prod":
+        title = f"stack {stack!r}: host keys are not pinned; nothing was registered:"
+        raise _refuse(title, [p.render() for p in problems])
+    for problem in problems:
+        pulumi.log.warn(problem.render())
+
+
 def _log(note: Note, component: pulumi.Resource | None = None) -> None:
     match note.severity:
         case "error":
@@ -280,6 +292,7 @@ def main(environ: Mapping[str, str] | None = None) -> None:
     ctx = ApplyContext.from_environ(
         os.environ if environ is None else environ, live=not pulumi.runtime.is_dry_run()
     )
+    check_host_keys(cfg, stack, live=ctx.live)
     plans = plan_services(cfg, ctx)
     registry_plan: RegistryHostPlan = plan_registry_host(cfg)
     planned = [p for p in plans if p.decision == Decision.PLANNED]

@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from artifact_cd.config import parse_stack_config
+from artifact_cd.config import PROJECT, parse_stack_config
 from artifact_cd.plan import plan_registry_host, plan_service
+from tests.integration.compose_project import write_dispatch
 from tests.rig import Rig
 from tests.rig.rig import K3S_KUBECONFIG, K3S_SOCKET, OPERATOR
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -84,10 +91,18 @@ def test_the_operator_is_unprivileged(rig: Rig) -> None:
         user=OPERATOR,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["1001", "docker-ok", "no-blanket-sudo", "kubeconfig-root-only", "socket-root-only"]
+    assert proc.stdout.split() == [
+        "1001",
+        "docker-ok",
+        "no-blanket-sudo",
+        "kubeconfig-root-only",
+        "socket-root-only",
+    ]
 
 
-def test_k3s_import_as_the_operator_elevates_only_ctr(rig: Rig, image: dict[str, str], sudoers: list[str]) -> None:
+def test_k3s_import_as_the_operator_elevates_only_ctr(
+    rig: Rig, image: dict[str, str], sudoers: list[str]
+) -> None:
     plan = operator_plan(rig, SERVICE, C1)
     ref = f"{rig.registry}/unidesk/{SERVICE}:{C1}"
     untag(rig, ref)
@@ -148,7 +163,9 @@ def test_k3s_verify_as_the_operator_reads_the_root_only_kubeconfig_through_sudo(
     blocked = rig.d601.run_step(step, user=OPERATOR, timeout=120)
     assert blocked.returncode == 5 and blocked.json is not None, blocked.stdout
     assert blocked.json["error"] == "infra-blocked" and blocked.json["channel"] == "kubernetes-api"
-    assert [line for line in blocked.json["sudoers"]] == [next(x for x in sudoers if "kubectl -n unidesk rollout status" in x)]
+    assert [line for line in blocked.json["sudoers"]] == [
+        next(x for x in sudoers if "kubectl -n unidesk rollout status" in x)
+    ]
 
 
 def _install_steps(rig: Rig) -> list[Any]:
@@ -177,7 +194,10 @@ def test_registry_install_as_the_operator_runs_its_sudo_path(rig: Rig, sudoers: 
         assert blocked.json["channel"] == "filesystem"
         assert blocked.json["sudoers"] == [next(x for x in sudoers if "/usr/bin/tee " in x)]
         assert rig.d601.read_file(unit).endswith("# drifted by hand\n"), "the unit is untouched"
-        assert rig.d601.sh('ls -a -- "$(dirname "$1")" | grep -c "^\\.unidesk" || true', unit).stdout.strip() == "0"
+        assert (
+            rig.d601.sh('ls -a -- "$(dirname "$1")" | grep -c "^\\.unidesk" || true', unit).stdout.strip()
+            == "0"
+        )
 
         rig.set_sudoers(sudoers)
         before = len(audit_runs(rig, "registry-install"))
@@ -188,17 +208,114 @@ def test_registry_install_as_the_operator_runs_its_sudo_path(rig: Rig, sudoers: 
             results[step.id] = result.json
         assert results["registry-unit"]["result"] == "written"
         assert results["registry-config"]["result"] == "unchanged"
-        assert results["registry-activate"]["reloaded"] is True and results["registry-activate"]["restarted"] is True
+        assert (
+            results["registry-activate"]["reloaded"] is True
+            and results["registry-activate"]["restarted"] is True
+        )
         assert rig.d601.read_file(unit) == rendered
         assert rig.d601.sh('stat -c "%U %a" -- "$1"', unit).stdout.split() == ["root", "644"]
         assert rig.d601.systemctl_state(rig.registry_config().unit_name) == "active"
         runs = audit_runs(rig, "registry-install")[before:]
         assert [(r["event"], r["action"]) for r in runs] == [
-            ("started", "write"), ("finished", "write"), ("started", "activate"), ("finished", "activate"),
+            ("started", "write"),
+            ("finished", "write"),
+            ("started", "activate"),
+            ("finished", "activate"),
         ]
-        assert all(r["target"] == "registry-host" and r["verdict"] == "ok" for r in runs if r["event"] == "finished")
+        assert all(
+            r["target"] == "registry-host" and r["verdict"] == "ok" for r in runs if r["event"] == "finished"
+        )
     finally:
         rig.set_sudoers(sudoers)
         rig.ensure_ready()
     again = rig.d601.run_step(unit_step, user=OPERATOR)
     assert again.returncode == 0 and again.json is not None and again.json["result"] == "unchanged"
+
+
+# --------------------------------------------------------------------------- pinned host keys
+
+
+def run_cli(
+    rig: Rig, workdir: Path, raw: dict[str, Any], *args: str, options: tuple[str, ...] = ()
+) -> tuple[int, dict[str, Any]]:
+    """``python -m artifact_cd <args> --stack prod`` against the rig (its hosts through a ProxyCommand)."""
+    project = workdir / "project"
+    project.mkdir(exist_ok=True)
+    (project / "Pulumi.prod.yaml").write_text(
+        yaml.safe_dump({"config": {f"{PROJECT}:{k}": v for k, v in raw.items()}})
+    )
+    dispatch = workdir / "dispatch"
+    if not dispatch.exists():
+        write_dispatch(rig, dispatch)
+    argv = [
+        sys.executable,
+        "-m",
+        "artifact_cd",
+        "--project-dir",
+        str(project),
+        *args,
+        "--stack",
+        "prod",
+        "--json",
+    ]
+    argv += ["--ssh-key", str(rig.machine_key_file), "--timeout", "60"]
+    for option in (f"ProxyCommand={dispatch} %h %p", *options):
+        argv += ["--ssh-option", option]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.stdout.strip(), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_a_wrong_pinned_host_key_makes_status_refuse(rig: Rig, tmp_path: Path) -> None:
+    """hosts.d601.hostKey pins the only key the CLI trusts, whatever the operator's own options say
+    (here: accept anything). The master's key pinned for D601 is refused as host-key-mismatch and
+    nothing runs; the right key answers healthy."""
+    loose = ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null")
+    raw = rig.stack_config("prod")
+    code, doc = run_cli(rig, tmp_path, raw, "status", options=loose)
+    assert code == 0 and doc["decision"] == "healthy", doc
+
+    raw["hosts"]["d601"]["hostKey"] = rig.master.host_key
+    code, doc = run_cli(rig, tmp_path, raw, "status", options=loose)
+    assert code == 1 and doc["ok"] is False and doc["decision"] == "infra-blocked", doc
+    assert doc["sshFailure"] == "host-key-mismatch" and "hostkeys --stack" in doc["fix"]
+    code, doc = run_cli(rig, tmp_path, raw, "health", options=loose)
+    assert code == 1 and doc["sshFailure"] == "host-key-mismatch"
+    raw["services"] = {SERVICE: {"commit": C1}}  # the live view: D601 is needed by every service
+    code, doc = run_cli(rig, tmp_path, raw, "status", "--services", options=loose)
+    assert code == 1 and "host-key-mismatch" in json.dumps(doc)
+
+
+def test_hostkeys_prints_the_pin_lines_and_checks_master_to_d601(rig: Rig, tmp_path: Path) -> None:
+    raw = rig.stack_config("prod")
+    for h in raw["hosts"].values():
+        del h["hostKey"]
+    # unpinned: the CLI's own connections trust the operator's known_hosts (here the rig's)
+    code, doc = run_cli(
+        rig, tmp_path, raw, "hostkeys", options=(f"UserKnownHostsFile={rig.dir / 'known_hosts'}",)
+    )
+    assert code == 0, json.dumps(doc)
+    assert doc["commands"] == [
+        f"pulumi config set --path 'hosts.d601.hostKey' '{rig.d601.host_key}'",
+        f"pulumi config set --path 'hosts.master.hostKey' '{rig.master.host_key}'",
+    ]
+    assert [h["status"] for h in doc["hosts"]] == ["unpinned", "unpinned"]
+    assert doc["masterToD601"]["ok"] is True and doc["masterToD601"]["target"] == rig.d601_from_master
+
+    # pinned: one right, one wrong; the master's key for D601 logs in as root only
+    raw["hosts"]["d601"]["hostKey"] = rig.d601.host_key
+    raw["hosts"]["master"]["hostKey"] = rig.d601.host_key
+    raw["transfer"]["d601SshTarget"] = f"{OPERATOR}@d601.rig"
+    code, doc = run_cli(rig, tmp_path, raw, "hostkeys")
+    assert code == 1, doc
+    d601, master = doc["hosts"]
+    assert d601["status"] == "pinned" and d601["command"] is None
+    assert master["status"] == "host-key-mismatch" and master["shown"] == rig.master.host_key
+    hop = doc["masterToD601"]
+    assert hop["ok"] is False and hop["reason"] == "master-host-key-mismatch", hop
+
+    raw["hosts"]["master"]["hostKey"] = rig.master.host_key
+    code, doc = run_cli(rig, tmp_path, raw, "hostkeys")
+    hop = doc["masterToD601"]
+    assert code == 1 and hop["ok"] is False and hop["reason"] == "auth-failed", hop
+    assert "authorized_keys" in hop["fix"] and "stream" in hop["neededBy"]

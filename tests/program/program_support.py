@@ -48,9 +48,22 @@ REPAIR_ANNOTATION = "unidesk.io/deploy-repair"
 GATED = {"dev": "code-queue", "prod": "code-queue-mgr"}  # each stack's supervisor-gated service
 
 
+# Pinned host keys for the prod stack (issue 11: prod refuses `pulumi up` without them). The shipped
+# Pulumi.prod.yaml has none: an operator pins the real ones (`python -m artifact_cd hostkeys`).
+FAKE_HOST_KEYS = {
+    "d601": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeD601HostKeyForProgramTests0000000",
+    "master": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeMasterHostKeyForProgramTests00000",
+}
+
+
 def stack_config(stack: str) -> dict[str, Any]:
-    """The project's own ``Pulumi.<stack>.yaml`` (namespace stripped), as a fresh copy."""
-    return copy.deepcopy(core_config.read_stack_file(ROOT / f"Pulumi.{stack}.yaml"))
+    """The project's own ``Pulumi.<stack>.yaml`` (namespace stripped), as a fresh copy; prod with
+    its hosts' keys pinned (:data:`FAKE_HOST_KEYS`), as an operator's would be."""
+    cfg = copy.deepcopy(core_config.read_stack_file(ROOT / f"Pulumi.{stack}.yaml"))
+    if stack == "prod":
+        for name, key in FAKE_HOST_KEYS.items():
+            cfg["hosts"][name].setdefault("hostKey", key)
+    return cfg
 
 
 def approved(stack: str) -> dict[str, Any]:
