@@ -1,0 +1,321 @@
+"""compose-deploy.sh's guards that need no daemon (issue 12 items 1-3, 5; issue 13 item 1).
+
+The script text and argv exactly as sent (``bash -s -- <argv>``), with a fake ``docker`` that
+records every call and answers ``version``, ``image inspect``, ``container inspect -f`` (a line the
+test chooses) and a fake ``docker-compose`` that answers ``config --services``. Each refusal is
+proven to change nothing (no ``tag``/``up``/``rm`` call, env file untouched). The rig proofs are
+tests/integration/test_deploy_safety.py; the env file staging (envfile.py ``stage``) is tested here.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from artifact_cd import contract
+from artifact_cd.scripts import command_line, script_text
+from artifact_cd.scripts.py import envfile
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER = "89abcdef0123456789abcdef0123456789abcdef"
+UNVERIFIED = "fedcba9876543210fedcba9876543210fedcba98"
+DIGEST = "sha256:" + "ab" * 32
+IMAGE_ID = "sha256:" + "cd" * 32
+RUN_LOCK = Path("/run/lock")
+US = "\x1f"
+
+FAKE_DOCKER = textwrap.dedent(
+    """\
+    #!/bin/bash
+    printf '%s\\n' "$*" >> "$FAKE_LOG"
+    case "$1 $2" in
+      "version "*) echo 20.10.24; exit 0 ;;
+      "compose version") exit 1 ;;
+      "image inspect")
+        case "$*" in *revision*) echo "$FAKE_COMMIT" ;; *) echo "$FAKE_IMAGE_ID" ;; esac
+        exit 0 ;;
+      "container inspect")
+        [[ -n ${FAKE_CONTAINER:-} ]] || exit 1
+        printf '%s\\n' "$FAKE_CONTAINER"; exit 0 ;;
+    esac
+    exit 1
+    """
+)
+FAKE_COMPOSE = textwrap.dedent(
+    """\
+    #!/bin/bash
+    printf 'compose %s\\n' "$*" >> "$FAKE_LOG"
+    case "$*" in *"config --services"*) echo svc; exit 0 ;; esac
+    exit 1
+    """
+)
+
+
+def container_line(project: str, service: str, revision: str, status: str = "running") -> str:
+    """What the script's `docker container inspect -f` template prints for a container."""
+    fields = [
+        "c" * 64,
+        "sha256:" + "ee" * 32,
+        status,
+        "0",
+        revision,
+        "bridge",
+        "172.18.0.9 ",
+        project,
+        service,
+        "",
+    ]
+    return US.join(fields)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("docker", FAKE_DOCKER), ("docker-compose", FAKE_COMPOSE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    project = tmp_path / "project"
+    project.mkdir()
+    log = tmp_path / "calls.log"
+    log.touch()
+    name = f"guard-{os.getpid()}-{tmp_path.name}".lower()[:50]
+    env = {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "FAKE_LOG": str(log),
+        "FAKE_COMMIT": COMMIT,
+        "FAKE_IMAGE_ID": IMAGE_ID,
+        "TMPDIR": str(tmp_path),
+    }
+    yield {"env": env, "project": project, "log": log, "name": name, "tmp": tmp_path}
+    lock_dir = RUN_LOCK if RUN_LOCK.is_dir() and os.access(RUN_LOCK, os.W_OK) else project
+    for pattern in (f"unidesk-*{name}*",):
+        for path in lock_dir.glob(pattern):
+            path.unlink()
+
+
+def args(h: dict[str, Any], *extra: str, env_file: str | None = None) -> list[str]:
+    name = h["name"]
+    return [
+        "--service-id", "findjob", "--compose-service", "svc", "--container", f"{name}-backend",
+        "--commit", COMMIT, "--digest", DIGEST, "--image-id", IMAGE_ID,
+        "--image", f"127.0.0.1:5000/unidesk/findjob:{COMMIT}", "--retag", f"unidesk/{name}",
+        "--project-dir", str(h["project"]), "--project-name", name,
+        "--env-file", env_file or str(h["project"] / ".env.deploy"),
+        "--env-prefix", "UNIDESK_FINDJOB_DEPLOY_", "--verify", "standard",
+        "--health-path", "/health", "--health-port", "8080", "--lock-wait", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+def run(h: dict[str, Any], argv: list[str], **env: str) -> tuple[int, dict[str, Any], str]:
+    proc = subprocess.run(
+        ["bash", "-c", command_line(argv)],
+        input=script_text("compose-deploy.sh"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**h["env"], **env},
+        check=False,
+    )
+    doc = contract.last_json_object(proc.stdout)
+    assert doc is not None, (proc.stdout, proc.stderr)
+    return proc.returncode, doc, proc.stderr
+
+
+def mutations(h: dict[str, Any]) -> list[str]:
+    calls = Path(h["log"]).read_text().splitlines()
+    return [
+        c for c in calls if c.split(" ")[0] in ("tag", "rmi", "rm", "stop") or " up " in c or "image rm" in c
+    ]
+
+
+def lock_dir(h: dict[str, Any]) -> Path:
+    return RUN_LOCK if RUN_LOCK.is_dir() and os.access(RUN_LOCK, os.W_OK) else Path(h["project"])
+
+
+def test_a_missing_env_directory_is_a_structured_refusal(host: dict[str, Any]) -> None:
+    """Issue 12 item 3: not a Python traceback; nothing is tagged, written or started."""
+    missing = host["tmp"] / "no-such-dir" / ".env.deploy"
+    rc, doc, err = run(host, args(host, env_file=str(missing)))
+    assert rc == 3 and doc["error"] == "env-dir-missing" and doc["retryable"] is False
+    assert doc["path"] == str(missing.parent) and doc["changed"] == [] and doc["restored"] == []
+    assert "Traceback" not in err
+    assert mutations(host) == [] and not missing.parent.exists()
+
+
+def test_a_container_of_another_project_is_refused_before_any_change(host: dict[str, Any]) -> None:
+    """Two targets never share a container: one of that name owned by another Compose project
+    (the other env's) is neither read as this target's previous commit nor replaced."""
+    line = container_line("unidesk-other", "svc", OTHER)
+    rc, doc, _ = run(host, args(host), FAKE_CONTAINER=line)
+    assert rc == 3 and doc["error"] == "container-conflict", doc
+    assert "project 'unidesk-other'" in doc["detail"] and doc["changed"] == []
+    assert mutations(host) == []
+
+
+@pytest.mark.parametrize("what", ["container", "retag"])
+def test_a_deploy_waits_on_the_lock_of_what_it_mutates(host: dict[str, Any], what: str) -> None:
+    """Locks keyed by the container name and the retag (another project's deploy holding either
+    one, e.g. the other env on this host): lock-busy after --lock-wait, nothing changed."""
+    name = host["name"]
+    lock = lock_dir(host) / (
+        f"unidesk-deploy.container.{name}-backend.lock"
+        if what == "container"
+        else f"unidesk-deploy.retag.unidesk_{name}.lock"
+    )
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc, doc, err = run(host, args(host))
+    assert rc == 7 and doc["error"] == "lock-busy" and doc["retryable"] is True
+    assert doc["lock"] == str(lock) and "waiting up to 1s" in err
+    assert mutations(host) == []
+
+
+def _audit(host: dict[str, Any]) -> list[dict[str, Any]]:
+    log = host["tmp"] / "audit" / "deploy.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _hold_project_and_deploy(host: dict[str, Any], **env: str) -> tuple[int, dict[str, Any]]:
+    audit = [
+        "--audit-log",
+        str(host["tmp"] / "audit" / "deploy.jsonl"),
+        "--stack",
+        "prod",
+        "--target",
+        "d601-compose",
+    ]
+    with open(lock_dir(host) / f"unidesk-compose.{host['name']}.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc, doc, _ = run(host, args(host, *audit), **env)
+    return rc, doc
+
+
+@pytest.mark.parametrize(
+    ("revision", "state", "expected"),
+    [
+        (OTHER, "", OTHER),  # no state: this target's container
+        (OTHER, f"commit={UNVERIFIED}\nunverified=\n", OTHER),  # the container is newer than the state
+        (UNVERIFIED, f"commit={OTHER}\nunverified={UNVERIFIED}\n", OTHER),  # runs the unverified commit
+        (None, f"commit={OTHER}\nunverified={UNVERIFIED}\n", OTHER),  # no container (interrupted)
+    ],
+    ids=["container", "container-newer", "unverified-running", "no-container"],
+)
+def test_the_previous_commit_is_this_targets_or_the_state_files(
+    host: dict[str, Any], revision: str | None, state: str, expected: str
+) -> None:
+    """previousCommit (the audit line's fromCommit) is recorded before the first change from this
+    target's own container, or from <lock>.state when the container is gone or runs a commit whose
+    switch was never verified. A refusal after the preflight leaves one `failed` line, no secret."""
+    (host["project"] / ".env.deploy").write_text("SECRET_TOKEN=not-for-the-log-7\n")
+    if state:
+        (lock_dir(host) / f"unidesk-deploy.{host['name']}.svc.state").write_text(state)
+    env = {"FAKE_CONTAINER": container_line(host["name"], "svc", revision)} if revision else {}
+    rc, doc = _hold_project_and_deploy(host, **env)
+    assert rc == 7 and doc["error"] == "lock-busy" and "nothing was changed" in doc["detail"]
+    [line] = _audit(host)
+    assert line["event"] == "failed" and line["error"] == "lock-busy" and line["fromCommit"] == expected
+    assert line["toCommit"] == COMMIT and line["stack"] == "prod" and line["target"] == "d601-compose"
+    assert "not-for-the-log" not in json.dumps(line)
+    assert mutations(host) == []
+
+
+def test_verify_mode_takes_no_lock_and_writes_no_audit_line(host: dict[str, Any]) -> None:
+    audit = [
+        "--audit-log",
+        str(host["tmp"] / "audit" / "deploy.jsonl"),
+        "--stack",
+        "prod",
+        "--target",
+        "d601-compose",
+    ]
+    with open(lock_dir(host) / f"unidesk-deploy.{host['name']}.svc.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rc, doc, _ = run(host, args(host, "--mode", "verify", *audit))
+    assert rc == 6 and doc["mode"] == "verify" and doc["error"] == "unhealthy"
+    assert _audit(host) == [] and not (host["tmp"] / "audit").exists()
+    assert mutations(host) == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--auto-restore", "maybe"), ("--target", "k3s"), ("--audit-log", "relative/log"), ("--stack", "a b")],
+)
+def test_the_new_arguments_are_validated(host: dict[str, Any], flag: str, value: str) -> None:
+    extra = {"--audit-log": "/var/log/x.jsonl", "--stack": "prod", "--target": "d601-compose"}
+    extra[flag] = value
+    argv = (
+        args(host, *[w for k, v in extra.items() for w in (k, v)])
+        if flag != "--auto-restore"
+        else args(host, flag, value)
+    )
+    rc, doc, _ = run(host, argv)
+    assert rc == 2 and doc["error"] == "invalid-argument" and doc["argument"] == flag
+    assert mutations(host) == []
+
+
+# --------------------------------------------------------------------------- envfile.py stage
+
+
+def test_stage_writes_the_new_file_beside_it_and_a_hard_link_backup(tmp_path: Path) -> None:
+    path = tmp_path / ".env.deploy"
+    path.write_bytes(b"A=1\r\nK=old\n")
+    path.chmod(0o640)
+    out = envfile.stage(str(path), [("K", "new")])
+    assert out["changed"] is True and out["created"] is False and out["real"] == str(path)
+    tmp, backup = Path(str(out["tmp"])), Path(str(out["backup"]))
+    assert tmp.parent == backup.parent == tmp_path and tmp.name.startswith("..env.deploy.unidesk-new.")
+    assert tmp.read_bytes() == b"A=1\r\nK=new\n" and (tmp.stat().st_mode & 0o777) == 0o640
+    assert backup.stat().st_ino == path.stat().st_ino, "the backup is the current inode (no bytes written)"
+    assert path.read_bytes() == b"A=1\r\nK=old\n", "nothing renamed yet"
+
+
+def test_stage_without_a_change_or_file(tmp_path: Path) -> None:
+    path = tmp_path / ".env.deploy"
+    path.write_text("K=v\n")
+    assert envfile.stage(str(path), [("K", "v")]) == {
+        "changed": False, "created": False, "real": str(path), "tmp": None, "backup": None,
+    }  # fmt: skip
+    new = envfile.stage(str(tmp_path / "new.env"), [("K", "v")])
+    assert new["created"] is True and new["backup"] is None and Path(str(new["tmp"])).read_text() == "K=v\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".env.deploy", Path(str(new["tmp"])).name])
+
+
+def test_stage_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(envfile.StageError) as missing:
+        envfile.stage(str(tmp_path / "nope" / ".env"), [("K", "v")])
+    assert missing.value.code == envfile.DIR_MISSING_EXIT and missing.value.doc["error"] == "env-dir-missing"
+    path = tmp_path / ".env.deploy"
+    path.write_text("K=old\n")
+
+    def no_space(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_space)
+    with pytest.raises(envfile.StageError) as full:
+        envfile.stage(str(path), [("K", "new")])
+    assert full.value.code == envfile.DISK_FULL_EXIT == 28
+    assert full.value.doc["error"] == "disk-full" and full.value.doc["path"] == str(tmp_path)
+    assert full.value.doc["bytesNeeded"] == len("K=new\n") + len("K=old\n")
+    assert isinstance(full.value.doc["bytesFree"], int)
+    assert [p.name for p in tmp_path.iterdir()] == [".env.deploy"] and path.read_text() == "K=old\n"
+
+
+def test_stage_main_prints_one_line_and_the_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert envfile.main(["stage", str(tmp_path / "x" / ".env"), "K=v"]) == 3
+    assert json.loads(capsys.readouterr().out) == {"error": "env-dir-missing", "path": str(tmp_path / "x")}
+    assert envfile.main(["stage", str(tmp_path / ".env"), "K=v=w"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert Path(doc["tmp"]).read_text() == "K=v=w\n"
