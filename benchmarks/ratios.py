@@ -401,19 +401,26 @@ def ssh_true(h: Host) -> float:
     return time.monotonic() - start
 
 
-def on_host_seconds(h: Host, script: str, argv: Sequence[str]) -> float:
-    """A step script run by ``bash -s`` inside the host (no ssh), timed inside the host."""
+def on_host_seconds(h: Host, script: str, argv: Sequence[str]) -> tuple[float, float]:
+    """A step script run by ``bash -s`` inside the host (no ssh): (wall seconds timed inside the
+    host, CPU seconds of it and every process it waited for: bash's ``times``)."""
     proc = h.sh(
-        't0=$EPOCHREALTIME; rc=0; bash -s -- "$@" >/dev/null 2>&1 || rc=$?; echo "$t0 $EPOCHREALTIME $rc"',
+        't0=$EPOCHREALTIME; rc=0; bash -s -- "$@" >/dev/null 2>&1 || rc=$?; '
+        'echo "$t0 $EPOCHREALTIME $rc"; times',
         *argv,
         input=script_text(script),
         check=True,
         timeout=120,
     )
-    t0, t1, rc = proc.stdout.split()
+    lines = proc.stdout.splitlines()
+    t0, t1, rc = lines[0].split()
     if rc != "0":
         raise BenchError(f"{script} on {h.name} (no ssh) exited {rc}")
-    return float(t1) - float(t0)
+    cpu = 0.0
+    for word in lines[-1].split():  # the children's user and system time: "0m0.052s 0m0.031s"
+        minutes, _, secs = word.rstrip("s").partition("m")
+        cpu += 60 * float(minutes) + float(secs)
+    return float(t1) - float(t0), cpu
 
 
 # --------------------------------------------------------------------------- running plans
@@ -742,10 +749,9 @@ def figure_query(
                 "python: -m artifact_cd --help",
                 timed_run([PYTHON, "-m", "artifact_cd", "--help"], env=setup.env)[0],
             )
-            s.add(
-                "probe on host: registry-probe.sh (d601, no ssh)",
-                on_host_seconds(rig.d601, probe_script, probe_argv),
-            )
+            wall_on_host, cpu_on_host = on_host_seconds(rig.d601, probe_script, probe_argv)
+            s.add("probe on host: registry-probe.sh (d601, no ssh)", wall_on_host)
+            s.add("probe on host: registry-probe.sh (d601, no ssh): CPU seconds", cpu_on_host)
             for verb in ("status", "health"):
                 doc = cli_answer(s, verb, setup, verb)
                 decisions[verb] = str(doc.get("decision"))
@@ -754,10 +760,9 @@ def figure_query(
                 try:
                     for where, args in live.items():
                         h: Host = getattr(rig, where)
-                        s.add(
-                            f"probe on host: live-probe.sh ({where}, no ssh)",
-                            on_host_seconds(h, args.script, list(args.to_argv())),
-                        )
+                        wall_on_host, cpu_on_host = on_host_seconds(h, args.script, list(args.to_argv()))
+                        s.add(f"probe on host: live-probe.sh ({where}, no ssh)", wall_on_host)
+                        s.add(f"probe on host: live-probe.sh ({where}, no ssh): CPU seconds", cpu_on_host)
                     doc = cli_answer(s, "status --services", setup, "status", "--services")
                     decisions["status --services"] = f"ok={doc.get('ok')}"
                     s.add("ratio status --services", s.values["status --services: total"][-1] / wall)
