@@ -165,7 +165,8 @@ def move(rig: Rig, h: Host, facts: dict[str, str], *, reserve_bytes: int | None 
 
 
 def assert_nothing_moved(rig: Rig, h: Host, facts: dict[str, str]) -> None:
-    """No E/R:SHA tag, no image with the commit's ID, no temp dir of the script."""
+    """No E/R:SHA tag, no image with the commit's ID, no temp dir of the script, no SSH tunnel."""
+    assert h.sh("pgrep -f '[s]sh .* -N -L' || true").stdout.strip() == "", "the tunnel was left open"
     ref = f"{rig.registry}/{_repository()}:{facts['commit']}"
     assert (
         h.sh('docker image inspect -- "$1" >/dev/null 2>&1 && echo tagged || echo none', ref).stdout.strip()
@@ -212,7 +213,6 @@ def test_a_layer_gone_after_the_check_fails_the_move_as_registry_blob_missing(
     assert failed["error"] == "registry-blob-missing" and failed["retryable"] is False, failed
     assert failed["digest"] == image["layer"], failed
     assert_nothing_moved(rig, rig.master, image)
-    assert rig.master.sh("pgrep -f '[s]sh .* -N -L' || true").stdout.strip() == "", "the tunnel was left open"
 
     restore(rig, image["layer"])
     again = move(rig, rig.master, image)

@@ -816,3 +816,16 @@ def test_integrity_that_could_not_be_checked_is_unchecked_not_failed(facts: Fact
     assert doc["decision"] == "healthy"
     assert doc["uncheckedScopes"] == ["storage-integrity"] and "storage-integrity" not in doc["failedScopes"]
     assert doc["checks"][health.INTEGRITY_CHECK]["detail"].startswith("not checked")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--integrity-budget-seconds", "0"), ("--integrity-budget-bytes", "-1")]
+)
+def test_health_integrity_budgets_are_checked_before_any_ssh(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from artifact_cd.cli import main
+
+    code = main(["health", "--stack", "dev", "--integrity", flag, value])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 2 and doc["ok"] is False, doc

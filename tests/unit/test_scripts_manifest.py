@@ -674,3 +674,15 @@ def test_verify_validates_its_budget(stored: Stored, flag: str, value: str) -> N
     }
     code, out = run("registry-blob-verify.sh", [a for pair in args.items() for a in pair])
     assert code == 2 and out["error"] == "invalid-argument" and out["argument"] == flag, out
+
+
+def test_drop_with_the_registry_down_is_retryable_and_drops_nothing(stored: Stored) -> None:
+    path = store(stored.storage, b"not the layer", stored.layer)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    code, out = run("registry-blob-drop.sh", [
+        "--registry", closed, "--repository", REPO, "--tag", COMMIT, "--digest", stored.layer,
+        "--manifest-digest", stored.digest, "--storage", str(stored.storage)])  # fmt: skip
+    assert code == 4 and out["error"] == "registry-unreachable" and out["retryable"] is True, out
+    assert path.exists()
