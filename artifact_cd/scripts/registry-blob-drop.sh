@@ -16,6 +16,9 @@
 # for the blob until a push stores the same content again) and a HEAD proves the registry sees it
 # gone.
 # Output: {"ok":true,"dropped":true|false,"digest","actual","bytes","path","manifestDigest",...}
+# The SSH user must be able to write the blob's directory (a root login, or the storage's owner);
+# nothing is elevated: otherwise infra-blocked (channel registry-storage) names the file and the
+# manual removal, after which publish --repair uploads the then missing blob.
 # Failures: invalid-argument (2) · manifest-missing / manifest-changed / blob-not-referenced /
 # blob-intact / blob-path-refused (3) · registry-unreachable (4) · infra-blocked (5).
 set -euo pipefail
@@ -85,6 +88,11 @@ main() {
   [[ $actual != "$digest" ]] ||
     fail "$EXIT_PRECONDITION" blob-intact "$digest in $storage hashes to its digest: a correct blob is never dropped" false \
       digest "$(json_str "$digest")"
+  if [[ ! -w $dir ]]; then
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) may not remove files in $dir on $(hostname): nothing was dropped" false \
+      channel '"registry-storage"' path "$(json_str "$data")" \
+      fix "$(json_str "log in as a user that owns the registry storage (hosts.d601.user), or remove the corrupt file by hand after checking it (sudo rm -f -- $data: its sha256 is $actual, not $digest), then run publish --repair again: a missing blob needs no drop")"
+  fi
   rm -f -- "$data"
   local code
   code=$(curl -s -I -o /dev/null --max-time 10 -w '%{http_code}' "http://$registry/v2/$repository/blobs/$digest" 2>/dev/null || true)

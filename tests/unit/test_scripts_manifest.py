@@ -12,10 +12,12 @@ import json
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -686,3 +688,33 @@ def test_drop_with_the_registry_down_is_retryable_and_drops_nothing(stored: Stor
         "--manifest-digest", stored.digest, "--storage", str(stored.storage)])  # fmt: skip
     assert code == 4 and out["error"] == "registry-unreachable" and out["retryable"] is True, out
     assert path.exists()
+
+
+def test_drop_by_a_user_who_may_not_write_the_storage_is_infra_blocked_and_names_the_manual_fix(
+    registry: FakeRegistry,
+) -> None:
+    """Nothing is elevated: a non-root SSH user without write access gets the file and the fix."""
+    digest, doc = _tagged_image(registry)
+    layer = doc["layers"][0]["digest"]
+    base = Path(tempfile.mkdtemp(prefix="unidesk-drop-"))
+    try:
+        base.chmod(0o755)
+        storage = base / "registry-storage"
+        path = store(storage, b"not the layer", layer)  # root-owned, 0755 dirs: readable, not writable
+        args = ["--registry", registry.endpoint, "--repository", REPO, "--tag", COMMIT, "--digest", layer,
+                "--manifest-digest", digest, "--storage", str(storage)]  # fmt: skip
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BASH, "-c", command_line(args)],
+            input=script_text("registry-blob-drop.sh"), capture_output=True, text=True, timeout=60, check=False,
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
+        )  # fmt: skip
+        out = StepResult.parse(proc.stdout, "registry-blob-drop.sh").data
+        assert proc.returncode == 5 and out["error"] == "infra-blocked", (out, proc.stderr)
+        assert (
+            out["channel"] == "registry-storage"
+            and str(path) in out["fix"]
+            and "publish --repair" in out["fix"]
+        )
+        assert path.exists()
+    finally:
+        shutil.rmtree(base)
