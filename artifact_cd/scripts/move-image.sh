@@ -132,27 +132,45 @@ layer_bytes() {
   read -r LAYER_BYTES LAYERS_PULLED LAYERS_PRESENT <<<"$out"
 }
 
-# docker_root_space: DOCKER_ROOT (docker info DockerRootDir), ROOT_FS / ROOT_MOUNT (its
-# filesystem and mount point) and ROOT_FREE (bytes available to it, `df -B1`); ROOT_FREE stays
-# empty when it cannot be read.
-DOCKER_ROOT="" ROOT_FS="" ROOT_MOUNT="" ROOT_FREE=""
-docker_root_space() {
+# space_of PATH: ROOT_FS / ROOT_MOUNT (the filesystem holding PATH and its mount point) and
+# ROOT_FREE (bytes available there, `df -B1`); ROOT_FREE stays empty when it cannot be read.
+ROOT_FS="" ROOT_MOUNT="" ROOT_FREE=""
+space_of() {
   local line
-  DOCKER_ROOT=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)
-  is_abs_path "$DOCKER_ROOT" || DOCKER_ROOT=/var/lib/docker
-  line=$(df -P -B1 -- "$DOCKER_ROOT" 2>/dev/null | tail -n 1) || true
+  line=$(df -P -B1 -- "$1" 2>/dev/null | tail -n 1) || true
   read -r ROOT_FS _ _ ROOT_FREE _ ROOT_MOUNT <<<"$line" || true
   [[ $ROOT_FREE =~ ^[0-9]+$ ]] || ROOT_FREE=""
 }
 
-# disk_full NEEDED WHY: the structured, non-retryable disk-full failure for the Docker data root.
+# docker_root_space: DOCKER_ROOT (docker info DockerRootDir) and its space (space_of).
+DOCKER_ROOT=""
+docker_root_space() {
+  DOCKER_ROOT=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || true)
+  is_abs_path "$DOCKER_ROOT" || DOCKER_ROOT=/var/lib/docker
+  space_of "$DOCKER_ROOT"
+}
+
+# disk_full NEEDED WHY [PATH WHAT]: the structured, non-retryable disk-full failure for PATH (the
+# Docker data root by default; space_of PATH has run).
 disk_full() {
-  local needed=$1 why=$2
+  local needed=$1 why=$2 path=${3:-$DOCKER_ROOT} what=${4:-the Docker data root}
   fail "$EXIT_PRECONDITION" disk-full \
-    "$(hostname): the Docker data root $DOCKER_ROOT (filesystem $ROOT_FS on $ROOT_MOUNT) $why; free space there (docker image prune, docker builder prune, or grow the filesystem), then deploy again" false \
-    host "$(json_str "$(hostname)")" path "$(json_str "$DOCKER_ROOT")" filesystem "$(json_str "$ROOT_FS")" \
+    "$(hostname): $what $path (filesystem $ROOT_FS on $ROOT_MOUNT) $why; free space there (docker image prune, docker builder prune, or grow the filesystem), then deploy again" false \
+    host "$(json_str "$(hostname)")" path "$(json_str "$path")" filesystem "$(json_str "$ROOT_FS")" \
     mountPoint "$(json_str "$ROOT_MOUNT")" bytesNeeded "${needed:-null}" bytesFree "${ROOT_FREE:-null}" \
     reserveBytes "$RESERVE_BYTES"
+}
+
+# tmp_with_room: make_tmp, then prove a small write fits there: a full TMPDIR would otherwise fail
+# later, mid-transfer, without a reason. Else disk-full naming TMPDIR (nothing was moved yet).
+TMP_ROOM_BYTES=65536
+tmp_with_room() {
+  make_tmp
+  if ! head -c "$TMP_ROOM_BYTES" /dev/zero 2>/dev/null >"$TMP/.room"; then
+    space_of "$TMP"
+    disk_full "$TMP_ROOM_BYTES" "has no room for the transfer's logs and state" "${TMPDIR:-/tmp}" "the temporary directory"
+  fi
+  rm -f -- "$TMP/.room"
 }
 
 # precheck_space BASE: refuse before the pull when the image cannot fit on the Docker data root
@@ -372,7 +390,7 @@ main() {
     need port --d601-port "$D601_PORT"
   fi
   require_docker
-  make_tmp
+  tmp_with_room
   LOCAL_REF="$REGISTRY/$REPOSITORY:$TAG"
 
   local have

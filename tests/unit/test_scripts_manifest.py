@@ -718,3 +718,25 @@ def test_drop_by_a_user_who_may_not_write_the_storage_is_infra_blocked_and_names
         assert path.exists()
     finally:
         shutil.rmtree(base)
+
+
+def test_a_full_tmpdir_is_disk_full_before_anything_moves(mover: Mover, tmp_path: Path) -> None:
+    """TMPDIR on a full filesystem (a 16 KiB tmpfs, filled, in a mount namespace of its own)."""
+    digest, doc = _tagged_image(mover.registry)
+    full = tmp_path / "full-tmp"
+    full.mkdir()
+    args = ["--mode", "local", "--registry", mover.registry.endpoint, "--repository", REPO, "--tag", COMMIT,
+            "--digest", digest, "--image-id", doc["config"]["digest"]]  # fmt: skip
+    wrapper = 'mount -t tmpfs -o size=16k tmpfs "$1" && { head -c 16384 /dev/zero > "$1/fill" || true; } && TMPDIR="$1" exec bash -c "$2"'
+    proc = subprocess.run(
+        ["unshare", "-m", BASH, "-c", wrapper, "wrapper", str(full), command_line(args)],
+        input=script_text("move-image.sh"), capture_output=True, text=True, timeout=60, check=False,
+        env={k: v for k, v in mover.env.items() if k != "TMPDIR"},
+    )  # fmt: skip
+    out = StepResult.parse(proc.stdout, "move-image.sh").data
+    assert proc.returncode == 3 and out["error"] == "disk-full" and out["retryable"] is False, (
+        out,
+        proc.stderr,
+    )
+    assert out["path"] == str(full) and out["bytesFree"] == 0 and out["filesystem"] == "tmpfs"
+    assert "pull" not in mover.calls()
