@@ -412,8 +412,13 @@ case "$1" in
   info) echo "$FAKE_ROOT" ;;
   image) exit 1 ;;
   pull) printf '%s\\n' "$FAKE_PULL_OUT"; exit 1 ;;
+  load) cat >/dev/null; printf '%s\\n' "$FAKE_PULL_OUT" >&2; exit 1 ;;
   *) exit 1 ;;
 esac
+"""
+FAKE_SSH = """#!/bin/bash
+# the D601 side of stream mode: a tar's worth of bytes on stdout
+head -c 70000 /dev/zero
 """
 
 
@@ -424,8 +429,10 @@ class Mover:
     log: Any
     root: str
 
-    def run(self, digest: str, image_id: str, *extra: str, pull_out: str = "") -> tuple[int, dict[str, Any]]:
-        args = ["--mode", "local", "--registry", self.registry.endpoint, "--repository", REPO, "--tag", COMMIT,
+    def run(
+        self, digest: str, image_id: str, *extra: str, pull_out: str = "", mode: str = "local"
+    ) -> tuple[int, dict[str, Any]]:
+        args = ["--mode", mode, "--registry", self.registry.endpoint, "--repository", REPO, "--tag", COMMIT,
                 "--digest", digest, "--image-id", image_id, *extra]  # fmt: skip
         proc = subprocess.run(
             [BASH, "-c", command_line(args)],
@@ -448,6 +455,8 @@ def mover(registry: FakeRegistry, tmp_path: Any) -> Mover:
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER)
     (bin_dir / "docker").chmod(0o755)
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
     root = tmp_path / "docker-root"
     root.mkdir()
     log = tmp_path / "calls.log"
@@ -740,3 +749,14 @@ def test_a_full_tmpdir_is_disk_full_before_anything_moves(mover: Mover, tmp_path
     )
     assert out["path"] == str(full) and out["bytesFree"] == 0 and out["filesystem"] == "tmpfs"
     assert "pull" not in mover.calls()
+
+
+def test_enospc_in_the_stream_load_is_disk_full(mover: Mover) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    code, out = mover.run(
+        digest, doc["config"]["digest"], "--d601", "root@d601", "--d601-port", "22", mode="stream",
+        pull_out="Error processing tar file(exit status 1): write /var/lib/docker/tmp/x: no space left on device",
+    )  # fmt: skip
+    assert code == 3 and out["error"] == "disk-full" and out["retryable"] is False, out
+    assert out["path"] == mover.root and "no space left on device" in out["detail"]
+    assert "load" in mover.calls()
