@@ -225,15 +225,23 @@ def _runs(answer: HostAnswer | None) -> tuple[list[AuditRun], int]:
     return pair_runs(parsed.records), parsed.skipped_lines
 
 
-def run_json(run: AuditRun) -> dict[str, Any]:
-    """One deploy as ``history`` prints it."""
+def _running(answer: HostAnswer | None) -> frozenset[str]:
+    audit = answer.facts.get("audit") if answer is not None and answer.reachable else None
+    runs = audit.get("runningRuns") if isinstance(audit, Mapping) else None
+    return frozenset(str(r) for r in runs or ())
+
+
+def run_json(run: AuditRun, running: Iterable[str] = ()) -> dict[str, Any]:
+    """One deploy as ``history`` prints it; ``running``: the run ids whose process still runs (a run
+    without an end line is ``in-progress`` then, else ``interrupted``)."""
     rec = run.record
     start = run.started or rec
+    verdict = "in-progress" if run.ended is None and rec.run_id in set(running) else run.verdict
     return {
         "time": run.time,
         "endTime": run.ended.time if run.ended is not None else None,
         "step": rec.step,
-        "verdict": run.verdict,
+        "verdict": verdict,
         "fromCommit": start.from_commit if rec.from_commit is None else rec.from_commit,
         "toCommit": rec.to_commit or start.to_commit,
         "error": rec.error if run.ended is not None else None,
@@ -336,7 +344,7 @@ def service_history(
     live = _live(answers.get(w.host), w)
     tags, registry_error = _registry(answers.get("d601"), w.repository)
     candidates, excluded = _candidates(healthy, tags, live["commit"], w.requested)
-    deploys = [run_json(r) for r in reversed(mine)]
+    deploys = [run_json(r, _running(answers.get(w.host))) for r in reversed(mine)]
     return {
         "service": w.service,
         "target": w.target,

@@ -307,6 +307,24 @@ def test_a_run_whose_start_was_rotated_away_still_counts() -> None:
     assert s["deploys"][-1]["toCommit"] == A and s["deploys"][-1]["verdict"] == "ok"
 
 
+def test_a_run_whose_process_still_runs_is_in_progress_not_interrupted() -> None:
+    cfg = config()
+    ans = answers(cfg, the_story())
+    killed_run = json.loads(the_story().lines[-1])["runId"]
+    ans["master"].facts["audit"]["runningRuns"] = [killed_run]
+    s = service_of(doc_of(cfg, ans))
+    assert s["deploys"][0]["verdict"] == "in-progress" and s["deploys"][0]["toCommit"] == D
+    lines = the_story().lines
+    alive = {4242}
+    assert historyfacts.running_runs(lines, "master", lambda pid: pid in alive) == [killed_run]
+    assert historyfacts.running_runs(lines, "other-host", lambda pid: True) == [], (
+        "another host's pids mean nothing"
+    )
+    assert historyfacts.running_runs(lines, "master", lambda pid: False) == []
+    assert historyfacts.running_runs(lines[:-1], "master", lambda pid: True) == [], "every other run ended"
+    assert historyfacts.pid_alive(os.getpid()) is True
+
+
 def test_limit_keeps_the_newest_deploys() -> None:
     cfg = config()
     s = service_of(doc_of(cfg, answers(cfg, the_story()), limit=2))

@@ -14,6 +14,8 @@ REGISTRY is D601's loopback endpoint or empty. The label name and the patterns c
 - audit: the newest TAIL_BYTES bytes of AUDIT_LOG, preceded by the end of ``AUDIT_LOG.1`` when the
   log is shorter (a cut first line is dropped); the lines are returned as they are (audit.sh never
   writes a secret value; the CLI side parses them: audit.py of the package);
+  ``runningRuns``: the runs with a ``started`` line only whose process (its pid, on this host) still
+  runs: in progress, not interrupted;
 - workloads: per Compose service ``docker inspect`` of its container (the revision label, the
   ``<PREFIX>COMMIT`` env value only: container.py), per k3s service the Deployment's deploy stamp
   annotation (``kubectl``; a read the API refuses is reported, with its reason, as unknown);
@@ -166,6 +168,36 @@ def read_tail(path: str, limit: int) -> dict[str, Any]:
     out["lines"] = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
     out["error"] = None
     return out
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def running_runs(lines: Sequence[str], hostname: str, alive: Callable[[int], bool] = pid_alive) -> list[str]:
+    """The runs of this host's log with a ``started`` line and no end line whose process still runs
+    (in progress, not interrupted)."""
+    started: dict[str, int] = {}
+    ended: set[str] = set()
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            run, event = str(rec["runId"]), rec["event"]
+        except (ValueError, TypeError, KeyError):
+            continue
+        if event == "started" and rec.get("host") == hostname and isinstance(rec.get("pid"), int):
+            started[run] = rec["pid"]
+        elif event != "started":
+            ended.add(run)
+    return [run for run, pid in started.items() if run not in ended and pid > 1 and alive(pid)]
 
 
 # --------------------------------------------------------------------------- the probe
@@ -413,6 +445,7 @@ def answer(argv: Sequence[str], environ: Mapping[str, str], factory: Any = Probe
         lambda: probe.registry(registry, repositories, int(max_tags)),
     ]
     audit, compose_facts, k3s_facts, registry_facts = parallel(jobs)
+    audit["runningRuns"] = running_runs(audit["lines"], socket.gethostname())
     try:
         seconds: float | None = round(time.time() - float(started), 3)
     except ValueError:
