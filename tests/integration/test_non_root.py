@@ -46,6 +46,7 @@ def image(rig: Rig) -> dict[str, str]:
 @pytest.fixture
 def sudoers(rig: Rig) -> Iterator[list[str]]:
     """The README lines; whatever a test drops is put back afterwards."""
+    rig.operator_audit_ready()
     lines = rig.sudoers_lines()
     try:
         yield lines
