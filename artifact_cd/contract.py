@@ -387,6 +387,12 @@ class K3sImportArgs(ScriptArgs):
     tag: Commit
     digest: DigestOrLive = Live.DIGEST.value
     image_id: DigestOrLive = Live.IMAGE_ID.value
+    # the catalog service (audit lines), how root-only commands run (hosts.d601.elevate, issue 11;
+    # None: sudo), the deploy audit log (hosts.d601.auditLog) and the stack (issue 13)
+    service_id: str | None = None
+    elevate: Literal["sudo", "none"] | None = None
+    audit_log: str | None = None
+    stack: str | None = None
 
 
 class K3sVerifyArgs(ScriptArgs):
@@ -400,6 +406,11 @@ class K3sVerifyArgs(ScriptArgs):
     health_path: str
     commit: Commit
     timeout: int
+    # as K3sImportArgs (the audit step is k3s-deploy: the rollout after the Deployment patch)
+    service_id: str | None = None
+    elevate: Literal["sudo", "none"] | None = None
+    audit_log: str | None = None
+    stack: str | None = None
 
 
 class ReadAuthArgs(ScriptArgs):
@@ -408,12 +419,6 @@ class ReadAuthArgs(ScriptArgs):
     script: ClassVar[str] = "read-auth.sh"
     config: str
 
-    # the catalog service (audit lines), how root-only commands run (hosts.d601.elevate, issue 11;
-    # None: sudo), the deploy audit log (hosts.d601.auditLog) and the stack (issue 13)
-    service_id: str | None = None
-    elevate: Literal["sudo", "none"] | None = None
-    audit_log: str | None = None
-    stack: str | None = None
 
 class RegistryDirsArgs(ScriptArgs):
     """``registry-install.sh dirs``: the managed directories and the storage directory."""
@@ -422,22 +427,27 @@ class RegistryDirsArgs(ScriptArgs):
     subcommand: ClassVar[str | None] = "dirs"
     dirs: Annotated[tuple[str, ...], Flag("--dir")]
     storage: str
+    # how root-only commands run (hosts.d601.elevate, issue 11; None: sudo), the deploy audit log
+    # (hosts.d601.auditLog) and the stack (issue 13)
+    elevate: Literal["sudo", "none"] | None = None
+    audit_log: str | None = None
+    stack: str | None = None
 
 
 class RegistryWriteArgs(ScriptArgs):
     """``registry-install.sh write``: one rendered file, written only when its hash differs."""
 
-    # as K3sImportArgs (the audit step is k3s-deploy: the rollout after the Deployment patch)
-    service_id: str | None = None
-    elevate: Literal["sudo", "none"] | None = None
-    audit_log: str | None = None
-    stack: str | None = None
     script: ClassVar[str] = "registry-install.sh"
     subcommand: ClassVar[str | None] = "write"
     path: str
     mode: str
     sha256: str
     content_b64: str
+    # how root-only commands run (hosts.d601.elevate, issue 11; None: sudo), the deploy audit log
+    # (hosts.d601.auditLog) and the stack (issue 13)
+    elevate: Literal["sudo", "none"] | None = None
+    audit_log: str | None = None
+    stack: str | None = None
 
 
 class RegistryActivateArgs(ScriptArgs):
@@ -464,11 +474,6 @@ class RegistryProbeArgs(ScriptArgs):
     unit_sha256: str
     project: str
     container: str
-    # how root-only commands run (hosts.d601.elevate, issue 11; None: sudo), the deploy audit log
-    # (hosts.d601.auditLog) and the stack (issue 13)
-    elevate: Literal["sudo", "none"] | None = None
-    audit_log: str | None = None
-    stack: str | None = None
     image: str
     endpoint: str
     storage: str
@@ -479,11 +484,6 @@ class RegistryProbeArgs(ScriptArgs):
     spec_sha256: str
 
 
-    # how root-only commands run (hosts.d601.elevate, issue 11; None: sudo), the deploy audit log
-    # (hosts.d601.auditLog) and the stack (issue 13)
-    elevate: Literal["sudo", "none"] | None = None
-    audit_log: str | None = None
-    stack: str | None = None
 # --------------------------------------------------------------------------- the live probe
 #
 # live-probe.sh reports what runs on one host (the live view, artifact_cd.live). What it must look
