@@ -16,10 +16,11 @@
 # In every mode the resulting local image ID must equal --image-id (the config digest; with the
 # containerd image store the ID is the manifest digest, also accepted) before it is tagged
 # E/R:SHA. When E/R:SHA is already present with that ID nothing is moved (alreadyPresent).
-# Disk space (local and tunnel modes): before pulling, the image's layer and config bytes (the
-# registry manifest's sizes) plus --reserve-bytes must fit in the free bytes `df` reports for the
-# Docker data root (`docker info` DockerRootDir); an ENOSPC ("no space left on device") during the
-# pull or the load is classified the same way, in every mode.
+# Disk space (local and tunnel modes): before pulling, the registry sizes of the config and of the
+# layers this host does not hold yet (the config's diff IDs against every local image's layers)
+# plus --reserve-bytes must fit in the free bytes `df` reports for the Docker data root (`docker
+# info` DockerRootDir); a TMPDIR without room, and an ENOSPC ("no space left on device") during the
+# pull or the load (every mode), are disk-full too.
 # Failures: ssh-unreachable / registry-unreachable / transfer-failed (exit 4, retryable),
 # manifest-missing (3), registry-blob-missing / registry-blob-corrupt (3: a blob of the image is
 # gone from D601's registry storage or its content does not hash to its digest; names the digest
@@ -104,7 +105,7 @@ open_tunnel() {
 
 # image_manifest BASE: the image manifest of DIGEST (an index resolved to this host's platform)
 # into $TMP/acct.json; sets IMAGE_BYTES (config + layer sizes). Returns 1 when it is not readable.
-IMAGE_BYTES=""
+IMAGE_BYTES="" IMAGE_CONFIG=""
 image_manifest() {
   local base=$1 kind ref f3 f5
   [[ ! -s $TMP/acct.json ]] || return 0
@@ -115,7 +116,7 @@ image_manifest() {
     IFS=$'\x1f' read -r kind ref _ f3 _ f5 < <(manifest_parse manifest "$TMP/acct.json" "$(host_arch)") || true
   fi
   if [[ $kind == manifest && $f3 =~ ^[0-9]+$ && $f5 =~ ^[0-9]+$ ]]; then
-    IMAGE_BYTES=$((f3 + f5))
+    IMAGE_BYTES=$((f3 + f5)) IMAGE_CONFIG=$ref
   else
     rm -f -- "$TMP/acct.json"
     return 1
@@ -152,13 +153,14 @@ docker_root_space() {
 
 # disk_full NEEDED WHY [PATH WHAT]: the structured, non-retryable disk-full failure for PATH (the
 # Docker data root by default; space_of PATH has run).
+DISK_EXTRA=()
 disk_full() {
   local needed=$1 why=$2 path=${3:-$DOCKER_ROOT} what=${4:-the Docker data root}
   fail "$EXIT_PRECONDITION" disk-full \
     "$(hostname): $what $path (filesystem $ROOT_FS on $ROOT_MOUNT) $why; free space there (docker image prune, docker builder prune, or grow the filesystem), then deploy again" false \
     host "$(json_str "$(hostname)")" path "$(json_str "$path")" filesystem "$(json_str "$ROOT_FS")" \
     mountPoint "$(json_str "$ROOT_MOUNT")" bytesNeeded "${needed:-null}" bytesFree "${ROOT_FREE:-null}" \
-    reserveBytes "$RESERVE_BYTES"
+    reserveBytes "$RESERVE_BYTES" "${DISK_EXTRA[@]}"
 }
 
 # tmp_with_room: make_tmp, then prove a small write fits there: a full TMPDIR would otherwise fail
@@ -173,9 +175,29 @@ tmp_with_room() {
   rm -f -- "$TMP/.room"
 }
 
-# precheck_space BASE: refuse before the pull when the image cannot fit on the Docker data root
-# (its config + layer bytes + --reserve-bytes > free bytes). Skipped (with a warning) when the
-# manifest or the free bytes cannot be read: the ENOSPC classification still applies.
+# missing_bytes BASE: NEEDED_BYTES = the config blob's size + the registry sizes of the layers
+# this host does not hold yet (their diff IDs, from the config blob, against RootFS.Layers of every
+# local image; artifact_cd/scripts/py/pulled.py missing), LAYERS_MISSING of LAYERS_TOTAL.
+NEEDED_BYTES="" LAYERS_MISSING="null" LAYERS_TOTAL="null"
+missing_bytes() {
+  local base=$1 ids=() out
+  NEEDED_BYTES=$IMAGE_BYTES
+  curl -sS -L --max-time 20 -o "$TMP/config.json" "$base/blobs/$IMAGE_CONFIG" 2>/dev/null || : >"$TMP/config.json"
+  : >"$TMP/present"
+  mapfile -t ids < <(docker image ls -aq --no-trunc 2>/dev/null | sort -u)
+  if ((${#ids[@]} > 0)); then
+    docker image inspect --format '{{range .RootFS.Layers}}{{println .}}{{end}}' "${ids[@]}" >"$TMP/present" 2>/dev/null || true
+  fi
+  out=$(python3 -c "$PULLED_PY" missing "$TMP/acct.json" "$TMP/config.json" "$TMP/present" 2>/dev/null) || return 0
+  read -r NEEDED_BYTES LAYERS_MISSING LAYERS_TOTAL <<<"$out"
+  [[ $NEEDED_BYTES =~ ^[0-9]+$ ]] || NEEDED_BYTES=$IMAGE_BYTES
+}
+
+# precheck_space BASE: refuse before the pull when what is missing cannot fit on the Docker data
+# root (the config + the missing layers' registry sizes + --reserve-bytes > free bytes). Skipped
+# (with a warning) when the manifest or the free bytes cannot be read: the ENOSPC classification
+# still applies. Registry sizes are compressed: the unpacked layers need more; --reserve-bytes is
+# the operator's margin for that.
 precheck_space() {
   local base=$1
   docker_root_space
@@ -183,9 +205,11 @@ precheck_space() {
     printf 'warning: disk pre-check skipped (manifest sizes or free bytes of %s unknown)\n' "$DOCKER_ROOT" >&2
     return 0
   fi
-  if ((IMAGE_BYTES + RESERVE_BYTES > ROOT_FREE)); then
-    disk_full "$((IMAGE_BYTES + RESERVE_BYTES))" \
-      "has $ROOT_FREE bytes free; $REPOSITORY@$DIGEST needs $IMAGE_BYTES bytes (registry sizes of its config and layers) + $RESERVE_BYTES reserved"
+  missing_bytes "$base"
+  if ((NEEDED_BYTES + RESERVE_BYTES > ROOT_FREE)); then
+    DISK_EXTRA=(layersMissing "$LAYERS_MISSING" layers "$LAYERS_TOTAL")
+    disk_full "$((NEEDED_BYTES + RESERVE_BYTES))" \
+      "has $ROOT_FREE bytes free; $REPOSITORY@$DIGEST needs $NEEDED_BYTES bytes (registry sizes of its config and the $LAYERS_MISSING of $LAYERS_TOTAL layers not on this host) + $RESERVE_BYTES reserved"
   fi
 }
 

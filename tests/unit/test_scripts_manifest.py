@@ -28,6 +28,8 @@ from artifact_cd.scripts import command_line, script_text
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "unidesk/svc"
 DIGEST_OTHER = "sha256:" + "9" * 64
+DIFF_BASE = "sha256:" + "5" * 64
+DIFF_OWN = "sha256:" + "6" * 64
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -410,7 +412,12 @@ printf '%s\\n' "$*" >> "$FAKE_LOG"
 case "$1" in
   version) echo 20.10.24 ;;
   info) echo "$FAKE_ROOT" ;;
-  image) exit 1 ;;
+  image)
+    case "$2" in
+      ls) printf '%s\\n' "${FAKE_IMAGES:-}" ;;
+      inspect) [[ -n ${FAKE_LAYERS:-} && $* == *RootFS* ]] || exit 1; printf '%s\\n' $FAKE_LAYERS ;;
+      *) exit 1 ;;
+    esac ;;
   pull) printf '%s\\n' "$FAKE_PULL_OUT"; exit 1 ;;
   load) cat >/dev/null; printf '%s\\n' "$FAKE_PULL_OUT" >&2; exit 1 ;;
   *) exit 1 ;;
@@ -430,7 +437,7 @@ class Mover:
     root: str
 
     def run(
-        self, digest: str, image_id: str, *extra: str, pull_out: str = "", mode: str = "local"
+        self, digest: str, image_id: str, *extra: str, pull_out: str = "", mode: str = "local", **env: str
     ) -> tuple[int, dict[str, Any]]:
         args = ["--mode", mode, "--registry", self.registry.endpoint, "--repository", REPO, "--tag", COMMIT,
                 "--digest", digest, "--image-id", image_id, *extra]  # fmt: skip
@@ -440,7 +447,7 @@ class Mover:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**self.env, "FAKE_PULL_OUT": pull_out},
+            env={**self.env, "FAKE_PULL_OUT": pull_out, **env},
             check=False,
         )
         return proc.returncode, StepResult.parse(proc.stdout, "move-image.sh").data
@@ -760,3 +767,30 @@ def test_enospc_in_the_stream_load_is_disk_full(mover: Mover) -> None:
     assert code == 3 and out["error"] == "disk-full" and out["retryable"] is False, out
     assert out["path"] == mover.root and "no space left on device" in out["detail"]
     assert "load" in mover.calls()
+
+
+def test_the_disk_pre_check_counts_only_the_layers_this_host_does_not_hold(mover: Mover) -> None:
+    """Layer i is the config's rootfs.diff_ids[i]; a diff ID some local image has needs no room."""
+    base_layer, own_layer = b"base layer bytes" * 100, b"own layer"
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {}},
+                         "rootfs": {"type": "layers", "diff_ids": [DIFF_BASE, DIFF_OWN]}}).encode()  # fmt: skip
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                   "digest": mover.registry.blob(config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
+                    "digest": mover.registry.blob(layer)} for layer in (base_layer, own_layer)],
+    }  # fmt: skip
+    digest, _ = mover.registry.manifest(doc, DOCKER_MANIFEST)
+    free = free_bytes(mover.root)
+    held = {"FAKE_IMAGES": "sha256:" + "e" * 64, "FAKE_LAYERS": DIFF_BASE}
+    code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", str(free + 2**30), **held)
+    assert code == 3 and out["error"] == "disk-full", out
+    assert out["bytesNeeded"] == len(config) + len(own_layer) + free + 2**30, (
+        "the held base layer needs no room"
+    )
+    assert (out["layersMissing"], out["layers"]) == (1, 2)
+    code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", str(free + 2**30))
+    assert out["bytesNeeded"] == len(config) + len(base_layer) + len(own_layer) + free + 2**30
+    assert (out["layersMissing"], out["layers"]) == (2, 2)
