@@ -37,8 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from artifact_cd.contract import ComposeDeployArgs, last_json_object
+from artifact_cd.contract import last_json_object
 from tests.engine import CommandCall, RunReport, Stack
+from tests.git_source import Checkout
 from tests.integration.compose_project import ComposeProject, write_dispatch
 from tests.rig import Rig, RigError
 
@@ -49,9 +50,6 @@ SERVICE = "oa-event-flow"  # Compose on the master server; its image comes from 
 PROJECT = ComposeProject("unidesk-demo", {SERVICE: "master"})
 ENV = PROJECT.env
 INDENT = "      "
-# Whether this checkout's Compose deploy writes the audit log that `history` reads (issue 13): then
-# `rollback` must propose A after A -> B. Until it does, the demo shows what `rollback` answers.
-AUDITED = "audit_log" in ComposeDeployArgs.model_fields
 
 
 class DemoFailed(Exception):
@@ -97,6 +95,8 @@ class Demo:
         self.commits: dict[str, str] = {}
         self.published: dict[str, dict[str, Any]] = {}
         self.live: list[tuple[str, str]] = []  # (label, commit) verified live, in order
+        self.dispatch = workdir / "dispatch"  # the ssh ProxyCommand into a host's network namespace
+        self.source: Checkout | None = None  # the sample service's repository
 
     @property
     def the_rig(self) -> Rig:
@@ -115,13 +115,13 @@ class Demo:
         say(f"{INDENT}master  systemd PID {rig.master.pid}: sshd, dockerd; reaches d601 only over SSH")
         PROJECT.install(rig, "# controlled env file of the demo's Compose project\n")
         say(f"{INDENT}master  Compose project {PROJECT.base} runs service {SERVICE} (not started yet)")
-        self.dispatch = write_dispatch(rig, self.workdir / "dispatch")
+        write_dispatch(rig, self.dispatch)
 
     # ------------------------------------------------------------------ publish
 
     def publish(self, label: str, greeting: str) -> None:
         rig = self.the_rig
-        if label == "A":
+        if self.source is None:
             self.source = sample.create(self.workdir / "source", SERVICE)
         commit = sample.commit_and_push(self.source, greeting, f"{SERVICE}: {greeting}")
         env = {
@@ -264,16 +264,11 @@ class Demo:
         say(f"{INDENT}$ ./run rollback --stack {ENV} --service {SERVICE}")
         code, doc = self.cli("rollback", "--service", SERVICE)
         self.show(format_rollback(doc))
-        if code == 0 and doc.get("toCommit") == self.commits["A"]:
-            say(
-                f"{INDENT}=> rollback suggests A ({short(self.commits['A'])}): it was live and healthy before"
-            )
-        elif AUDITED:
+        if code != 0 or doc.get("toCommit") != self.commits["A"]:
             raise DemoFailed(
                 f"rollback: exit {code}, to {doc.get('toCommit')}, expected A: {doc.get('reason')}"
             )
-        else:
-            say(f"{INDENT}(this checkout's Compose deploy writes no audit log yet, so there is no candidate)")
+        say(f"{INDENT}=> rollback suggests A ({short(self.commits['A'])}): it was live and healthy before")
 
     def status(self) -> None:
         from artifact_cd.liveprobe import format_status_table
