@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ratios.py [--rounds 5] [--pad-mb 50] [--json] [--quiet-wait SECONDS]
                                           [--only deploy,query,stack,bytes] [--no-bytecode-cache]
+                                          [--login-env production|machine]
 
 Starts its own rig (tests/rig: D601 + master server as real systemd hosts in network namespaces,
 linked only by SSH; all traffic on loopback / the rig's veth), publishes test images, and measures
@@ -43,6 +44,13 @@ ratio is one of the same round; the figure is the median of the per-round ratios
    sizes of B's layers whose digests A lacks) vs stream bytes (``docker save`` tar bytes).
    Breakdown: an idle tunnel's bytes (move-image's ssh options, ``-N -L``, one GET /v2/, nothing
    pulled) and B's config + manifest bytes.
+
+Login environment: the rig's hosts are overlays of this machine's root file system, so they would
+run this machine's /root/.bashrc (``pyenv init`` for every SSH command, python3 through pyenv's
+shims). ``--login-env production`` (the default) gives each rig host a stock ~/.bashrc that does
+nothing for a non-interactive shell, as on a stock Ubuntu D601 or master (python3 =
+/usr/bin/python3), in the host's own overlay; figure 2 also measures status vs ``ssh true`` once
+per round with this machine's .bashrc on D601. ``--login-env machine`` keeps this machine's.
 
 CPU: for figures 1 and 3 each block also records the CPU seconds of the measured work (the rig
 hosts' cgroups + this benchmark's own processes: ssh clients, relays, the CLI) and the whole
@@ -423,6 +431,40 @@ def on_host_seconds(h: Host, script: str, argv: Sequence[str]) -> tuple[float, f
     return float(t1) - float(t0), cpu
 
 
+# --------------------------------------------------------------------------- the hosts' login environment
+
+# The rig's hosts are overlays of this machine's root file system, so they start with this machine's
+# /root/.bashrc, which runs `pyenv init` for every SSH command (bash reads ~/.bashrc when sshd starts
+# it) and puts pyenv's shims first in PATH (every `python3` of a script then runs through pyenv's
+# bash scripts). A stock Ubuntu D601 or master does neither: its ~/.bashrc returns at once for a
+# non-interactive shell and python3 is /usr/bin/python3. ``--login-env production`` (the default)
+# gives each rig host that stock behaviour (in the host's own overlay: this machine's file is not
+# touched); ``machine`` keeps this machine's.
+STOCK_BASHRC = (
+    "# rig host as a stock Ubuntu host (benchmarks/ratios.py): nothing for a non-interactive shell\n"
+    "case $- in *i*) ;; *) return ;; esac\n"
+)
+LOGIN_ENVS = ("production", "machine")
+
+
+class LoginEnv:
+    """Switches the rig hosts' /root/.bashrc between the stock one and this machine's."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.machine = {
+            name: h.sh("cat /root/.bashrc 2>/dev/null || true", timeout=30).stdout
+            for name, h in rig.hosts.items()
+        }
+        self.current = "machine"
+
+    def use(self, which: str, hosts: Sequence[str] | None = None) -> None:
+        for name in hosts or list(self.rig.hosts):
+            text = STOCK_BASHRC if which == "production" else self.machine[name]
+            self.rig.hosts[name].write_file("/root/.bashrc", text)
+        self.current = which
+
+
 # --------------------------------------------------------------------------- running plans
 
 
@@ -609,6 +651,7 @@ class CliSetup:
     options: list[str]
     cfg: StackConfig
     env: dict[str, str]
+    bytecode_cache: bool
 
     def argv(self, *verb: str) -> list[str]:
         argv = [
@@ -652,7 +695,14 @@ def cli_setup(rig: Rig, services: dict[str, str], bytecode_cache: bool = True) -
         "StrictHostKeyChecking=yes",
     ]
     env = python_env(rig.dir / "pycache" if bytecode_cache else None)
-    return CliSetup(workdir / "project", rig.machine_key_file, options, parse_stack_config(raw, "prod"), env)
+    return CliSetup(
+        workdir / "project",
+        rig.machine_key_file,
+        options,
+        parse_stack_config(raw, "prod"),
+        env,
+        bytecode_cache,
+    )
 
 
 def importtime(code: str, env: dict[str, str]) -> list[tuple[str, float]]:
@@ -705,8 +755,47 @@ def cli_answer(s: Samples, name: str, setup: CliSetup, *verb: str) -> dict[str, 
     return doc
 
 
+def python_samples(s: Samples, rig: Rig, setup: CliSetup) -> None:
+    """Python's own start-up: nothing, the CLI's imports (also without any bytecode cache), --help."""
+    s.add("python: -c pass", timed_run([PYTHON, "-c", "pass"], env=setup.env)[0])
+    imports_code = [PYTHON, "-c", "import artifact_cd.cli, artifact_cd.remote"]
+    s.add("python: import artifact_cd.cli+remote", timed_run(imports_code, env=setup.env)[0])
+    if setup.bytecode_cache:
+        s.add(
+            "python: import artifact_cd.cli+remote, no bytecode cache",
+            timed_run(imports_code, env=no_cache_env(rig))[0],
+        )
+    s.add(
+        "python: -m artifact_cd --help",
+        timed_run([PYTHON, "-m", "artifact_cd", "--help"], env=setup.env)[0],
+    )
+
+
+MACHINE_LOGIN = "this machine's .bashrc on D601: "
+
+
+def machine_login_pair(s: Samples, setup: CliSetup, true_argv: Sequence[str], login: LoginEnv) -> None:
+    """``ssh d601 true`` and ``status`` once more with this machine's /root/.bashrc on D601."""
+    login.use("machine", ["d601"])
+    try:
+        other, proc = timed_run(true_argv, env=setup.env)
+        if proc.returncode == 0:
+            s.add(f"{MACHINE_LOGIN}ssh d601 true", other)
+            cli_answer(s, f"{MACHINE_LOGIN}status", setup, "status")
+            s.add(
+                "ratio status, " + MACHINE_LOGIN.rstrip(": "),
+                s.values[f"{MACHINE_LOGIN}status: total"][-1] / other,
+            )
+    finally:
+        login.use("production", ["d601"])
+
+
 def figure_query(
-    rig: Rig, rounds: int, services: dict[str, str], bytecode_cache: bool = True
+    rig: Rig,
+    rounds: int,
+    services: dict[str, str],
+    bytecode_cache: bool = True,
+    login: LoginEnv | None = None,
 ) -> dict[str, Any]:
     setup = cli_setup(rig, services, bytecode_cache)
     settings = SshSettings(key_file=str(setup.key), options=tuple(setup.options), timeout=60)
@@ -737,18 +826,7 @@ def figure_query(
                     f"ssh d601 true (CLI options) exited {proc.returncode}: {proc.stderr[-500:]}"
                 )
             s.add("ssh d601 true (the CLI's argv)", wall)
-            s.add("python: -c pass", timed_run([PYTHON, "-c", "pass"], env=setup.env)[0])
-            imports_code = [PYTHON, "-c", "import artifact_cd.cli, artifact_cd.remote"]
-            s.add("python: import artifact_cd.cli+remote", timed_run(imports_code, env=setup.env)[0])
-            if bytecode_cache:
-                s.add(
-                    "python: import artifact_cd.cli+remote, no bytecode cache",
-                    timed_run(imports_code, env=no_cache_env(rig))[0],
-                )
-            s.add(
-                "python: -m artifact_cd --help",
-                timed_run([PYTHON, "-m", "artifact_cd", "--help"], env=setup.env)[0],
-            )
+            python_samples(s, rig, setup)
             wall_on_host, cpu_on_host = on_host_seconds(rig.d601, probe_script, probe_argv)
             s.add("probe on host: registry-probe.sh (d601, no ssh)", wall_on_host)
             s.add("probe on host: registry-probe.sh (d601, no ssh): CPU seconds", cpu_on_host)
@@ -769,6 +847,8 @@ def figure_query(
                 except (BenchError, subprocess.SubprocessError, OSError, AttributeError) as error:
                     live_error = describe(error)
         cpu.record(s, "round: ")
+        if login is not None and login.current == "production":
+            machine_login_pair(s, setup, true_argv, login)
         log(
             f"query round {i + 1}/{rounds}: ssh true {wall:.2f} s, "
             f"status {s.values['status: total'][-1]:.2f} s, health {s.values['health: total'][-1]:.2f} s"
@@ -1018,6 +1098,14 @@ def report_query(fig: dict[str, Any], out: list[str]) -> None:
         out.append(f"   status --services (the live view, both hosts) vs ssh d601 true: {ratio}")
     if fig.get("liveViewError"):
         out.append(f"   status --services not (fully) measured: {fig['liveViewError'][:300]}")
+    alt = MACHINE_LOGIN
+    if f"{alt}ssh d601 true" in s.values:
+        ratio = ratio_text(s.spread("ratio status, " + alt.rstrip(": ")))
+        out.append(
+            f"   with this machine's root .bashrc on D601 (pyenv init per SSH command): status vs ssh true"
+            f" {ratio} (ssh true {s.spread(alt + 'ssh d601 true').text()},"
+            f" status {s.spread(alt + 'status: total').text()})"
+        )
     out.append(f"   {base}: {s.spread(base).text()};  answers: {fig['decisions']}")
     out.append(
         "   the CLI ran with Python's bytecode cache, as an operator's ./run has it (--no-bytecode-cache: as"
@@ -1150,6 +1238,8 @@ def print_report(results: dict[str, dict[str, Any]], meta: dict[str, Any], strea
         f"other work on this machine during the run (busy CPUs not used by the rig or this benchmark):"
         f" {meta['othersBusyCpus']:.2f} on average;"
         f" waited {meta['quietWaitSeconds']:.0f} s for quiet (--quiet-wait); code {meta['code']}",
+        f"rig hosts' login environment: {meta['loginEnv']} (--login-env; production: a stock ~/.bashrc,"
+        " nothing run per SSH command, python3 = /usr/bin/python3; machine: this machine's, pyenv)",
     ]
     for name in FIGURES:
         if name not in results:
@@ -1199,6 +1289,13 @@ def main() -> int:
         help="before each round wait up to SECONDS for the machine to be idle (default 0: do not wait)",
     )
     parser.add_argument(
+        "--login-env",
+        choices=LOGIN_ENVS,
+        default="production",
+        help="the rig hosts' /root/.bashrc: a stock one (production, default) or this machine's (pyenv init"
+        " on every SSH command, python3 through pyenv's shims)",
+    )
+    parser.add_argument(
         "--no-bytecode-cache",
         action="store_true",
         help="figure 2: run the CLI as inherited (no bytecode cache when PYTHONDONTWRITEBYTECODE is set)"
@@ -1218,6 +1315,8 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     rig = Rig.up()
     log(f"rig up in {rig.boot_seconds:.1f} s ({rig.dir})")
+    login = LoginEnv(rig)
+    login.use(args.login_env)
     work0, busy0, t0 = rig_cpu_seconds(rig) + own_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     others = float("nan")
     try:
@@ -1226,7 +1325,10 @@ def main() -> int:
         jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("deploy", lambda: figure_deploy(rig, args.rounds)),
             ("stack", lambda: figure_stack(rig, args.rounds)),
-            ("query", lambda: figure_query(rig, args.rounds, stack_commits, not args.no_bytecode_cache)),
+            (
+                "query",
+                lambda: figure_query(rig, args.rounds, stack_commits, not args.no_bytecode_cache, login),
+            ),
             ("bytes", lambda: figure_bytes(rig, args.rounds, args.pad_mb * 1024 * 1024)),
         ]
         for name, job in jobs:
@@ -1256,6 +1358,7 @@ def main() -> int:
         "seconds": round(time.monotonic() - start, 1),
         "othersBusyCpus": round(others, 2),
         "code": code_state(),
+        "loginEnv": args.login_env,
         "quietWaitSeconds": round(QUIET["waited"], 1),
     }
     print_report(results, meta, sys.stderr if args.json else sys.stdout)
