@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from artifact_cd.contract import last_json_object
+from artifact_cd.contract import AUDIT_LOG_DEFAULT, last_json_object
 from tests.engine import CommandCall, RunReport, Stack
 from tests.git_source import Checkout
 from tests.integration.compose_project import ComposeProject, write_dispatch
@@ -113,6 +113,10 @@ class Demo:
         say(f"{INDENT}d601    systemd PID {rig.d601.pid}: sshd, dockerd, the registry unit")
         say(f"{INDENT}        ({rig.registry}, on D601's loopback only), a containerd standing in for k3s")
         say(f"{INDENT}master  systemd PID {rig.master.pid}: sshd, dockerd; reaches d601 only over SSH")
+        for h in (rig.d601, rig.master):
+            # a host's root is an overlay over the machine's /: a new host starts without the
+            # machine's deploy audit log, if the machine has one (the machine's file is untouched)
+            h.sh('rm -f -- "$1" "$1.1"', AUDIT_LOG_DEFAULT)
         PROJECT.install(rig, "# controlled env file of the demo's Compose project\n")
         say(f"{INDENT}master  Compose project {PROJECT.base} runs service {SERVICE} (not started yet)")
         write_dispatch(rig, self.dispatch)
