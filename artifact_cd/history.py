@@ -486,6 +486,11 @@ def rollback_document(
             retryable=False,
         )
     urn = component_urn(cfg.env, w)
+    warning = (
+        None
+        if live.get("known")
+        else f"the live commit is unknown ({live.get('detail')}): {chosen} may be what runs now"
+    )
     return {
         "ok": True,
         "decision": "rollback",
@@ -502,6 +507,7 @@ def rollback_document(
         ],
         "onlyThisService": f"pulumi up --target '{urn}'",
         "note": "nothing was deployed: Pulumi owns the state; run the commands to roll back",
+        "warning": warning,
     }
 
 
@@ -532,7 +538,12 @@ def format_history(doc: Mapping[str, Any], *, full: bool = False) -> str:
         for n, h in hosts.items()
     )
     lines = [f"history {doc.get('stack')}: {doc.get('decision')} ({reach})"]
-    for s in doc.get("services") or []:
+    services = list(doc.get("services") or [])
+    quiet = [  # nothing recorded and nothing running: one line for all of them
+        s for s in services
+        if not s.get("deploys") and (s.get("live") or {}).get("known") and not s.get("liveCommit")
+    ]  # fmt: skip
+    for s in (s for s in services if s not in quiet):
         live = s.get("live") or {}
         live_text = short(s.get("liveCommit")) if live.get("known") else f"unknown ({live.get('detail')})"
         lines.append("")
@@ -567,6 +578,9 @@ def format_history(doc: Mapping[str, Any], *, full: bool = False) -> str:
             registry = s.get("registry") or {}
             why = "" if registry.get("known") else f" (registry unknown: {registry.get('error')})"
             lines.append(f"  rollback candidates: none{why}")
+    if quiet:
+        lines.append("")
+        lines.append(f"no deploy recorded and not running: {', '.join(str(s.get('service')) for s in quiet)}")
     lines.append("")
     lines.append(f"JSON: history --stack {doc.get('stack')} --json, or pipe the output")
     return "\n".join(lines) + "\n"
@@ -586,6 +600,8 @@ def format_rollback(doc: Mapping[str, Any]) -> str:
     lines = [f"{head}: to {doc.get('toCommit')}", f"  {live}", f"  {doc.get('reason')}", "", "run:"]
     lines += [f"  {c}" for c in doc.get("commands") or []]
     lines.append(f"  (only this service: {doc.get('onlyThisService')})")
+    if doc.get("warning"):
+        lines.append(f"warning: {doc.get('warning')}")
     lines.append("")
     lines.append(str(doc.get("note")))
     return "\n".join(lines) + "\n"

@@ -400,6 +400,25 @@ def test_rollback_cannot_tell_when_a_host_does_not_answer() -> None:
     assert named["decision"] == "unknown"
 
 
+def test_rollback_warns_when_the_live_commit_is_unknown() -> None:
+    cfg = config()
+    ans = answers(cfg, the_story())
+    ans["master"].facts["workloads"][SERVICE] = {
+        "kind": "compose",
+        "found": None,
+        "detail": "docker: permission-denied",
+    }
+    answer = rollback(cfg, doc_of(cfg, ans))
+    assert answer["ok"] is True and answer["toCommit"] == B
+    assert (
+        answer["warning"]
+        == f"the live commit is unknown (docker: permission-denied): {B} may be what runs now"
+    )
+    assert "warning: the live commit is unknown" in history.format_rollback(answer)
+    known = rollback(cfg, doc_of(cfg, answers(cfg, the_story())))
+    assert known["warning"] is None and "warning" not in history.format_rollback(known)
+
+
 def test_rollback_passes_the_gates_of_any_commit() -> None:
     """code-queue-mgr is supervisor-gated: a candidate needs an approval for exactly that commit."""
     log = Log()
@@ -483,6 +502,12 @@ def test_format_history_and_rollback() -> None:
         in text
     )
     assert B not in text, "short commits unless --full"
+    assert "backend-core on master-compose: live" in text, "a container runs A there"
+    ans = answers(cfg, the_story())
+    ans["master"].facts["workloads"]["backend-core"] = {"kind": "compose", "container": "x", "found": False}
+    quiet = history.format_history(doc_of(cfg, ans))
+    assert "backend-core on" not in quiet, "nothing recorded, nothing running: no section of its own"
+    assert "no deploy recorded and not running: backend-core\n" in quiet
     assert B in history.format_history(doc, full=True)
     ok = history.format_rollback(rollback(cfg, doc))
     assert ok.splitlines()[0] == f"rollback prod {SERVICE} on master-compose: to {B}"
