@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # the consumers' scripts (manifest-check, move-image, compose-deploy, k3s-import, k3s-verify, read-auth);
 # the read-only probes (registry-probe, live-probe): test_registry_scripts.py, test_live_probe.py
 DEPLOY_SCRIPTS = tuple(
-    dict.fromkeys(m.script for m in ARGS_MODELS if not m.script.startswith(("registry-", "live-")))
+    dict.fromkeys(m.script for m in ARGS_MODELS if not m.script.startswith(("registry-", "live-", "history-")))
 )
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
