@@ -206,7 +206,8 @@ def _history_of(args: argparse.Namespace, cfg: StackConfig, service: str | None)
     answers = collect_history(cfg, probe_requests(cfg, loads), settings)
     limit = getattr(args, "limit", None) or 10
     seconds = round(time.monotonic() - started, 3)
-    return loads, history_document(cfg, loads, answers, limit=limit, seconds=seconds)
+    doc = history_document(cfg, loads, answers, limit=limit, seconds=seconds, registry_host=service is None)
+    return loads, doc
 
 
 def _history_refusal(cfg: StackConfig, service: str) -> dict[str, Any] | None:

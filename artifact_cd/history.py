@@ -39,6 +39,7 @@ from .remote import RemoteResult, SshFailure, SshSettings, run_call
 HOSTS: tuple[LiveHost, ...] = ("d601", "master")
 DEPLOY_STEPS = frozenset({"compose-deploy", "k3s-deploy"})  # the steps whose verdict proves a commit live
 HEALTHY = frozenset({"ok", "already-live"})
+REGISTRY_TARGET = "registry-host"  # the registry install's runs (registry-install.sh)
 DEFAULT_LIMIT = 10
 PULUMI_PROJECT = "unidesk-artifact-cd"
 # the Pulumi types of the consumer components (components/compose_consumer.py, k3s_consumer.py; a test
@@ -366,6 +367,18 @@ def service_history(
     }
 
 
+def registry_host_history(cfg: StackConfig, d601: HostAnswer | None, *, limit: int) -> dict[str, Any]:
+    """The registry install's runs on D601 (audit target ``registry-host``), newest first."""
+    runs, _ = _runs(d601)
+    mine = sorted(
+        (r for r in runs if r.record.env == cfg.env and r.record.target == REGISTRY_TARGET),
+        key=lambda r: r.time,
+    )
+    deploys = [run_json(r, _running(d601)) for r in reversed(mine)]
+    known = d601 is not None and d601.reachable
+    return {"known": known, "deploys": deploys[:limit], "deployCount": len(deploys) if known else None}
+
+
 def _host_summary(cfg: StackConfig, answers: Mapping[LiveHost, HostAnswer]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, a in answers.items():
@@ -393,14 +406,19 @@ def history_document(
     *,
     limit: int = DEFAULT_LIMIT,
     seconds: float | None = None,
+    registry_host: bool = True,
 ) -> dict[str, Any]:
-    """``history``: per service live and requested commit, the last deploys, the rollback candidates."""
+    """``history``: per service live and requested commit, the last deploys, the rollback candidates;
+    with ``registry_host`` also the registry install's runs on D601 (``registryHost``)."""
     ok = all(a.reachable for a in answers.values())
     return {
         "ok": ok,
         "stack": cfg.env,
         "decision": "answered" if ok else "partial",
         "services": [service_history(cfg, w, answers, limit=limit) for w in loads],
+        "registryHost": registry_host_history(cfg, answers.get("d601"), limit=limit)
+        if registry_host
+        else None,
         "hosts": _host_summary(cfg, answers),
         "query": {"roundTrips": len(answers), "seconds": seconds},
     }
@@ -527,6 +545,28 @@ def _seconds(value: Any) -> str:
     return f"{value:g}s" if isinstance(value, int | float) else "-"
 
 
+def _deploy_rows(deploys: Sequence[Mapping[str, Any]], short: Callable[[Any], str]) -> list[str]:
+    """The deploys as table rows; a STEP column when they are not all one step."""
+    steps = len({d.get("step") for d in deploys}) > 1
+    rows: list[tuple[str, ...]] = [
+        ("TIME", *(("STEP",) if steps else ()), "VERDICT", "FROM", "TO", "SECONDS", "ERROR", "USER")
+    ]
+    rows += [
+        (
+            str(d.get("time")),
+            *((str(d.get("step")),) if steps else ()),
+            str(d.get("verdict")),
+            short(d.get("fromCommit")),
+            short(d.get("toCommit")),
+            _seconds(d.get("seconds")),
+            str(d.get("error") or "-"),
+            str(d.get("user")),
+        )
+        for d in deploys
+    ]
+    return _rows(rows)
+
+
 def format_history(doc: Mapping[str, Any], *, full: bool = False) -> str:
     """``history`` on a terminal: per service a line, its deploys, its candidates."""
     short: Callable[[Any], str] = (lambda c: str(c) if c else "-") if full else _short
@@ -551,20 +591,7 @@ def format_history(doc: Mapping[str, Any], *, full: bool = False) -> str:
         lines.append(f"{s.get('service')} on {s.get('target')}: live {live_text}, requested {requested}")
         deploys = list(s.get("deploys") or [])
         if deploys:
-            rows = [("TIME", "VERDICT", "FROM", "TO", "SECONDS", "ERROR", "USER")]
-            rows += [
-                (
-                    str(d.get("time")),
-                    str(d.get("verdict")),
-                    short(d.get("fromCommit")),
-                    short(d.get("toCommit")),
-                    _seconds(d.get("seconds")),
-                    str(d.get("error") or "-"),
-                    str(d.get("user")),
-                )
-                for d in deploys
-            ]
-            lines += _rows(rows)
+            lines += _deploy_rows(deploys, short)
             more = int(s.get("deployCount") or 0) - len(deploys)
             if more > 0:
                 lines.append(f"  ... {more} older (--limit)")
@@ -578,6 +605,11 @@ def format_history(doc: Mapping[str, Any], *, full: bool = False) -> str:
             registry = s.get("registry") or {}
             why = "" if registry.get("known") else f" (registry unknown: {registry.get('error')})"
             lines.append(f"  rollback candidates: none{why}")
+    registry = doc.get("registryHost") or {}
+    if registry.get("deploys"):
+        lines.append("")
+        lines.append("registry host on d601 (registry-install runs):")
+        lines += _deploy_rows(list(registry["deploys"]), short)
     if quiet:
         lines.append("")
         lines.append(f"no deploy recorded and not running: {', '.join(str(s.get('service')) for s in quiet)}")

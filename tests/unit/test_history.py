@@ -325,6 +325,34 @@ def test_a_run_whose_process_still_runs_is_in_progress_not_interrupted() -> None
     assert historyfacts.pid_alive(os.getpid()) is True
 
 
+def test_k3s_steps_and_the_registry_install_on_d601() -> None:
+    """d601's log: decision-center's k3s-import then k3s-deploy (only the deploy proves a commit
+    live), and the registry install's runs (target registry-host), shown apart from the services."""
+    d601 = Log()
+    k3s = {"service": "decision-center", "target": "d601-k3s", "host": "d601"}
+    d601.deploy(None, A, "ok", step="k3s-import", **k3s)
+    d601.deploy(None, A, "ok", step="k3s-deploy", **k3s)
+    d601.deploy(None, B, "ok", step="k3s-import", **k3s)
+    d601.deploy(A, B, "failed", step="k3s-deploy", error="rollout-timeout", **k3s)
+    d601.deploy(None, None, "ok", step="registry-install", service="artifact-registry", target="registry-host",
+                host="d601")  # fmt: skip
+    cfg = config(services={"decision-center": {"commit": B}})
+    ans = answers(cfg, Log(), d601_lines=d601.lines)
+    ans["d601"].facts["registry"]["repositories"]["unidesk/decision-center"]["tags"] = tag_facts(A, B)
+    ans["d601"].facts["workloads"]["decision-center"]["liveCommit"] = B
+    doc = doc_of(cfg, ans)
+    s = service_of(doc, "decision-center")
+    assert [(d["step"], d["verdict"]) for d in s["deploys"]] == [
+        ("k3s-deploy", "failed"), ("k3s-import", "ok"), ("k3s-deploy", "ok"), ("k3s-import", "ok")]  # fmt: skip
+    assert [c["commit"] for c in s["candidates"]] == [A]
+    registry = doc["registryHost"]
+    assert registry["known"] is True and [d["step"] for d in registry["deploys"]] == ["registry-install"]
+    text = history.format_history(doc)
+    assert "  TIME                  STEP        VERDICT" in text, "mixed steps: a STEP column"
+    assert "registry host on d601 (registry-install runs):" in text
+    assert doc_of(cfg, ans, registry_host=False)["registryHost"] is None
+
+
 def test_limit_keeps_the_newest_deploys() -> None:
     cfg = config()
     s = service_of(doc_of(cfg, answers(cfg, the_story()), limit=2))
