@@ -6,9 +6,13 @@ Two shapes, one component (the plan says which):
   the registry port stays private) → ``deploy`` (master);
 - ``compose-d601``:   ``manifest-check`` (D601) → ``pull`` (D601, local registry) → ``deploy`` (D601).
 
-``deploy`` is ``compose-deploy.sh``: lock, secret preflight (baidu-netdisk), retag, write the
-``UNIDESK_<SERVICE>_DEPLOY_*`` env, ``up -d --no-build --no-deps --force-recreate <service>``, verify
-(image, revision label, health commits; todo-note synthetic health; baidu auth gate); a deploy
+``deploy`` is ``compose-deploy.sh``: locks on the service, its container and its retag; a read-only
+preflight (image, secrets for baidu-netdisk, ``compose config`` with the new values, this target's
+own previous commit); the ``UNIDESK_<SERVICE>_DEPLOY_*`` env staged beside the env file; then,
+detached from the SSH session, the live switch (retag, env file renamed into place, ``up -d --no-build
+--no-deps --force-recreate <service>``, restored when it fails before ``up``) and the verification
+(image, revision label, health commits; todo-note synthetic health; baidu auth gate; with
+``compose.<host>.autoRestore`` a failed commit is replaced by the verified previous one). A deploy
 that finds the service already live on exactly this deploy changes nothing (``alreadyLive``). Its
 ``update`` is the same call in verify mode (read-only). No Kubernetes object is ever created here.
 

@@ -15,13 +15,15 @@
 #      lock-busy (exit 7, retryable). The result of an earlier run whose session was lost is picked
 #      up here (previousRun) and its run dir removed.
 #   2. audit (--audit-log, --stack, --target): audit_init; a refusal from here on leaves one
-#      `failed` line; `started` is written just before step 7, `finished`/`failed` at the end.
+#      `failed` line; `started` is written by the detached switch (step 7), `finished`/`failed` at the end.
 #   3. preflight, read-only: the image E/R:SHA is here with ID --image-id and revision label SHA; the
 #      env file's directory exists (else env-dir-missing); required secret keys are present and
 #      non-empty (present/length only; else secret-missing); the Compose project loads WITH the new
 #      deploy values and knows the service (compose config); TMPDIR can be written (else disk-full).
 #   4. the previous deploy: this target's own container (compose labels project/service; a
-#      container of that name owned by anything else is container-conflict, nothing changed), its
+#      container of that name owned by anything else is container-conflict; this service running
+#      under another container name is container-name-mismatch; a running container refusing
+#      connections on --health-port is health-port-refused: all before any change), its
 #      ID, image and commit. previousCommit is the commit that was serving: the container's, unless
 #      it is missing, stopped or runs the unverified commit of an interrupted or failed deploy --
 #      then the one kept in <lock>.state (written atomically; `unverified=` marks a switch whose
@@ -33,7 +35,7 @@
 #      file is staged beside the env file (.<name>.unidesk-new.*, mode and owner kept) with a backup
 #      of the current one (.<name>.unidesk-backup.*, a hard link); ENOSPC is disk-full (host, path,
 #      bytes needed and free), nothing half-written.
-#   6. the state file records unverified=SHA; `started`.
+#   6. the state file records unverified=SHA; the detached switch (step 7) writes `started`.
 #   7. the live switch runs DETACHED from the SSH session (setsid, its own output files under
 #      <lock>.run/): a dropped session cannot stop it half-way; the foreground waits and prints its
 #      result, and if the foreground is gone the next run picks the result up (step 1). The switch:
@@ -447,6 +449,36 @@ preflight() {
   [[ -z $CONFLICT ]] || refuse "$EXIT_PRECONDITION" container-conflict \
     "the container $CONTAINER on $(hostname) belongs to $CONFLICT, not to service $COMPOSE_SERVICE of Compose project $PROJECT_NAME; two targets cannot share one container name: give this service its own container name; nothing was changed" false \
     container "$(json_str "$CONTAINER")"
+  names_exist
+}
+
+# names_exist: the configured names hold on this host before anything is recreated (issue 11 item 3):
+# a container of this project's service under another name (the container name is wrong), or the
+# running container refusing connections on --health-port (the port is wrong) stops the deploy with
+# the old container untouched. A service without a container is new: nothing to compare.
+names_exist() {
+  local names name
+  if [[ $C_FOUND != found ]]; then
+    names=$(docker ps -a --filter "label=com.docker.compose.project=$PROJECT_NAME" \
+      --filter "label=com.docker.compose.service=$COMPOSE_SERVICE" --format '{{.Names}}' 2>/dev/null || true)
+    for name in $names; do
+      [[ $name != *"_$CONTAINER" ]] || continue # Compose v1's renamed container of an interrupted recreate
+      refuse "$EXIT_PRECONDITION" container-name-mismatch \
+        "service $COMPOSE_SERVICE of Compose project $PROJECT_NAME runs as container $name on $(hostname), not $CONTAINER: set services.$SERVICE_ID.names.containerName to $name (or the project's container_name); nothing was changed" false \
+        container "$(json_str "$CONTAINER")" found "$(json_str "$name")"
+    done
+    return 0
+  fi
+  [[ $C_STATUS == running ]] || return 0
+  local addr=$C_IP rc=0
+  [[ $C_NETMODE != host ]] || addr=127.0.0.1
+  [[ -n $addr ]] || return 0
+  curl -s -o /dev/null --connect-timeout 2 --max-time 3 "http://$addr:$HEALTH_PORT$HEALTH_PATH" 2>/dev/null || rc=$?
+  if ((rc == 7)); then
+    refuse "$EXIT_PRECONDITION" health-port-refused \
+      "the running $CONTAINER refuses connections on $addr:$HEALTH_PORT: set services.$SERVICE_ID.names.healthPort to the port it serves $HEALTH_PATH on (if the service is down, stop the container and deploy again); nothing was changed" false \
+      container "$(json_str "$CONTAINER")" healthPort "$HEALTH_PORT"
+  fi
 }
 
 # env_value KEY: the value of the env file's last line setting KEY (deploy keys: unquoted).
@@ -608,7 +640,19 @@ switch_main() {
   make_work_dir
   at_exit _remove_staged
   [[ -z $AUDIT_LOG ]] || at_exit _audit_on_exit
+  at_exit _restore_on_exit
+  audit_event started # by this process: its pid runs until the run's end line
   switch_and_verify
+}
+
+# _restore_on_exit: the switch stopped (a signal, an unexpected error) after its first change and
+# before `up` started: put back what it changed, like any failure before `up`.
+SWITCHING=""
+_restore_on_exit() {
+  [[ -n $SWITCHING ]] || return 0
+  SWITCHING=""
+  restore_before_live
+  log "stopped before the recreate (exit $AT_EXIT_RC): restored ${RESTORED[*]:-nothing}"
 }
 
 # retag_to ID REF: point REF at image ID (docker tag); empty ID: untag REF (never deletes an
@@ -643,6 +687,7 @@ restore_before_live() {
 # switch_failed ERROR DETAIL: a failure before the container was replaced: restore, then fail.
 switch_failed() {
   local error=$1 detail=$2 rc=$EXIT_INFRA_BLOCKED
+  SWITCHING=""
   restore_before_live || true
   inspect_container
   [[ $error != recreate-failed ]] || rc=$EXIT_VERIFY_FAILED
@@ -658,6 +703,7 @@ switch_and_verify() {
   RETAG_BEFORE=$(image_id_of "$RETAG")
   RETAG_COMMIT_BEFORE=$(image_id_of "$RETAG:$COMMIT")
   log "retag $IMAGE -> $RETAG:$COMMIT, $RETAG"
+  SWITCHING=1
   docker tag "$IMAGE" "$RETAG:$COMMIT" >&2 || switch_failed infra-blocked "docker could not tag $IMAGE as $RETAG:$COMMIT"
   [[ $RETAG_COMMIT_BEFORE == "$new_id" ]] || CHANGED+=(retag-commit)
   docker tag "$IMAGE" "$RETAG" >&2 || switch_failed infra-blocked "docker could not tag $IMAGE as $RETAG"
@@ -670,6 +716,7 @@ switch_and_verify() {
   log "${COMPOSE[*]} up -d --no-build --no-deps --force-recreate $COMPOSE_SERVICE"
   COMPOSE_ENV=("${DEPLOY_ENV[@]}")
   local up_ok=true
+  SWITCHING=""
   compose up -d --no-build --no-deps --force-recreate "$COMPOSE_SERVICE" >"$TMP/up.log" 2>&1 || up_ok=false
   cat "$TMP/up.log" >&2
   inspect_container
@@ -941,7 +988,6 @@ main() {
   at_exit _remove_staged
   stage_env
   write_state "$PREV_COMMIT" "$COMMIT" 2>/dev/null || disk_full "$LOCK_DIR" 4096 "the deploy state file $STATE_FILE"
-  audit_event started
   run_detached
 }
 

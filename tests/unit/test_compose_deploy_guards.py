@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -46,6 +49,7 @@ FAKE_DOCKER = textwrap.dedent(
       "container inspect")
         [[ -n ${FAKE_CONTAINER:-} ]] || exit 1
         printf '%s\\n' "$FAKE_CONTAINER"; exit 0 ;;
+      "ps -a") printf '%s\\n' "${FAKE_PS:-}"; exit 0 ;;
     esac
     exit 1
     """
@@ -60,20 +64,12 @@ FAKE_COMPOSE = textwrap.dedent(
 )
 
 
-def container_line(project: str, service: str, revision: str, status: str = "running") -> str:
-    """What the script's `docker container inspect -f` template prints for a container."""
-    fields = [
-        "c" * 64,
-        "sha256:" + "ee" * 32,
-        status,
-        "0",
-        revision,
-        "bridge",
-        "172.18.0.9 ",
-        project,
-        service,
-        "",
-    ]
+def container_line(
+    project: str, service: str, revision: str, status: str = "running", netmode: str = "bridge"
+) -> str:
+    """What the script's `docker container inspect -f` template prints for a container: no network
+    address (the preflight's health-port probe has nothing to ask) unless on the host network."""
+    fields = ["c" * 64, "sha256:" + "ee" * 32, status, "0", revision, netmode, "", project, service, ""]
     return US.join(fields)
 
 
@@ -98,12 +94,13 @@ def host(tmp_path: Path) -> Iterator[dict[str, Any]]:
     }
     yield {"env": env, "project": project, "log": log, "name": name, "tmp": tmp_path}
     lock_dir = RUN_LOCK if RUN_LOCK.is_dir() and os.access(RUN_LOCK, os.W_OK) else project
-    for pattern in (f"unidesk-*{name}*",):
+    env_hash = hashlib.sha256(os.path.realpath(project / ".env.deploy").encode()).hexdigest()[:16]
+    for pattern in (f"unidesk-*{name}*", f"unidesk-envfile.{env_hash}.lock"):
         for path in lock_dir.glob(pattern):
-            path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def args(h: dict[str, Any], *extra: str, env_file: str | None = None) -> list[str]:
+def args(h: dict[str, Any], *extra: str, env_file: str | None = None, port: int = 8080) -> list[str]:
     name = h["name"]
     return [
         "--service-id", "findjob", "--compose-service", "svc", "--container", f"{name}-backend",
@@ -112,7 +109,7 @@ def args(h: dict[str, Any], *extra: str, env_file: str | None = None) -> list[st
         "--project-dir", str(h["project"]), "--project-name", name,
         "--env-file", env_file or str(h["project"] / ".env.deploy"),
         "--env-prefix", "UNIDESK_FINDJOB_DEPLOY_", "--verify", "standard",
-        "--health-path", "/health", "--health-port", "8080", "--lock-wait", "1",
+        "--health-path", "/health", "--health-port", str(port), "--lock-wait", "1",
         *extra,
     ]  # fmt: skip
 
@@ -161,6 +158,30 @@ def test_a_container_of_another_project_is_refused_before_any_change(host: dict[
     assert rc == 3 and doc["error"] == "container-conflict", doc
     assert "project 'unidesk-other'" in doc["detail"] and doc["changed"] == []
     assert mutations(host) == []
+
+
+def test_the_service_running_under_another_container_name_is_refused(host: dict[str, Any]) -> None:
+    """Issue 11 item 3: a wrong containerName is found before the recreate (the project's service
+    runs as another container); Compose v1's renamed leftover (<id>_<name>) is no such proof."""
+    rc, doc, _ = run(host, args(host), FAKE_PS=f"abc123_{host['name']}-backend")
+    assert doc.get("error") != "container-name-mismatch", doc
+    Path(host["log"]).write_text("")  # that run went on (the fake docker's tag then failed)
+    rc, doc, _ = run(host, args(host), FAKE_PS="findjob-real")
+    assert rc == 3 and doc["error"] == "container-name-mismatch" and doc["found"] == "findjob-real"
+    assert "names.containerName" in doc["detail"] and doc["changed"] == []
+    assert mutations(host) == []
+
+
+def test_a_running_container_refusing_the_health_port_is_refused(host: dict[str, Any]) -> None:
+    """Issue 11 item 3: the running container refuses connections on --health-port (a wrong
+    healthPort): refused before the recreate, the old container untouched."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]  # closed again: connections to it are refused
+    line = container_line(host["name"], "svc", OTHER, netmode="host")
+    rc, doc, _ = run(host, args(host, port=free), FAKE_CONTAINER=line)
+    assert rc == 3 and doc["error"] == "health-port-refused" and doc["healthPort"] == free
+    assert "names.healthPort" in doc["detail"] and mutations(host) == []
 
 
 @pytest.mark.parametrize("what", ["container", "retag"])
