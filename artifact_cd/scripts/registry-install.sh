@@ -359,6 +359,10 @@ do_activate() {
   need name --container "$container"
   need sha256_hex --spec-sha256 "$spec"
   host_args
+  if ((EUID != 0)) && ! elevating; then
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "activate runs systemctl as root, and $(id -un) is not root with --elevate none; nothing was changed" false \
+      channel '"systemd"' fix "$(json_str "set hosts.d601.elevate sudo (README 'Non-root hosts'), or log in as root")"
+  fi
   require_tool systemctl
   SYSTEMCTL=$(command -v systemctl)
   [[ -d /run/systemd/system ]] ||

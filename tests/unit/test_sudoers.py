@@ -29,7 +29,9 @@ from artifact_cd.scripts import command_line, script_text
 ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "a" * 40
 FACTS = ManifestFacts(digest="sha256:" + "1" * 64, image_id="sha256:" + "2" * 64)
-as_root_only = pytest.mark.skipif(os.geteuid() != 0, reason="runs the scripts as nobody with setpriv (needs root)")
+as_root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="runs the scripts as nobody with setpriv (needs root)"
+)
 
 
 def test_readme_lists_the_sudoers_lines_of_the_shipped_stacks() -> None:
@@ -39,7 +41,9 @@ def test_readme_lists_the_sudoers_lines_of_the_shipped_stacks() -> None:
             if line not in lines:
                 lines.append(line)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"<!-- sudoers lines: [^\n]*-->\n```\n(.*?)```\n<!-- end sudoers lines -->", readme, re.S)
+    block = re.search(
+        r"<!-- sudoers lines: [^\n]*-->\n```\n(.*?)```\n<!-- end sudoers lines -->", readme, re.S
+    )
     assert block, "README has the generated sudoers block"
     assert block.group(1).splitlines() == lines
 
@@ -144,7 +148,9 @@ def test_k3s_verify_refuses_listing_exactly_the_kubectl_rules(sandbox: Path) -> 
     k3s = str(sandbox / "bin" / "k3s")
     ns = plan.to_json()["target"]["namespace"]
     expected = [
-        r for r in sudoers.k3s_rules(cfg, k3s=k3s) if " kubectl " in r and (f"-n {ns} " in r or f"/namespaces/{ns}/" in r)
+        r
+        for r in sudoers.k3s_rules(cfg, k3s=k3s)
+        if " kubectl " in r and (f"-n {ns} " in r or f"/namespaces/{ns}/" in r)
     ]
     assert sorted(doc["sudoers"]) == sorted(_lines(expected))
 
@@ -161,12 +167,28 @@ def test_a_file_in_a_root_only_directory_is_staged_with_the_tee_and_mv_rules(san
     code, doc = run_as_nobody(step.call, sandbox)
     assert code == 5 and doc is not None, doc
     assert doc["channel"] == "filesystem"
-    rules = [r for r in sudoers.registry_rules(cfg, user="nobody") if f"{root_dir}/" in r and "mkdir" not in r]
+    rules = [
+        r for r in sudoers.registry_rules(cfg, user="nobody") if f"{root_dir}/" in r and "mkdir" not in r
+    ]
     assert doc["sudoers"] == _lines(rules) and len(rules) == 2
     assert sorted(p.name for p in root_dir.iterdir()) == [], "nothing staged, nothing written"
 
     raw["hosts"]["d601"]["elevate"] = "none"
-    step = next(s for s in plan_registry_host(parse_stack_config(raw, "prod")).steps if s.id == "registry-config")
+    step = next(
+        s for s in plan_registry_host(parse_stack_config(raw, "prod")).steps if s.id == "registry-config"
+    )
     assert step.call is not None
     code, doc = run_as_nobody(step.call, sandbox)
     assert code == 5 and doc is not None and doc["channel"] == "filesystem" and "sudoers" not in doc
+
+
+@as_root_only
+def test_activate_as_a_non_root_user_without_elevation_is_refused_first(sandbox: Path) -> None:
+    raw = _raw("nobody", elevate="none")
+    step = next(
+        s for s in plan_registry_host(parse_stack_config(raw, "prod")).steps if s.id == "registry-activate"
+    )
+    assert step.call is not None
+    code, doc = run_as_nobody(step.call, sandbox)
+    assert code == 5 and doc is not None and doc["channel"] == "systemd", doc
+    assert "elevate sudo" in doc["fix"]
