@@ -637,9 +637,9 @@ switch_main() {
   exec </dev/null
   _AT_EXIT=() _JSON_PRINTED="" FAIL_ERROR="" TMP="" OWN_STAGED=1
   trap '' HUP # a lost session is not our end
-  make_work_dir
   at_exit _remove_staged
   [[ -z $AUDIT_LOG ]] || at_exit _audit_on_exit
+  make_work_dir
   at_exit _restore_on_exit
   audit_event started # by this process: its pid runs until the run's end line
   switch_and_verify
