@@ -37,6 +37,7 @@ from .contract import (
     AUDIT_LOG_DEFAULT,
     COMMIT_RE,
     DIGEST_PATTERN,
+    HOST_KEY_RE,
     K8S_NAME_PATTERN,
     REPOSITORY_PATTERN,
     TAG_PATTERN,
@@ -229,7 +230,7 @@ def _free_text(value: str) -> str:
     return value
 
 
-_HOST_KEY_RE = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}")
+_HOST_KEY_RE = HOST_KEY_RE  # contract.HOST_KEY_PATTERN: move-image.sh's --d601-host-key takes the same keys
 
 StrictStr = Annotated[str, BeforeValidator(_strict_str)]
 Commit = Annotated[str, BeforeValidator(_commit)]

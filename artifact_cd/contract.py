@@ -60,6 +60,9 @@ COMMIT_PATTERN = "[0-9a-f]{40}"
 DIGEST_PATTERN = "sha256:[0-9a-f]{64}"
 COMMIT_RE = re.compile(COMMIT_PATTERN)
 DIGEST_RE = re.compile(DIGEST_PATTERN)
+# An SSH public host key as a known_hosts line holds it (stack config hosts.<h>.hostKey)
+HOST_KEY_PATTERN = r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}"
+HOST_KEY_RE = re.compile(HOST_KEY_PATTERN)
 # Name rules that the stack config, CI.json and the live probe spec all check
 REPOSITORY_PATTERN = "[a-z0-9]+(?:[._/-][a-z0-9]+)*"  # a registry repository (lib.sh is_repository)
 TAG_PATTERN = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # an image tag
@@ -289,7 +292,14 @@ def _digest_or_live(value: str) -> str:
     return value
 
 
+def _host_key(value: str) -> str:
+    if not HOST_KEY_RE.fullmatch(value):
+        raise ValueError("not an SSH public host key ('ssh-ed25519 AAAA...')")
+    return value
+
+
 Commit = Annotated[str, AfterValidator(_commit)]
+HostKeyArg = Annotated[str, AfterValidator(_host_key)]
 DigestOrLive = Annotated[str, AfterValidator(_digest_or_live)]
 
 
@@ -317,6 +327,9 @@ class MoveImageArgs(ScriptArgs):
     # bytes to keep free on the target's Docker data root after the pull (the disk-full pre-check
     # refuses when free < layer bytes + this); None: not emitted, the script keeps 0
     reserve_bytes: int | None = None
+    # D601's pinned SSH host key (hosts.d601.hostKey, issue 11): the master -> D601 hop of tunnel and
+    # stream trusts exactly this key (a private known_hosts); None: the master's own known_hosts
+    d601_host_key: HostKeyArg | None = None
 
 
 class RegistryBlobVerifyArgs(ScriptArgs):
@@ -773,6 +786,7 @@ def _shell_items() -> Iterator[tuple[str, str | int | tuple[str, ...]]]:
     yield "SPEC_LABEL", SPEC_LABEL
     yield "COMMIT_PATTERN", f"^{COMMIT_PATTERN}$"
     yield "DIGEST_PATTERN", f"^{DIGEST_PATTERN}$"
+    yield "HOST_KEY_PATTERN", f"^{HOST_KEY_PATTERN}$"
     yield "VERIFY_KINDS", tuple(k.value for k in VerifyKind)
     yield "MANIFEST_MEDIA_TYPES", MANIFEST_MEDIA_TYPES
     yield "AUDIT_MAX_BYTES", AUDIT_MAX_BYTES

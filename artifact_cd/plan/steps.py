@@ -102,6 +102,7 @@ def _move_step(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget, com
                 tag=commit,
                 d601=cfg.transfer.d601_ssh_target,
                 d601_port=cfg.transfer.d601_ssh_port,
+                d601_host_key=cfg.hosts.d601.host_key,
             ),
             mutates=True,
         )

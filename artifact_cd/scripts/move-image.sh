@@ -2,7 +2,11 @@
 # move-image.sh: bring the commit image (by digest) onto the host that will run it (R14, R16).
 #
 #   argv: artifact_cd.contract.MoveImageArgs (docs/contracts.md, generated argv table);
-#   --d601 USER@HOST and --d601-port P are needed by the tunnel and stream modes.
+#   --d601 USER@HOST and --d601-port P are needed by the tunnel and stream modes; with
+#   --d601-host-key 'ssh-ed25519 AAAA...' (hosts.d601.hostKey, issue 11) the master -> D601 hop trusts
+#   exactly that key: a known_hosts in the script's temp dir holding only it (HostKeyAlias
+#   unidesk-d601, StrictHostKeyChecking=yes, first in the options so nothing loosens them); D601
+#   showing another key is host-key-mismatch (exit 5, not retryable, nothing moved, names the fix).
 #
 #   local  (D601): docker pull E/R@digest from the loopback registry.
 #   tunnel (master server): ssh -N -L 127.0.0.1:<free port>:E <d601> (BatchMode,
@@ -25,16 +29,30 @@
 # manifest-missing (3), registry-blob-missing / registry-blob-corrupt (3: a blob of the image is
 # gone from D601's registry storage or its content does not hash to its digest; names the digest
 # and the repair), disk-full (3: names the host, the Docker data root and its filesystem, the bytes
-# needed and free), digest-mismatch (6), infra-blocked (5: docker or ssh auth). On failure nothing
+# needed and free), digest-mismatch (6), infra-blocked (5: docker or ssh auth), host-key-mismatch (5:
+# D601 did not show its pinned key). On failure nothing
 # is tagged E/R:SHA and nothing is started (a pull by digest that fails leaves no name).
 # Needs: bash, docker, df; local/tunnel: curl, python3; tunnel: ssh; stream: ssh, dd.
 set -euo pipefail
 
 MODE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID="" D601="" D601_PORT="" RESERVE_BYTES=0
+D601_HOST_KEY=""
 TUNNEL_PID="" TUNNEL_PORT="" START=""
+HOST_KEY_ALIAS=unidesk-d601
+HOST_KEY_FIX="python -m artifact_cd hostkeys --stack <stack> prints the key D601 shows now; check it out of band, then pulumi config set --path 'hosts.d601.hostKey' '<key>'"
 
+is_host_key() { [[ $1 =~ $HOST_KEY_PATTERN ]]; }
+
+# ssh_opts: SSH_OPTS for the hop to D601; a pinned key (--d601-host-key) comes first: OpenSSH keeps
+# the first value of an option, so no ssh_config can loosen it.
 ssh_opts() {
-  SSH_OPTS=(-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3
+  SSH_OPTS=()
+  if [[ -n $D601_HOST_KEY ]]; then
+    printf '%s %s\n' "$HOST_KEY_ALIAS" "$D601_HOST_KEY" >"$TMP/known_hosts"
+    SSH_OPTS=(-o "UserKnownHostsFile=$TMP/known_hosts" -o GlobalKnownHostsFile=/dev/null
+      -o StrictHostKeyChecking=yes -o "HostKeyAlias=$HOST_KEY_ALIAS" -o CheckHostIP=no)
+  fi
+  SSH_OPTS+=(-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3
     -o LogLevel=VERBOSE -p "$D601_PORT")
 }
 
@@ -44,6 +62,10 @@ classify_ssh() {
   why=$(grep -Ei 'connection refused|timed out|no route|could not resolve|network is unreachable|connection closed|connection reset' "$log" | tail -n 1 | tr -d '\r' | head -c 300 || true)
   if [[ -n $why ]]; then
     fail "$EXIT_RETRYABLE" ssh-unreachable "ssh to $D601 port $D601_PORT failed: $why" true d601 "$(json_str "$D601")"
+  fi
+  if [[ -n $D601_HOST_KEY ]] && grep -qiE 'host key verification failed|remote host identification has changed' "$log"; then
+    fail "$EXIT_INFRA_BLOCKED" host-key-mismatch "$D601 (port $D601_PORT) did not show the master server its pinned host key ($D601_HOST_KEY); nothing was moved. If D601 was reinstalled, fetch its key, check it out of band and pin it again" false \
+      channel '"ssh-d601"' d601 "$(json_str "$D601")" fix "$(json_str "$HOST_KEY_FIX")"
   fi
   why=$(grep -Ei 'permission denied|host key verification failed|no matching|too many authentication' "$log" | tail -n 1 | tr -d '\r' | head -c 300 || true)
   if [[ -n $why ]]; then
@@ -397,6 +419,7 @@ main() {
       --d601) arg_value $# "$1"; D601=$2 ;;
       --d601-port) arg_value $# "$1"; D601_PORT=$2 ;;
       --reserve-bytes) arg_value $# "$1"; RESERVE_BYTES=$2 ;;
+      --d601-host-key) arg_value $# "$1"; D601_HOST_KEY=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -413,6 +436,7 @@ main() {
     need ssh_target --d601 "$D601"
     need port --d601-port "$D601_PORT"
   fi
+  [[ -z $D601_HOST_KEY ]] || need host_key --d601-host-key "$D601_HOST_KEY"
   require_docker
   tmp_with_room
   LOCAL_REF="$REGISTRY/$REPOSITORY:$TAG"

@@ -794,3 +794,68 @@ def test_the_disk_pre_check_counts_only_the_layers_this_host_does_not_hold(mover
     code, out = mover.run(digest, doc["config"]["digest"], "--reserve-bytes", str(free + 2**30))
     assert out["bytesNeeded"] == len(config) + len(base_layer) + len(own_layer) + free + 2**30
     assert (out["layersMissing"], out["layers"]) == (2, 2)
+
+
+# --------------------------------------------------------------------------- move-image.sh: D601's pinned key (issue 11)
+
+PINNED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedPinnedPinnedPinnedPinnedPinnedPinnedPin"
+# OpenSSH refusing the hop: the known_hosts it was given is kept for the test, the refusal goes to
+# the -E log as the real client writes it
+REFUSING_SSH = """#!/bin/bash
+printf '%s\\n' "$@" > "$FAKE_SSH_ARGV"
+log=/dev/stderr
+while (($#)); do
+  case $1 in
+    -E) log=$2; shift ;;
+    -o) [[ $2 != UserKnownHostsFile=* ]] || cp -- "${2#UserKnownHostsFile=}" "$FAKE_SSH_KH"; shift ;;
+  esac
+  shift
+done
+printf '%s\\n' '@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@' \\
+  '@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @' 'Host key verification failed.' >> "$log"
+exit 255
+"""
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "stream"])
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_the_hop_to_d601_trusts_only_the_pinned_key(mover: Mover, tmp_path: Path, mode: str, pinned: bool) -> None:
+    """R23 / issue 11 (4): with --d601-host-key the hop's first options are a private known_hosts with
+    only that key (alias unidesk-d601) and StrictHostKeyChecking=yes; D601 showing another key is
+    host-key-mismatch (5, not retryable) naming the hostkeys verb, nothing moved, the temp dir gone.
+    Without a pin the same refusal stays infra-blocked (the master's own known_hosts decided)."""
+    (tmp_path / "bin" / "ssh").write_text(REFUSING_SSH)
+    argv_file, kh_copy = tmp_path / "ssh.argv", tmp_path / "kh.copy"
+    digest, doc = _tagged_image(mover.registry)
+    extra = ["--d601", "ubuntu@d601", "--d601-port", "22", *(["--d601-host-key", PINNED] if pinned else [])]
+    code, out = mover.run(
+        digest, doc["config"]["digest"], *extra, mode=mode, FAKE_SSH_ARGV=str(argv_file), FAKE_SSH_KH=str(kh_copy)
+    )
+    assert code == 5 and out["retryable"] is False and out["channel"] == "ssh-d601", out
+    argv = argv_file.read_text().splitlines()
+    if pinned:
+        assert out["error"] == "host-key-mismatch" and PINNED in out["detail"], out
+        assert "python -m artifact_cd hostkeys --stack" in out["fix"]
+        assert kh_copy.read_text() == f"unidesk-d601 {PINNED}\n"
+        options = [argv[i + 1] for i in range(0, 10, 2)]
+        assert argv[0:10:2] == ["-o"] * 5, argv
+        assert options[0].startswith("UserKnownHostsFile=") and options[1:] == [
+            "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes", "HostKeyAlias=unidesk-d601",
+            "CheckHostIP=no",
+        ]  # fmt: skip
+    else:
+        assert out["error"] == "infra-blocked" and not kh_copy.exists(), out
+        assert not any(a.startswith(("UserKnownHostsFile=", "HostKeyAlias=")) for a in argv)
+    assert not {"pull", "tag"} & set(mover.calls()), "nothing pulled or tagged (stream's load got no bytes)"
+    assert list(tmp_path.glob("unidesk-cd.*")) == [], "the temp dir (and the pinned known_hosts) is removed"
+
+
+@pytest.mark.parametrize(
+    "value", ["ssh-ed25519", "ssh-dss AAAAB3Nza", "ssh-ed25519 AAAA;id", "ssh-ed25519 AAAA\nx", "ssh-ed25519  AAAA"]
+)
+def test_a_d601_host_key_that_is_not_a_public_key_is_refused_before_use(mover: Mover, value: str) -> None:
+    digest, doc = _tagged_image(mover.registry)
+    extra = ["--d601", "ubuntu@d601", "--d601-port", "22", "--d601-host-key", value]
+    code, out = mover.run(digest, doc["config"]["digest"], *extra, mode="stream")
+    assert code == 2 and out["error"] == "invalid-argument" and out["argument"] == "--d601-host-key", out
+    assert mover.calls() == []
