@@ -736,6 +736,9 @@ class HistoryProbeArgs(ScriptArgs):
     registry: SpecLoopback | None = None
     repository: tuple[SpecRepository, ...] = ()
     max_tags: Annotated[int, Field(ge=1, le=1000)] = HISTORY_MAX_TAGS
+    # how the k3s Deployment read runs when the kubeconfig is root-only (hosts.<h>.elevate, issue 11;
+    # None: sudo): `sudo -n <k3s> kubectl -n NS get deployment ...`, k3s-verify.sh's sudoers rule
+    elevate: Literal["sudo", "none"] | None = None
 
     @model_validator(mode="after")
     def _repositories_need_the_registry(self) -> Self:

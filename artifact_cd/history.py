@@ -138,6 +138,7 @@ def probe_requests(
             registry=cfg.registry.endpoint if on_d601 else None,
             repository=tuple(dict.fromkeys(w.repository for w in loads)) if on_d601 else (),
             max_tags=max_tags,
+            elevate=getattr(cfg.hosts, host).elevate if any(w.kind == "k3s" for w in mine) else None,
         )
     return requests
 

@@ -18,9 +18,11 @@ import json
 import os
 import pty
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -958,3 +960,105 @@ def test_the_helper_runs_on_python_3_8(tmp_path: Path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["audit"]["lines"] == ["one", "two"] and doc["workloads"]["s"]["found"] is None
     assert doc["workloads"]["k"]["detail"] == "neither k3s nor kubectl is installed here"
+
+
+# --------------------------------------------------------------------------- non-root k3s reads (issue 11)
+# history-probe.sh as `nobody` (setpriv), whose kubeconfig read is root-only: the Deployment read
+# goes through `sudo -n <k3s> kubectl ...`, the rule k3s-verify.sh already needs (artifact_cd.sudoers).
+
+DEPLOYMENT_JSON = json.dumps(
+    {
+        "spec": {"template": {"metadata": {"annotations": {"unidesk.io/deploy-commit": B}}}},
+        "status": {"readyReplicas": 1},
+    }
+)
+
+
+def _k3s_item(cfg: StackConfig, service: str) -> str:
+    requests = probe_requests(cfg, workloads(plan_services(cfg)))
+    return next(i for i in requests["d601"].k3s if i.startswith(service + ":"))
+
+
+@pytest.fixture
+def nobody_bin() -> Iterator[Path]:
+    """A bin dir nobody may use (under /tmp: pytest's tmp_path is root-only): a `k3s` stand-in
+    answering the Deployment, a `sudo` that records its argv and runs the command only when
+    SUDO_ALLOWS is 1 (else it refuses as sudo -n does)."""
+    top = Path(tempfile.mkdtemp(prefix="unidesk-history-nobody-"))
+    try:
+        top.chmod(0o777)
+        d = top / "bin"
+        d.mkdir(mode=0o755)
+        (d / "k3s").write_text(f"#!/bin/sh\necho '{DEPLOYMENT_JSON}'\n")
+        (d / "sudo").write_text(
+            f'#!/bin/sh\necho "$*" >> {top}/sudo.argv\n'
+            '[ "$SUDO_ALLOWS" = 1 ] || { echo "sudo: a password is required" >&2; exit 1; }\n'
+            'shift\nexec "$@"\n'
+        )
+        for f in d.iterdir():
+            f.chmod(0o755)
+        yield d
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _as_nobody(call: HistoryProbeArgs, bin_dir: Path, allows: bool) -> dict[str, Any]:
+    proc = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "env", "-i",
+         f"PATH={bin_dir}:/usr/bin:/bin", "HOME=/nonexistent", f"TMPDIR={bin_dir.parent}",
+         f"SUDO_ALLOWS={int(allows)}", "bash", "-c", command_line(call.to_argv())],
+        input=script_text(call.script), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    doc: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return doc
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(), reason="setpriv as root")
+@pytest.mark.skipif(os.path.exists("/etc/rancher/k3s/k3s.yaml"), reason="this machine has a real k3s")
+def test_a_non_root_history_reads_k3s_through_sudo_and_names_the_missing_rule(nobody_bin: Path) -> None:
+    cfg = load_stack(ROOT, "prod")
+    item = _k3s_item(cfg, "decision-center")
+    namespace, deployment = item.split(":")[1:]
+    call = HistoryProbeArgs(
+        host="d601", audit_log="/nonexistent/a.jsonl", k3s=(item,), elevate=cfg.hosts.d601.elevate
+    )
+    k3s = str(nobody_bin / "k3s")
+    rule = f"{k3s} kubectl -n {namespace} get deployment *"
+    assert rule in sudoers_k3s_rules(cfg, k3s), "the read is covered by the sudoers rule k3s-verify.sh needs"
+
+    read = _as_nobody(call, nobody_bin, allows=True)["workloads"]["decision-center"]
+    assert read["found"] is True and read["liveCommit"] == B, read
+    sudo_argv = (nobody_bin.parent / "sudo.argv").read_text().split()
+    assert sudo_argv[:8] == ["-n", k3s, "kubectl", "-n", namespace, "get", "deployment", deployment], (
+        sudo_argv
+    )
+
+    refused = _as_nobody(call, nobody_bin, allows=False)["workloads"]["decision-center"]
+    assert refused["found"] is None and refused.get("liveCommit") is None, refused
+    assert refused["sudoers"] == f"nobody ALL=(root) NOPASSWD: {rule}"
+    assert (
+        "sudo -n refused" in refused["detail"] and "/etc/sudoers.d/unidesk-artifact-cd" in refused["detail"]
+    )
+
+    (nobody_bin.parent / "sudo.argv").unlink()
+    plain = _as_nobody(call.model_copy(update={"elevate": "none"}), nobody_bin, allows=True)
+    assert not (nobody_bin.parent / "sudo.argv").exists(), "--elevate none never runs sudo"
+    assert plain["workloads"]["decision-center"]["liveCommit"] == B  # the stand-in answers anyone
+
+
+def sudoers_k3s_rules(cfg: StackConfig, k3s: str) -> list[str]:
+    from artifact_cd import sudoers
+
+    return sudoers.k3s_rules(cfg, k3s=k3s)
+
+
+def test_probe_requests_pass_the_hosts_elevation_where_k3s_is_read() -> None:
+    shipped = load_stack(ROOT, "prod")
+    d601 = shipped.hosts.d601.model_copy(update={"elevate": "none"})
+    cfg = shipped.model_copy(update={"hosts": shipped.hosts.model_copy(update={"d601": d601})})
+    requests = probe_requests(cfg, workloads(plan_services(cfg)))
+    assert requests["d601"].k3s and requests["d601"].elevate == "none"
+    assert requests["d601"].to_argv()[-2:] == ("--elevate", "none")
+    assert "master" in requests and not requests["master"].k3s
+    assert "--elevate" not in requests["master"].to_argv(), "no k3s read there: nothing to elevate"

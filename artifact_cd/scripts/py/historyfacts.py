@@ -18,7 +18,10 @@ REGISTRY is D601's loopback endpoint or empty. The label name and the patterns c
   runs: in progress, not interrupted;
 - workloads: per Compose service ``docker inspect`` of its container (the revision label, the
   ``<PREFIX>COMMIT`` env value only: container.py), per k3s service the Deployment's deploy stamp
-  annotation (``kubectl``; a read the API refuses is reported, with its reason, as unknown);
+  annotation (``kubectl``; a read the API refuses is reported, with its reason, as unknown). The
+  script may name the kubectl to run (``HISTORYFACTS_KUBECTL``, e.g. ``sudo -n /usr/local/bin/k3s
+  kubectl`` on a non-root host whose kubeconfig is root-only); a read ``sudo -n`` refuses names the
+  sudoers line to add (``sudoers``);
 - registry (D601): per repository its commit tags (``GET /v2/<repo>/tags/list``) and per tag (at
   most MAX_TAGS) the manifest digest, the config's created time and revision label, and the size
   (config + layers), from the manifest (all four media types accepted) and its config blob.
@@ -51,6 +54,7 @@ TEXT_LIMIT = 200
 WORKERS = 16
 # the deploy stamp annotation k3s-verify.sh reads (the contract's ANNOTATION_PREFIX + "commit")
 COMMIT_ANNOTATION = "unidesk.io/deploy-commit"
+SUDOERS_FILE = "/etc/sudoers.d/unidesk-artifact-cd"  # artifact_cd.sudoers.SUDOERS_FILE
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 HttpAnswer = Tuple[int, Dict[str, str], bytes]
@@ -219,6 +223,7 @@ class Probe:
         run: Runner = run_tool,
         request: Requester = http_get,
         which: Callable[[str], str | None] = shutil.which,
+        kubectl: Sequence[str] = (),
     ) -> None:
         self.container = container
         self.manifest = manifest
@@ -232,6 +237,7 @@ class Probe:
         self.run = run
         self.request = request
         self.which = which
+        self.kubectl = tuple(kubectl)  # the script's choice ("sudo -n <k3s> kubectl"); empty: found here
 
     # ------------------------------------------------------------------ Compose
 
@@ -281,7 +287,12 @@ class Probe:
     def k3s(self, items: Sequence[tuple[str, str, str]]) -> dict[str, dict[str, Any]]:
         if not items:
             return {}
-        kubectl = ["k3s", "kubectl"] if self.which("k3s") else ["kubectl"] if self.which("kubectl") else None
+        kubectl: list[str] | None = list(self.kubectl)
+        if not kubectl:
+            kubectl = (
+                ["k3s", "kubectl"] if self.which("k3s") else ["kubectl"] if self.which("kubectl") else None
+            )
+        sudo = kubectl is not None and kubectl[:2] == ["sudo", "-n"]
         facts = {}
         for service, namespace, deployment in items:
             base: dict[str, Any] = {"kind": "k3s", "deployment": namespace + "/" + deployment}
@@ -294,6 +305,22 @@ class Probe:
                 continue
             argv = [*kubectl, "-n", namespace, "get", "deployment", deployment, "-o", "json", KUBE_TIMEOUT]
             rc, out, err = self.run(argv, TOOL_TIMEOUT)
+            if rc != 0 and sudo and err.lstrip().startswith("sudo:"):
+                # the rule k3s-verify.sh uses (artifact_cd.sudoers.k3s_rules): one per namespace
+                rule = " ".join(kubectl[2:]) + " -n " + namespace + " get deployment *"
+                line = user_name() + " ALL=(root) NOPASSWD: " + rule
+                facts[service] = {
+                    **base,
+                    "found": None,
+                    "detail": "sudo -n refused the read ("
+                    + last_line(err)
+                    + "); add to "
+                    + SUDOERS_FILE
+                    + " (visudo -f): "
+                    + line,
+                    "sudoers": line,
+                }
+                continue
             if rc != 0:
                 found = False if "NotFound" in err or "not found" in err else None
                 why = "kubectl: " + (last_line(err) or "exit " + str(rc))
@@ -434,6 +461,7 @@ def answer(argv: Sequence[str], environ: Mapping[str, str], factory: Any = Probe
         digest_re=re.compile(digest_pattern.strip("^$")),
         media_types=[v[len("accept=") :] for v in items if v.startswith("accept=")],
         arch=arch,
+        kubectl=environ.get("HISTORYFACTS_KUBECTL", "").split(),
     )
     compose = [(s, c, p) for s, c, p in _items(items, "compose")]
     k3s = [(s, n, d) for s, n, d in _items(items, "k3s")]
