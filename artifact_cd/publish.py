@@ -29,10 +29,16 @@ blobs are missing or corrupt in the D601 registry: the build must carry the imag
 digest) the registry's manifest names (else ``tag-immutable``, as always); every blob of that
 manifest is fetched through the registry API and hashed; each corrupt one is dropped on D601 by
 ``registry-blob-drop.sh`` over SSH (only a blob of this very manifest, only when its content is
-wrong); then ``docker push`` uploads what is missing (present, correct blobs are not re-pushed:
-docker HEADs them) and the manifest must come back with the SAME digest, every blob correct. A
-commit with nothing damaged is a no-op. The summary gains ``repair`` (what was checked, found,
-dropped and uploaded).
+wrong). Nothing is ever pushed to the commit tag itself: the rebuilt image is pushed to a scratch
+repository of the same registry, ``unidesk-repair/<repository>:<commit>``. The registry's blob data
+is content-addressed and shared by every repository, so that upload re-creates the dropped or
+missing data files the commit's repository links to, while the commit tag keeps naming its
+manifest (a push only writes the links and the manifest of the repository pushed to). Then the
+scratch manifest's digest must equal the commit's (else ``repair-digest-changed``: the rebuild
+differs, e.g. another layer compression; the commit tag was not touched) and every blob of the
+commit's manifest must hash to its digest (else ``repair-incomplete``). A commit with nothing
+damaged is a no-op. The summary gains ``repair`` (what was checked, found, dropped and uploaded,
+``scratchRef``).
 
 Exit codes: 0 published (or already published) · 2 invalid argument or CI.json · 3 refused
 (dirty worktree, unpushed commit, immutable tag, upstream-image, Dockerfile missing at the commit,
@@ -105,6 +111,8 @@ MANIFEST_SCRIPT = ManifestCheckArgs.script
 BUILD_ARG_COMMIT = "UNIDESK_SOURCE_COMMIT"
 BUILD_ARG_SERVICE = "UNIDESK_SERVICE_ID"
 MAX_LISTED_PATHS = 20
+# publish --repair pushes to <registry>/REPAIR_NAMESPACE/<repository>:<commit>, never to the commit tag
+REPAIR_NAMESPACE = "unidesk-repair"
 
 # Variables that would point git at another repository, index or work tree than --repo.
 _GIT_REDIRECTS = (
@@ -338,6 +346,8 @@ class Docker(Protocol):
     ) -> str: ...
     def labels(self, image: str) -> dict[str, str]: ...
     def push(self, ref: str) -> str | None: ...
+    def tag(self, source: str, target: str) -> None: ...
+    def untag(self, ref: str) -> None: ...
 
 
 class ScriptManifestChecker:
@@ -567,6 +577,17 @@ class DockerCli:
         data = json.loads(proc.stdout or "null") or {}
         return {str(k): str(v) for k, v in data.items()}
 
+    def tag(self, source: str, target: str) -> None:
+        proc = self._run(["tag", source, target], timeout=60)
+        if proc.returncode != 0:
+            raise PublishFailure(
+                EXIT_FAILED, "tag-failed", f"docker tag {target}: {proc.stderr.strip()[:300]}"
+            )
+
+    def untag(self, ref: str) -> None:
+        """Remove the name ``ref`` only (the image keeps its other tags; best effort)."""
+        self._run(["image", "rm", "--no-prune", ref], timeout=60)
+
     last_push_output = ""  # the stdout of the last push (its per-layer lines)
 
     def push(self, ref: str) -> str | None:
@@ -773,6 +794,8 @@ def push_counts(output: str) -> dict[str, int]:
     return {
         "layersPushed": len(re.findall(r"^[0-9a-f]{12}: Pushed\s*$", output, re.M)),
         "layersAlreadyPresent": len(re.findall(r"^[0-9a-f]{12}: Layer already exists\s*$", output, re.M)),
+        # linked from another repository of the registry (docker's cross-repository mount): no bytes
+        "layersMounted": len(re.findall(r"^[0-9a-f]{12}: Mounted from \S+\s*$", output, re.M)),
     }
 
 
@@ -1020,20 +1043,45 @@ class Publisher:
             self.actions.append(f"dropped the corrupt blob {digest} from the D601 registry storage")
             if dropped.get("dropped") is True:
                 report["dropped"].append(digest)
-        log(f"{artifact.id}: pushing {ref} (only the missing blobs travel)")
+        # The commit tag is never pushed to: a push there would move it to whatever manifest the
+        # rebuild gives. The scratch repository shares the registry's content-addressed blob data.
+        scratch_repository = f"{REPAIR_NAMESPACE}/{repository}"
+        scratch_ref = f"{registry}/{scratch_repository}:{commit}"
+        report["scratchRef"] = scratch_ref
+        log(f"{artifact.id}: pushing {scratch_ref} (only the missing blobs travel; {ref} is not pushed to)")
         self.progress.phase("push")
-        self.docker.push(ref)
-        self.actions.append(f"pushed {ref} to re-upload {len(missing) + len(corrupt)} blob(s)")
+        self.docker.tag(ref, scratch_ref)
+        try:
+            self.docker.push(scratch_ref)
+        finally:
+            self.docker.untag(scratch_ref)
+        self.actions.append(
+            f"pushed {scratch_ref} to re-upload {len(missing) + len(corrupt)} blob(s) "
+            f"({ref} was not pushed to)"
+        )
         report.update(push_counts(str(getattr(self.docker, "last_push_output", ""))))
         self.progress.phase("verify")
+        scratch_digest, _ = self.blobs.image(registry, scratch_repository, commit)
+        if scratch_digest != existing.digest:
+            raise PublishFailure(
+                EXIT_FAILED,
+                "repair-digest-changed",
+                f"the rebuilt image's manifest is {scratch_digest} (pushed as {scratch_ref}), not "
+                f"{existing.digest}: the CI Docker host compressed a layer differently, so its blobs "
+                f"are not the ones {ref} needs. {ref} was not pushed to and still names {existing.digest}",
+                fix="repair from the CI host that pushed the original (its layer cache gives the same "
+                "blobs), or push a new commit",
+                digest=scratch_digest,
+                expectedDigest=existing.digest,
+                scratchRef=scratch_ref,
+            )
         after = self.manifests.check(registry, repository, commit)
         if after is None or after.digest != existing.digest or after.image_id != image_id:
             raise PublishFailure(
                 EXIT_FAILED,
-                "repair-digest-changed",
-                f"after the repair push {ref} names {after.digest if after else 'nothing'}, not "
-                f"{existing.digest}: the CI Docker host compressed a layer differently, so the tag now "
-                "names a manifest of the same image ID with other layer digests",
+                "manifest-changed",
+                f"{ref} names {after.digest if after else 'nothing'} after the repair, not {existing.digest} "
+                "(this repair did not push to it: another publisher did)",
                 digest=after.digest if after else None,
                 expectedDigest=existing.digest,
             )

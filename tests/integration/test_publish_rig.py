@@ -427,6 +427,17 @@ def corrupt(rig: Rig, digest: str) -> None:
     )
 
 
+def assert_pushed_to_scratch_only(rig: Rig, commit: str, repair: dict[str, Any], digest: str) -> None:
+    """The repair's push went to unidesk-repair/<repo>:<commit> (same manifest digest there); the
+    CI host keeps no scratch name."""
+    scratch_repo = f"unidesk-repair/{ENTRY.repository}"
+    assert repair["scratchRef"] == f"{rig.registry}/{scratch_repo}:{commit}", repair
+    scratch = fetch_manifest(rig.d601, rig.registry, scratch_repo, commit)
+    assert "sha256:" + hashlib.sha256(scratch).hexdigest() == digest
+    names = rig.d601.sh("docker image ls --format '{{.Repository}}'").stdout.split()
+    assert f"{rig.registry}/{scratch_repo}" not in names, names
+
+
 def push_verbs(log: Path) -> list[str]:
     return [line.split()[0] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -436,8 +447,10 @@ def test_a_corrupt_layer_is_reported_by_health_and_repaired_with_the_same_digest
 ) -> None:
     """Issue 12: corrupt one layer -> health --integrity fails storage-integrity with
     registry-blob-corrupt naming the blob and the commit -> publish --repair drops exactly that blob
-    on D601 and pushes again: the manifest digest is unchanged, only that layer travelled, the blob
-    is correct, health passes the scope, and a deploy of the commit succeeds."""
+    on D601 and pushes the rebuild to the scratch repository unidesk-repair/<repo> (never to the
+    commit tag): the blob data that push uploads is the registry's shared, content-addressed copy,
+    so the commit's own blob is correct again; the manifest digest is unchanged, only that layer
+    travelled, health passes the scope, and a deploy of the commit succeeds."""
     commit, layer = fresh["sourceCommit"], fresh["layer"]
     corrupt(rig, layer)
     assert blob_sha256(rig, layer) != layer
@@ -457,9 +470,11 @@ def test_a_corrupt_layer_is_reported_by_health_and_repaired_with_the_same_digest
     repair = run.doc["repair"]
     assert repair["corrupt"] == [layer] and repair["missing"] == [] and repair["dropped"] == [layer]
     assert repair["uploaded"] == [layer]
-    assert (repair["layersPushed"], repair["layersAlreadyPresent"]) == (1, 1), repair  # the good layer stayed
+    assert repair["layersPushed"] == 1, repair  # the good layer did not travel (mounted or present)
+    assert repair["layersMounted"] + repair["layersAlreadyPresent"] == 1, repair
     assert run.doc["digest"] == fresh["digest"] == registry_digest(rig, commit) == repair["manifestDigest"]
-    assert blob_sha256(rig, layer) == layer
+    assert blob_sha256(rig, layer) == layer, "the push to the other repository re-created the blob data"
+    assert_pushed_to_scratch_only(rig, commit, repair, fresh["digest"])
 
     well = operator.health()
     assert "storage-integrity" in well["healthyScopes"] and well["checks"]["blobIntegrity"]["ok"] is True
@@ -483,9 +498,11 @@ def test_a_missing_layer_is_repaired_without_ssh(
     assert run.code == 0, (run.doc, run.stderr[-3000:])
     repair = run.doc["repair"]
     assert repair["missing"] == [layer] and repair["corrupt"] == [] and repair["dropped"] == []
-    assert (repair["layersPushed"], repair["layersAlreadyPresent"]) == (1, 1), repair
+    assert repair["layersPushed"] == 1, repair
+    assert repair["layersMounted"] + repair["layersAlreadyPresent"] == 1, repair
     assert run.doc["digest"] == fresh["digest"] == registry_digest(rig, commit)
-    assert blob_sha256(rig, layer) == layer
+    assert blob_sha256(rig, layer) == layer, "the push to the other repository re-created the blob data"
+    assert_pushed_to_scratch_only(rig, commit, repair, fresh["digest"])
     verdict = deploy(rig, commit, compose_project)["deploy"]
     assert verdict["ok"] is True and verdict["registryDigest"] == fresh["digest"]
 

@@ -211,6 +211,12 @@ class FakeDocker:
         self.calls.append(("push", ref))
         return self.push_digest
 
+    def tag(self, source: str, target: str) -> None:
+        self.calls.append(("tag", (source, target)))
+
+    def untag(self, ref: str) -> None:
+        self.calls.append(("untag", ref))
+
     def verbs(self) -> list[str]:
         return [c[0] for c in self.calls]
 
@@ -482,7 +488,9 @@ LAYER_2 = "sha256:" + "4" * 64
 class RepairWorld:
     """One registry image (config ID_A + two layers) whose blobs are ok / missing / corrupt, seen by
     the manifest check, the blob reader, the D601 dropper and a push (which, like docker, uploads
-    only blobs the registry answers 404 for)."""
+    only blobs the registry answers 404 for). Blob data is shared by every repository (as in
+    distribution's storage): a push to the scratch repository heals the commit's blobs, and gives
+    the scratch tag ``digest_after_push`` (the rebuild's manifest) or the commit's digest."""
 
     state: dict[str, str] = field(default_factory=lambda: {ID_A: "ok", LAYER_1: "ok", LAYER_2: "ok"})
     digest: str = DIGEST_1
@@ -490,6 +498,7 @@ class RepairWorld:
     tagged: bool = True
     drops: list[str] = field(default_factory=list)
     pushes: int = 0
+    scratch_digest: str | None = None  # what the scratch repository's commit tag names
 
     # ManifestChecker
     def check(self, registry: str, repository: str, tag: str) -> Manifest | None:
@@ -504,7 +513,11 @@ class RepairWorld:
     # RegistryBlobs
     def image(self, registry: str, repository: str, tag: str) -> tuple[str, list[publish.Blob]]:
         kinds = {ID_A: "config", LAYER_1: "layer", LAYER_2: "layer"}
-        return self.digest, [publish.Blob(d, kinds[d], 100) for d in self.state]
+        digest = self.digest
+        if repository.startswith(publish.REPAIR_NAMESPACE + "/"):
+            assert self.scratch_digest is not None, "the scratch repository was not pushed to"
+            digest = self.scratch_digest
+        return digest, [publish.Blob(d, kinds[d], 100) for d in self.state]
 
     def state_of(self, digest: str) -> str:
         return self.state[digest]
@@ -519,11 +532,13 @@ class RepairWorld:
         self.state[digest] = "missing"
         return {"ok": True, "dropped": True}
 
-    def on_push(self) -> None:
+    def on_push(self, ref: str) -> None:
+        assert ref == f"{REGISTRY}/{publish.REPAIR_NAMESPACE}/unidesk/{SERVICE}:{ref.rsplit(':', 1)[1]}", (
+            f"a repair pushes to the scratch repository only, not {ref}"
+        )
         self.pushes += 1
         self.state = {d: ("ok" if st == "missing" else st) for d, st in self.state.items()}
-        if self.digest_after_push:
-            self.digest = self.digest_after_push
+        self.scratch_digest = self.digest_after_push or self.digest
 
 
 class WorldBlobs:
@@ -542,8 +557,8 @@ class RepairDocker(FakeDocker):
     world: RepairWorld = field(default_factory=RepairWorld)
 
     def push(self, ref: str) -> str | None:
-        self.world.on_push()
-        self.last_push_output = "0123456789ab: Pushed\nba9876543210: Layer already exists\n"
+        self.world.on_push(ref)
+        self.last_push_output = "0123456789ab: Pushed\nba9876543210: Mounted from unidesk/x\n"
         return super().push(ref)
 
 
@@ -587,7 +602,11 @@ def test_repair_drops_the_corrupt_blob_pushes_and_keeps_the_digest(repo: Checkou
     assert doc["digest"] == DIGEST_1 and world.state == {ID_A: "ok", LAYER_1: "ok", LAYER_2: "ok"}
     r = doc["repair"]
     assert (r["corrupt"], r["dropped"], r["uploaded"], r["missing"]) == ([LAYER_2], [LAYER_2], [LAYER_2], [])
-    assert (r["layersPushed"], r["layersAlreadyPresent"]) == (1, 1)
+    assert (r["layersPushed"], r["layersMounted"], r["layersAlreadyPresent"]) == (1, 1, 0)
+    scratch = f"{REGISTRY}/unidesk-repair/{doc['imageRef'].split('/', 1)[1]}"
+    assert r["scratchRef"] == scratch
+    pushes = [c for c in docker.calls if c[0] in ("tag", "push", "untag")]
+    assert pushes == [("tag", (doc["imageRef"], scratch)), ("push", scratch), ("untag", scratch)], pushes
 
 
 def test_repair_of_a_missing_blob_needs_no_drop_and_no_ssh(repo: Checkout) -> None:
@@ -622,12 +641,20 @@ def test_a_corrupt_blob_without_a_stack_to_drop_it_is_refused_before_the_push(re
     assert "push" not in docker.verbs()
 
 
-def test_a_repair_push_that_changes_the_manifest_digest_fails_loudly(repo: Checkout) -> None:
+def test_a_rebuild_with_another_manifest_digest_is_refused_and_the_commit_tag_is_untouched(
+    repo: Checkout,
+) -> None:
+    """Issue 12: the rebuild has the image ID but other layer digests (another compression): the
+    scratch tag shows it; the commit tag was never pushed to and still names the original."""
     world = RepairWorld(digest_after_push=DIGEST_2)
     world.state[LAYER_1] = "missing"
-    failure, _ = refused(world, repo)
+    failure, docker = refused(world, repo)
     assert (failure.exit_code, failure.error) == (6, "repair-digest-changed")
     assert failure.details["expectedDigest"] == DIGEST_1 and failure.details["digest"] == DIGEST_2
+    assert world.digest == DIGEST_1 and "was not pushed to" in failure.reason
+    ref = failure.details["imageRef"]
+    assert ("push", ref) not in docker.calls and failure.details["scratchRef"] != ref
+    assert docker.verbs()[-1] == "untag", "the scratch name is removed from the CI host"
 
 
 def test_a_blob_still_bad_after_the_push_is_repair_incomplete(repo: Checkout) -> None:
@@ -780,3 +807,20 @@ def test_publish_piped_prints_only_the_json_summary_and_plain_logs(repo: Checkou
     assert "publish: " in err and "Step 1/3" in err and "0123456789ab: Pushed" in err, (
         "the plain log as before"
     )
+
+
+def test_a_commit_tag_moved_by_another_publisher_during_the_repair_is_reported(repo: Checkout) -> None:
+    """The repair never pushes to the commit tag; if it names another manifest afterwards (someone
+    else pushed), the repair says so instead of claiming the original is healed."""
+
+    class RacedWorld(RepairWorld):
+        def on_push(self, ref: str) -> None:
+            super().on_push(ref)
+            self.digest = DIGEST_2
+
+    world = RacedWorld()
+    world.state[LAYER_1] = "missing"
+    failure, _ = refused(world, repo)
+    assert (failure.exit_code, failure.error) == (6, "manifest-changed")
+    assert "another publisher" in failure.reason
+    assert failure.details["digest"] == DIGEST_2 and failure.details["expectedDigest"] == DIGEST_1
