@@ -12,14 +12,15 @@
 #      missing), the container name (unidesk-deploy.container.<name>.lock) and the retag
 #      (unidesk-deploy.retag.<repo, / as _>.lock): dev and prod deploys that touch one container or
 #      retag on one host are serialized. A busy lock is waited for up to --lock-wait seconds, then
-#      lock-busy (exit 7, retryable). The result of an earlier run whose session was lost is picked
-#      up here (previousRun) and its run dir removed.
+#      lock-busy (exit 7, retryable).
 #   2. audit (--audit-log, --stack, --target): audit_init; a refusal from here on leaves one
-#      `failed` line; `started` is written by the detached switch (step 7), `finished`/`failed` at the end.
+#      `failed` line; `started` is written by the detached switch (step 7), `finished`/`failed` at
+#      the end. Then the result of an earlier run whose session was lost is picked up (previousRun)
+#      and its run dir removed; TMPDIR is proven writable (else disk-full).
 #   3. preflight, read-only: the image E/R:SHA is here with ID --image-id and revision label SHA; the
 #      env file's directory exists (else env-dir-missing); required secret keys are present and
 #      non-empty (present/length only; else secret-missing); the Compose project loads WITH the new
-#      deploy values and knows the service (compose config); TMPDIR can be written (else disk-full).
+#      deploy values and knows the service (compose config).
 #   4. the previous deploy: this target's own container (compose labels project/service; a
 #      container of that name owned by anything else is container-conflict; this service running
 #      under another container name is container-name-mismatch; a running container refusing
