@@ -43,3 +43,17 @@ def test_dev_warns_about_unpinned_host_keys_and_deploys(cached_run: Any) -> None
         assert any(f"hosts.{name}.hostKey" in w and "hostkeys --stack dev" in w for w in warnings), name
     assert run.program_resources
     assert stack_config("dev")["hosts"] == cfg["hosts"]
+
+
+def test_the_transfer_hop_to_d601_carries_d601s_pinned_key(
+    cached_run: Any, healthy_registry: list[Mapping[str, Any]]
+) -> None:
+    """Issue 11 item 4: the master -> D601 hop of a compose-master transfer trusts hosts.d601.hostKey
+    (move-image.sh --d601-host-key); unpinned (dev), the flag is absent."""
+    cfg = approved("prod")
+    run = cached_run("prod", preview=False, config=cfg)
+    assert run.error is None, run.error
+    create = str(run.named("baidu-netdisk-transfer").inputs["create"])
+    assert f"--d601-host-key '{cfg['hosts']['d601']['hostKey']}'" in create, create
+    dev = cached_run("dev", preview=False, config=approved("dev"))
+    assert "--d601-host-key" not in str(dev.named("baidu-netdisk-transfer").inputs["create"])
