@@ -110,11 +110,11 @@ class Log:
         }
         self.lines.append(json.dumps({**base, **fields}))
 
-    def deploy(self, frm: str | None, to: str, verdict: str | None, *, error: str | None = None,
+    def deploy(self, frm: str | None, to: str | None, verdict: str | None, *, error: str | None = None,
                tick: int = 5, **fields: Any) -> None:  # fmt: skip
         """A run: started, then (verdict None: killed, nothing more) its end line ``tick`` s later."""
         run = f"master-{len(self.lines)}"
-        facts = {"fromCommit": frm, "toCommit": to, "digest": DIGESTS.get(to), **fields}
+        facts = {"fromCommit": frm, "toCommit": to, "digest": DIGESTS.get(to) if to else None, **fields}
         self.line("started", run, **facts)
         self.clock += tick
         if verdict is not None:
@@ -331,7 +331,7 @@ def test_k3s_steps_and_the_registry_install_on_d601() -> None:
     """d601's log: decision-center's k3s-import then k3s-deploy (only the deploy proves a commit
     live), and the registry install's runs (target registry-host), shown apart from the services."""
     d601 = Log()
-    k3s = {"service": "decision-center", "target": "d601-k3s", "host": "d601"}
+    k3s: dict[str, Any] = {"service": "decision-center", "target": "d601-k3s", "host": "d601"}
     d601.deploy(None, A, "ok", step="k3s-import", **k3s)
     d601.deploy(None, A, "ok", step="k3s-deploy", **k3s)
     d601.deploy(None, B, "ok", step="k3s-import", **k3s)

@@ -774,7 +774,7 @@ def test_the_disk_pre_check_counts_only_the_layers_this_host_does_not_hold(mover
     base_layer, own_layer = b"base layer bytes" * 100, b"own layer"
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {}},
                          "rootfs": {"type": "layers", "diff_ids": [DIFF_BASE, DIFF_OWN]}}).encode()  # fmt: skip
-    doc = {
+    doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
@@ -819,7 +819,9 @@ exit 255
 
 @pytest.mark.parametrize("mode", ["tunnel", "stream"])
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
-def test_the_hop_to_d601_trusts_only_the_pinned_key(mover: Mover, tmp_path: Path, mode: str, pinned: bool) -> None:
+def test_the_hop_to_d601_trusts_only_the_pinned_key(
+    mover: Mover, tmp_path: Path, mode: str, pinned: bool
+) -> None:
     """R23 / issue 11 (4): with --d601-host-key the hop's first options are a private known_hosts with
     only that key (alias unidesk-d601) and StrictHostKeyChecking=yes; D601 showing another key is
     host-key-mismatch (5, not retryable) naming the hostkeys verb, nothing moved, the temp dir gone.
@@ -829,7 +831,12 @@ def test_the_hop_to_d601_trusts_only_the_pinned_key(mover: Mover, tmp_path: Path
     digest, doc = _tagged_image(mover.registry)
     extra = ["--d601", "ubuntu@d601", "--d601-port", "22", *(["--d601-host-key", PINNED] if pinned else [])]
     code, out = mover.run(
-        digest, doc["config"]["digest"], *extra, mode=mode, FAKE_SSH_ARGV=str(argv_file), FAKE_SSH_KH=str(kh_copy)
+        digest,
+        doc["config"]["digest"],
+        *extra,
+        mode=mode,
+        FAKE_SSH_ARGV=str(argv_file),
+        FAKE_SSH_KH=str(kh_copy),
     )
     assert code == 5 and out["retryable"] is False and out["channel"] == "ssh-d601", out
     argv = argv_file.read_text().splitlines()
@@ -851,7 +858,8 @@ def test_the_hop_to_d601_trusts_only_the_pinned_key(mover: Mover, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "value", ["ssh-ed25519", "ssh-dss AAAAB3Nza", "ssh-ed25519 AAAA;id", "ssh-ed25519 AAAA\nx", "ssh-ed25519  AAAA"]
+    "value",
+    ["ssh-ed25519", "ssh-dss AAAAB3Nza", "ssh-ed25519 AAAA;id", "ssh-ed25519 AAAA\nx", "ssh-ed25519  AAAA"],
 )
 def test_a_d601_host_key_that_is_not_a_public_key_is_refused_before_use(mover: Mover, value: str) -> None:
     digest, doc = _tagged_image(mover.registry)
