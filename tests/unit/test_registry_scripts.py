@@ -370,6 +370,7 @@ def test_plan_steps_use_these_scripts_with_valid_args(tmp_path: Path) -> None:
     for step in write:
         args = list(step.args)
         args[args.index("--path") + 1] = str(tmp_path / Path(args[args.index("--path") + 1]).name)
+        args[args.index("--audit-log") + 1] = str(tmp_path / "audit.jsonl")  # never the machine's own log
         code, doc, stderr = run_script(step.script or "", *args)
         assert code == 0 and doc is not None and doc["result"] == "written", stderr
         content = base64.b64decode(args[args.index("--content-b64") + 1]).decode()
