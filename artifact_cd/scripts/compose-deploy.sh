@@ -246,7 +246,7 @@ parse_args() {
 # --lock-wait seconds (lock-busy naming WHAT and the holder); the holder line is written into it.
 lock_on() {
   local fd_var=$1 lock_file=$2 what=$3 holder t0=$EPOCHREALTIME fd
-  exec {fd}>>"$lock_file"
+  { exec {fd}>>"$lock_file"; } 2>/dev/null || lock_unusable "$lock_file"
   printf -v "$fd_var" '%s' "$fd"
   if ! flock -n "$fd"; then
     holder=$(head -c 200 "$lock_file" 2>/dev/null | tr -d '\n' || true)
@@ -259,6 +259,12 @@ lock_on() {
   fi
   printf 'commit=%s pid=%s service=%s project=%s since=%s\n' "$COMMIT" "$$" "$SERVICE_ID" "$PROJECT_NAME" \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$lock_file"
+}
+
+# lock_unusable FILE: a lock file this user cannot open (left by a deploy as another user).
+lock_unusable() {
+  refuse "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un 2>/dev/null || id -u) cannot open the lock file $1 on $(hostname) (left by a deploy as another user?); remove it (no deploy running) or deploy as one user; nothing was changed" false \
+    channel '"lock"' path "$(json_str "$1")"
 }
 
 take_locks() {
@@ -279,7 +285,7 @@ take_locks() {
 PROJECT_LOCK_FD=""
 project_lock() {
   local lock_file="$LOCK_DIR/unidesk-compose.$PROJECT_NAME.lock" t0=$EPOCHREALTIME
-  [[ -n $PROJECT_LOCK_FD ]] || exec {PROJECT_LOCK_FD}>>"$lock_file"
+  [[ -n $PROJECT_LOCK_FD ]] || { exec {PROJECT_LOCK_FD}>>"$lock_file"; } 2>/dev/null || lock_unusable "$lock_file"
   if ! flock -n "$PROJECT_LOCK_FD"; then
     log "another deploy in Compose project $PROJECT_NAME is recreating; waiting up to ${LOCK_WAIT}s"
     flock -w "$LOCK_WAIT" "$PROJECT_LOCK_FD" || return 1
@@ -294,7 +300,8 @@ env_lock() {
   local real hash
   real=$(realpath -m -- "$ENV_FILE")
   hash=$(printf '%s' "$real" | sha256sum)
-  exec {ENV_LOCK_FD}>>"$LOCK_DIR/unidesk-envfile.${hash:0:16}.lock"
+  { exec {ENV_LOCK_FD}>>"$LOCK_DIR/unidesk-envfile.${hash:0:16}.lock"; } 2>/dev/null ||
+    lock_unusable "$LOCK_DIR/unidesk-envfile.${hash:0:16}.lock"
   flock -w "$LOCK_WAIT" "$ENV_LOCK_FD" ||
     refuse "$EXIT_BUSY" lock-busy "the env file $ENV_FILE stayed locked by another deploy for ${LOCK_WAIT}s; nothing was changed" true
 }
@@ -340,10 +347,22 @@ read_state() {
 # write_state COMMIT UNVERIFIED: atomically (temp file + rename in the lock dir).
 write_state() {
   local tmp="$STATE_FILE.tmp.$$"
-  if ! printf 'commit=%s\nunverified=%s\n' "$1" "$2" >"$tmp" 2>/dev/null || ! mv -f -- "$tmp" "$STATE_FILE"; then
+  if ! printf 'commit=%s\nunverified=%s\n' "$1" "$2" >"$tmp" 2>/dev/null || ! mv -fT -- "$tmp" "$STATE_FILE"; then
     rm -f -- "$tmp"
     return 1
   fi
+}
+
+# state_unwritable: the state file could not be written before the switch: disk-full when its
+# filesystem has no room, else infra-blocked (e.g. a file of another user); nothing was changed.
+state_unwritable() {
+  local free
+  free=$(df -P -B1 -- "$LOCK_DIR" 2>/dev/null | awk 'NR == 2 { print $4 }') || true
+  if [[ $free =~ ^[0-9]+$ ]] && ((free < 65536)); then
+    disk_full "$LOCK_DIR" 4096 "the deploy state file $STATE_FILE"
+  fi
+  refuse "$EXIT_INFRA_BLOCKED" infra-blocked "could not write the deploy state file $STATE_FILE on $(hostname) (left by a deploy as another user?); remove it (no deploy running); nothing was changed" false \
+    channel '"state-file"' path "$(json_str "$STATE_FILE")"
 }
 
 # disk_full PATH NEEDED WHAT: the structured, non-retryable disk-full failure (nothing changed).
@@ -675,7 +694,7 @@ restore_before_live() {
       retag-commit) retag_to "$RETAG_COMMIT_BEFORE" "$RETAG:$COMMIT" && RESTORED+=(retag-commit) ;;
       env-file)
         if [[ -n $ENV_BACKUP ]]; then
-          mv -f -- "$ENV_BACKUP" "$ENV_REAL" && ENV_BACKUP="" && RESTORED+=(env-file)
+          mv -fT -- "$ENV_BACKUP" "$ENV_REAL" && ENV_BACKUP="" && RESTORED+=(env-file)
         elif [[ $ENV_CREATED == true ]]; then
           rm -f -- "$ENV_REAL" && RESTORED+=(env-file)
         fi
@@ -710,7 +729,7 @@ switch_and_verify() {
   docker tag "$IMAGE" "$RETAG" >&2 || switch_failed infra-blocked "docker could not tag $IMAGE as $RETAG"
   [[ $RETAG_BEFORE == "$new_id" ]] || CHANGED+=(retag)
   if [[ -n $ENV_TMP ]]; then
-    mv -f -- "$ENV_TMP" "$ENV_REAL" || switch_failed infra-blocked "could not rename the staged env file over $ENV_REAL"
+    mv -fT -- "$ENV_TMP" "$ENV_REAL" || switch_failed infra-blocked "could not rename the staged env file over $ENV_REAL"
     ENV_TMP=""
     CHANGED+=(env-file)
   fi
@@ -988,7 +1007,7 @@ main() {
   fi
   at_exit _remove_staged
   stage_env
-  write_state "$PREV_COMMIT" "$COMMIT" 2>/dev/null || disk_full "$LOCK_DIR" 4096 "the deploy state file $STATE_FILE"
+  write_state "$PREV_COMMIT" "$COMMIT" 2>/dev/null || state_unwritable
   run_detached
 }
 

@@ -202,6 +202,31 @@ def test_a_deploy_waits_on_the_lock_of_what_it_mutates(host: dict[str, Any], wha
     assert mutations(host) == []
 
 
+def test_an_unusable_lock_or_state_file_is_infra_blocked(host: dict[str, Any]) -> None:
+    """A lock or state file this user cannot open or replace (here: a directory in its place, as a
+    file of another user would be): a structured infra-blocked naming it, not a shell error; the
+    staged env files are removed again and nothing is tagged or started."""
+    lock = lock_dir(host) / f"unidesk-deploy.container.{host['name']}-backend.lock"
+    lock.mkdir()
+    try:
+        rc, doc, _ = run(host, args(host))
+    finally:
+        lock.rmdir()
+    assert (
+        rc == 5 and doc["error"] == "infra-blocked" and doc["channel"] == "lock" and doc["path"] == str(lock)
+    )
+    state = lock_dir(host) / f"unidesk-deploy.{host['name']}.svc.state"
+    state.mkdir()
+    (state / "keep").touch()  # a rename over a non-empty directory fails
+    try:
+        rc, doc, _ = run(host, args(host))
+    finally:
+        shutil.rmtree(state)
+    assert rc == 5 and doc["error"] == "infra-blocked" and doc.get("channel") == "state-file", doc
+    assert [p.name for p in Path(host["project"]).iterdir() if ".unidesk-" in p.name] == []
+    assert mutations(host) == []
+
+
 def _audit(host: dict[str, Any]) -> list[dict[str, Any]]:
     log = host["tmp"] / "audit" / "deploy.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
