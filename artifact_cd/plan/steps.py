@@ -121,15 +121,19 @@ def compose_steps(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget, 
     """manifest-check → transfer (compose-master) or pull (compose-d601) → deploy."""
     site = compose_site(cfg, target)
     project = site.configured_project
-    actions = ["take the per-service deploy lock"]
+    actions = [f"lock the service, container {target.container_name} and retag {target.retag_name}"]
     if entry.required_secret_keys:
         actions.append("check the required secret keys are present in the env file (present/length only)")
     actions += [
-        f"retag to {target.retag_name} and {target.retag_name}:{commit}",
-        f"write {entry.compose_env_prefix}* into {project.env_file} atomically (other keys kept)",
-        f"docker compose up -d --no-build --no-deps --force-recreate {target.compose_service}",
+        "prove the Compose project loads with the new values and knows the service (nothing changed yet)",
+        f"stage {entry.compose_env_prefix}* for {project.env_file} beside it (other keys kept)",
+        f"detached from the session: retag to {target.retag_name} and {target.retag_name}:{commit}, "
+        f"rename the staged env file into place, docker compose up -d --no-build --no-deps --force-recreate "
+        f"{target.compose_service} (a failure before the recreate restores the tags and env file)",
         "verify the container image, its revision label and the health payload's commits",
     ]
+    if project.auto_restore:
+        actions.append("on a failed verification put the previous commit back and verify it (autoRestore)")
     deploy = Step(
         id="deploy",
         host=site.host,
