@@ -153,6 +153,12 @@ MACHINE_TOOLS = {
 }
 
 
+STOCK_BASHRC = (
+    "# rig host as a stock Debian/Ubuntu host: nothing for a non-interactive shell\n"
+    "case $- in *i*) ;; *) return ;; esac\n"
+)
+
+
 def preflight() -> None:
     """Refuse clearly when the machine cannot host a rig (missing tool, not root, no systemd)."""
     if os.geteuid() != 0:
@@ -332,6 +338,10 @@ class Rig:
             "etc/ssh/ssh_host_ed25519_key.pub": host_pub + "\n",
             "etc/ssh/sshd_config.d/00-unidesk-rig.conf": SSHD_DROPIN,
             "root/.ssh/authorized_keys": "".join(k + "\n" for k in authorized),
+            # A stock host's ~/.bashrc does nothing for a non-interactive shell; this machine's (the
+            # overlay's lower layer) runs `pyenv init` for every SSH command and puts pyenv's shims
+            # ahead of /usr/bin/python3, which no real D601 or master does (benchmarks/ratios.py).
+            "root/.bashrc": STOCK_BASHRC,
         }
         modes = {"etc/ssh/ssh_host_ed25519_key": 0o600, "root/.ssh/authorized_keys": 0o600}
         return payload, modes, host_pub
