@@ -579,18 +579,6 @@ def _names_check(cfg: StackConfig) -> list[Problem]:
         allowed = catalog.name_keys(target)
         for name in svc.names.keys_set():
             key = f"services.{sid}.names.{name}"
-            if name == "composeFiles" and name in allowed:
-                problems.append(
-                    Problem(
-                        key,
-                        "is not passed to the deploy yet: compose-deploy.sh runs Compose in "
-                        "compose.<host>.projectDir, which finds the project's files itself "
-                        "(compose.yaml / docker-compose.yml, or COMPOSE_FILE in the project's .env)",
-                        f"pulumi config rm --path '{key}' and name the files in the project's "
-                        ".env (COMPOSE_FILE=a.yml:b.yml)",
-                    )
-                )
-                continue
             if name in allowed:
                 continue
             kind = target.kind.value

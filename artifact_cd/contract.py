@@ -387,6 +387,12 @@ class ComposeDeployArgs(ScriptArgs):
     audit_log: str | None = None
     stack: str | None = None
     target: Literal["master-compose", "d601-compose"] | None = None
+    # services.<id>.names.composeFiles: each file as `-f` to every Compose call, in order (relative
+    # to --project-dir or absolute); (): Compose's own discovery there (COMPOSE_FILE of its .env)
+    compose_files: Annotated[tuple[str, ...], Flag("--compose-file")] = ()
+    # where the locks, the state file and the run dir live (None: /run/lock; either falls back to
+    # the project dir when missing or not writable); the plan never sets it (tests do: a tmp dir)
+    lock_dir: str | None = None
 
 
 class K3sImportArgs(ScriptArgs):
@@ -406,6 +412,10 @@ class K3sImportArgs(ScriptArgs):
     elevate: Literal["sudo", "none"] | None = None
     audit_log: str | None = None
     stack: str | None = None
+    # the read-only preflight before the import (issue 11): every Deployment the step's patches
+    # target, NAME:CONTAINER, must exist in this Kubernetes namespace with that container
+    deployment_namespace: str | None = None
+    deployments: Annotated[tuple[str, ...], Flag("--deployment")] = ()
 
 
 class K3sVerifyArgs(ScriptArgs):

@@ -11,7 +11,8 @@ sudoers file and the scripts' error messages are the same lines:
 - D601, the k3s API (``k3s-verify.sh``, read-only verbs): per namespace of the env's k3s services
   ``<k3s> kubectl -n NS rollout status *``, ``... get deployment *`` and
   ``<k3s> kubectl get --raw /api/v1/namespaces/NS/services/*``; ``history-probe.sh`` reads the
-  Deployments' live commit with the same ``get deployment`` rule (no line of its own);
+  Deployments' live commit, and ``k3s-import.sh``'s preflight their container names, with the same
+  ``get deployment`` rule (no line of their own);
 - D601, the registry install (``registry-install.sh``, ``registry.manage``): the unit file, staged
   and renamed (``tee <dir>/.<unit>.new``, ``mv -f -T <dir>/.<unit>.new <dir>/<unit>``), and the six
   ``systemctl`` calls of ``activate``; a managed path outside the user's home needs the same two

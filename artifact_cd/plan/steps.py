@@ -159,6 +159,7 @@ def compose_steps(cfg: StackConfig, entry: ServiceEntry, target: ComposeTarget, 
             audit_log=site.address.audit_log,
             stack=cfg.env,
             target="master-compose" if target.kind == TargetKind.COMPOSE_MASTER else "d601-compose",
+            compose_files=target.compose_files,
         ),
         mutates=True,
     )
@@ -218,9 +219,11 @@ def k3s_steps(cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, commit: 
             id="import",
             host=HOST_D601,
             action=(
-                f"pull the commit image on D601 and import it into native k3s containerd "
-                f"({cfg.k3s.containerd_socket}, namespace {cfg.k3s.containerd_namespace}); "
-                "verify it is listed with the commit tag and the manifest digest"
+                f"read-only first: every Deployment to patch exists in {target.namespace} with its "
+                "container (else nothing is imported); then pull the commit image on D601 and import "
+                f"it into native k3s containerd ({cfg.k3s.containerd_socket}, namespace "
+                f"{cfg.k3s.containerd_namespace}); verify it is listed with the commit tag and the "
+                "manifest digest"
             ),
             call=K3sImportArgs(
                 socket=cfg.k3s.containerd_socket,
@@ -232,6 +235,8 @@ def k3s_steps(cfg: StackConfig, entry: ServiceEntry, target: K3sTarget, commit: 
                 elevate=cfg.hosts.d601.elevate,
                 audit_log=cfg.hosts.d601.audit_log,
                 stack=cfg.env,
+                deployment_namespace=target.namespace,
+                deployments=tuple(f"{d.name}:{d.container}" for d in target.deployments),
             ),
             mutates=True,
         ),

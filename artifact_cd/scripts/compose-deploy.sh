@@ -3,7 +3,8 @@
 # issue 12: safe order, restore, detached switch; issue 11: the project's own .env kept).
 #
 #   argv: artifact_cd.contract.ComposeDeployArgs (docs/contracts.md, generated argv table);
-#   --lock-wait defaults to 180 s, --health-timeout to 45 s, --mode to deploy, --auto-restore to no.
+#   --lock-wait defaults to 180 s, --health-timeout to 45 s, --mode to deploy, --auto-restore to no,
+#   --lock-dir to /run/lock (the plan never sets it; the project dir when it is missing or not writable).
 #
 # Runs on the host of the Compose project (master server or D601), after move-image.sh put
 # E/R:SHA there. --mode deploy (the default), in this order; nothing live changes before step 7:
@@ -19,8 +20,9 @@
 #      and its run dir removed; TMPDIR is proven writable (else disk-full).
 #   3. preflight, read-only: the image E/R:SHA is here with ID --image-id and revision label SHA; the
 #      env file's directory exists (else env-dir-missing); required secret keys are present and
-#      non-empty (present/length only; else secret-missing); the Compose project loads WITH the new
-#      deploy values and knows the service (compose config).
+#      non-empty (present/length only; else secret-missing); every --compose-file exists (else
+#      compose-file-missing); the Compose project loads WITH the new deploy values and knows the
+#      service (compose config).
 #   4. the previous deploy: this target's own container (compose labels project/service; a
 #      container of that name owned by anything else is container-conflict; this service running
 #      under another container name is container-name-mismatch; a running container refusing
@@ -42,7 +44,9 @@
 #      result, and if the foreground is gone the next run picks the result up (step 1). The switch:
 #      retag RETAG:SHA and RETAG, rename the staged file over the env file, then
 #      <compose> --project-directory DIR -p P up -d --no-build --no-deps --force-recreate SVC
-#      (v2 `docker compose` when present else v1 `docker-compose`). Compose is given no --env-file:
+#      (v2 `docker compose` when present else v1 `docker-compose`), plus `-f FILE` per --compose-file
+#      (services.<id>.names.composeFiles, in order; none: Compose's own discovery in DIR, COMPOSE_FILE
+#      of its .env included) on every Compose call. Compose is given no --env-file:
 #      the project's own .env still interpolates ${VAR} and sets COMPOSE_FILE/COMPOSE_PROFILES; the
 #      three deploy values are in the Compose process environment (interpolation) and reach the
 #      container through the service's env_file (the env file). Any failure before `up` starts --
@@ -78,6 +82,8 @@ PROJECT_DIR="" PROJECT_NAME="" ENV_FILE="" ENV_PREFIX="" VERIFY="" HEALTH_PATH="
 COMPOSE_OVERRIDE="" LOCK_WAIT=180 HEALTH_TIMEOUT=45 MODE=deploy AUTO_RESTORE=no
 AUDIT_LOG_PATH="" STACK="" TARGET=""
 REQUIRED_SECRETS=()
+LOCK_DIR_ARG=""
+COMPOSE_FILES=() # --compose-file, in order: each a `-f` of every Compose call (none: Compose's discovery)
 START="" LOCK_DIR="" LOCK_WAITED=0 RUN_DIR="" STATE_FILE="" PREVIOUS_RUN=null
 PREV_ID="" PREV_COMMIT="" PREV_IMAGE="" PREV_SOURCE="" SECRETS_JSON="{}" ALREADY_LIVE=false
 STATE_COMMIT="" STATE_UNVERIFIED=""
@@ -178,6 +184,13 @@ after_change_fail() {
     restore "$RESTORE_JSON" "$@"
 }
 
+# is_compose_file PATH: a Compose file relative to --project-dir (no '.' or '..' segment, not
+# starting with '-' or '.') or absolute (lib.sh is_abs_path), not ending with '/'.
+is_compose_file() {
+  [[ ${#1} -le 241 && $1 =~ ^[A-Za-z0-9_+@/] && $1 != */ ]] || return 1
+  if [[ $1 == /* ]]; then is_abs_path "$1"; else is_abs_path "/$1"; fi
+}
+
 parse_args() {
   while (($#)); do
     case $1 in
@@ -205,6 +218,8 @@ parse_args() {
       --audit-log) arg_value $# "$1"; AUDIT_LOG_PATH=$2 ;;
       --stack) arg_value $# "$1"; STACK=$2 ;;
       --target) arg_value $# "$1"; TARGET=$2 ;;
+      --compose-file) arg_value $# "$1"; need compose_file --compose-file "$2"; COMPOSE_FILES+=("$2") ;;
+      --lock-dir) arg_value $# "$1"; need abs_path --lock-dir "$2"; LOCK_DIR_ARG=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -268,7 +283,7 @@ lock_unusable() {
 }
 
 take_locks() {
-  LOCK_DIR=/run/lock
+  LOCK_DIR=${LOCK_DIR_ARG:-/run/lock}
   [[ -d $LOCK_DIR && -w $LOCK_DIR ]] || LOCK_DIR=$PROJECT_DIR
   local base="$LOCK_DIR/unidesk-deploy"
   RUN_DIR="$base.$PROJECT_NAME.$COMPOSE_SERVICE.run"
@@ -434,6 +449,7 @@ record_previous() {
 
 preflight() {
   [[ -d $PROJECT_DIR ]] || refuse "$EXIT_PRECONDITION" project-missing "the Compose project directory $PROJECT_DIR does not exist" false
+  config_start # overlaps the checks below; its result is collected after them (config_result)
   local env_dir
   env_dir=$(realpath -m -- "$ENV_FILE")
   env_dir=${env_dir%/*}
@@ -457,19 +473,49 @@ preflight() {
       recommendedAction "$(json_str "restore the missing keys in $ENV_FILE, recreate only $COMPOSE_SERVICE, then verify \`microservice health $SERVICE_ID\`; nothing was changed")"
   fi
 
+  # the configured Compose files exist (a relative one in the project directory)
+  local file path
+  for file in "${COMPOSE_FILES[@]}"; do
+    path=$file
+    [[ $path == /* ]] || path=$PROJECT_DIR/$file
+    [[ -f $path ]] || refuse "$EXIT_PRECONDITION" compose-file-missing \
+      "the Compose file $path does not exist on $(hostname): fix services.$SERVICE_ID.names.composeFiles (relative to $PROJECT_DIR, or absolute); nothing was changed" false \
+      file "$(json_str "$file")" path "$(json_str "$path")"
+  done
   # the project loads with the new deploy values (and its own .env) and knows the service
-  local services
-  COMPOSE_ENV=("${DEPLOY_ENV[@]}")
-  services=$(compose config --services 2>"$TMP/config.err") ||
-    refuse "$EXIT_PRECONDITION" compose-invalid "the Compose project in $PROJECT_DIR does not load with the new deploy values: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
-  grep -qxF -- "$COMPOSE_SERVICE" <<<"$services" ||
-    refuse "$EXIT_PRECONDITION" compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
+  config_result
 
   record_previous
   [[ -z $CONFLICT ]] || refuse "$EXIT_PRECONDITION" container-conflict \
     "the container $CONTAINER on $(hostname) belongs to $CONFLICT, not to service $COMPOSE_SERVICE of Compose project $PROJECT_NAME; two targets cannot share one container name: give this service its own container name; nothing was changed" false \
     container "$(json_str "$CONTAINER")"
   names_exist
+}
+
+# config_start: the Compose preflight, `compose config --services` WITH the new deploy values, in
+# the background (one Compose start, ~0.5 CPU-s with v1, overlapped with the image, env dir, secret
+# and Compose file checks); read-only, its output is service names only. config_result collects it
+# in the preflight's order; a refusal before that waits for it on exit (_config_wait): no process
+# is left behind and TMP is removed after it ended.
+CONFIG_PID=""
+config_start() {
+  COMPOSE_ENV=("${DEPLOY_ENV[@]}")
+  compose config --services >"$TMP/config.out" 2>"$TMP/config.err" &
+  CONFIG_PID=$!
+  at_exit _config_wait
+}
+_config_wait() {
+  [[ -z $CONFIG_PID ]] || wait "$CONFIG_PID" 2>/dev/null || true
+  CONFIG_PID=""
+}
+config_result() {
+  local rc=0 pid=$CONFIG_PID
+  CONFIG_PID=""
+  wait "$pid" || rc=$?
+  ((rc == 0)) ||
+    refuse "$EXIT_PRECONDITION" compose-invalid "the Compose project in $PROJECT_DIR does not load with the new deploy values: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
+  grep -qxF -- "$COMPOSE_SERVICE" "$TMP/config.out" ||
+    refuse "$EXIT_PRECONDITION" compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
 }
 
 # names_exist: the configured names hold on this host before anything is recreated (issue 11 item 3):
@@ -877,9 +923,11 @@ check_live() {
   fi
 
   local deadline addr code="" kind="" deploy_commit="" requested="" status="" a1="" a2="" a3="" a4="" a5="" last=""
-  deadline=$(($(date +%s) + timeout))
+  local fresh=1 # the first try uses the inspect above (one docker call less)
+  deadline=$((EPOCHSECONDS + timeout))
   while :; do
-    inspect_container
+    [[ -n $fresh ]] || inspect_container
+    fresh=""
     if [[ $C_FOUND != found ]]; then
       live_fails unhealthy "$CONTAINER disappeared while starting"
       return 1
@@ -904,7 +952,7 @@ check_live() {
     else
       last="$CONTAINER is ${C_STATUS:-unknown} without a reachable address"
     fi
-    if (($(date +%s) >= deadline)); then
+    if ((EPOCHSECONDS >= deadline)); then
       live_fails unhealthy "$CONTAINER did not answer $HEALTH_PATH healthy within ${timeout}s: $last"
       LIVE_EXTRA=(health "$(json_obj httpStatus "$(json_str "$code")")")
       return 1
@@ -985,6 +1033,8 @@ main() {
   require_tool flock
   require_tool setsid
   COMPOSE_ARGS=(--project-directory "$PROJECT_DIR" -p "$PROJECT_NAME")
+  local file
+  for file in "${COMPOSE_FILES[@]}"; do COMPOSE_ARGS+=(-f "$file"); done
   take_locks
   if [[ -n $AUDIT_LOG_PATH ]]; then
     audit_init "$AUDIT_LOG_PATH" "$STACK" "$STACK" "$SERVICE_ID" "$TARGET" compose-deploy

@@ -14,17 +14,90 @@
 # every ctr call runs as `sudo -n <k3s|ctr> ctr --address SOCK -n NS ...` (--elevate sudo, the
 # default) and a missing sudoers rule fails infra-blocked before anything is pulled, naming the
 # command and the line to add (include/elevate.sh); --elevate none never elevates.
+# Preflight (issue 11, read-only, before anything is pulled): every --deployment NAME:CONTAINER
+# (the Deployments the plan's patches target, in --deployment-namespace) must exist with that
+# container: `<k3s> kubectl -n NS get deployment NAME -o jsonpath={..containers[*].name}` (plain
+# `kubectl` without k3s; elevated like k3s-verify.sh when the kubeconfig is root-only, its sudoers
+# rule `<k3s> kubectl -n NS get deployment *`). A missing one fails deployment-missing /
+# container-missing (exit 3, not retryable) naming the key services.<id>.names.deployments.
 # Audit (issue 13): with --audit-log, one started and one finished/failed line (step k3s-import,
 # target d601-k3s) on the host's deploy audit log.
 # Output: {"ok":true,"image","digest","namespace","imageId","platform","socket","ctr","elevated"}
-# Needs: bash, ctr (containerd) or k3s, python3; sudo when elevating.
+# Needs: bash, ctr (containerd) or k3s, python3; k3s or kubectl (the preflight, with --deployment);
+# sudo when elevating.
 # include: elevate.sh
 # include: audit.sh
 set -euo pipefail
 
 SOCKET="" NAMESPACE="" REGISTRY="" REPOSITORY="" TAG="" DIGEST="" IMAGE_ID=""
-ELEVATE_ARG="" AUDIT_LOG_ARG="" STACK="" SERVICE_ID=""
+ELEVATE_ARG="" AUDIT_LOG_ARG="" STACK="" SERVICE_ID="" DEPLOYMENT_NAMESPACE=""
 CTR=()
+DEPLOYMENTS=() # NAME:CONTAINER
+KUBECTL=()
+K3S_KUBECONFIG=/etc/rancher/k3s/k3s.yaml
+CONTAINERS_JSONPATH='jsonpath={.spec.template.spec.containers[*].name}'
+
+k8s_name() { [[ $1 =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]]; }
+k8s_label() { [[ $1 =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]]; }
+is_deployment_container() { [[ $1 == *:* ]] && k8s_name "${1%%:*}" && k8s_label "${1#*:}"; }
+
+# kubectl_rules K3S: the sudoers rule and the exact command of every kubectl call of the preflight.
+kubectl_rules() {
+  local k3s=$1 dep
+  for dep in "${DEPLOYMENTS[@]}"; do
+    printf '%s\n' "$k3s kubectl -n $DEPLOYMENT_NAMESPACE get deployment *" \
+      "$k3s" kubectl -n "$DEPLOYMENT_NAMESPACE" get deployment "${dep%%:*}" -o "$CONTAINERS_JSONPATH" @@
+  done
+}
+
+# deployments_exist: the read-only preflight (header): each Deployment and its container exist.
+deployments_exist() {
+  ((${#DEPLOYMENTS[@]})) || return 0
+  local key="services.${SERVICE_ID:-<id>}.names.deployments" k3s rules=()
+  if command -v k3s >/dev/null 2>&1; then
+    k3s=$(command -v k3s)
+    KUBECTL=("$k3s" kubectl)
+    if ((EUID != 0)) && [[ -z ${KUBECONFIG-} && ! -r $K3S_KUBECONFIG ]]; then
+      if elevating; then
+        mapfile -t rules < <(kubectl_rules "$k3s")
+        require_root kubernetes-api "${rules[@]}"
+        KUBECTL=(sudo -n "$k3s" kubectl)
+      else
+        fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) cannot read $K3S_KUBECONFIG (root-only) and --elevate is none; nothing was changed" false \
+          channel '"kubernetes-api"' fix "$(json_str "set hosts.d601.elevate sudo (with the sudoers lines of README 'Non-root hosts') or let $(id -un) read a kubeconfig (k3s --write-kubeconfig-mode, KUBECONFIG)")"
+      fi
+    fi
+  elif command -v kubectl >/dev/null 2>&1; then
+    KUBECTL=(kubectl)
+  else
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither k3s nor kubectl is installed on $(hostname): the Deployments cannot be checked; nothing was changed" false channel '"kubectl"'
+  fi
+  local dep name container out err
+  err=$(mktemp) || fail "$EXIT_INFRA_BLOCKED" infra-blocked "no temp file for the preflight on $(hostname)" false channel '"tmp"'
+  for dep in "${DEPLOYMENTS[@]}"; do
+    name=${dep%%:*} container=${dep#*:}
+    if ! out=$("${KUBECTL[@]}" -n "$DEPLOYMENT_NAMESPACE" get deployment "$name" -o "$CONTAINERS_JSONPATH" 2>"$err"); then
+      local why
+      why=$(tail -n 1 "$err" | head -c 300)
+      rm -f -- "$err"
+      if [[ $why == *NotFound* || $why == *" not found"* ]]; then
+        fail "$EXIT_PRECONDITION" deployment-missing \
+          "there is no Deployment $name in namespace $DEPLOYMENT_NAMESPACE on $(hostname): set $key to the Deployment(s) that run ${SERVICE_ID:-the service}; nothing was imported" false \
+          deployment "$(json_str "$name")" namespace "$(json_str "$DEPLOYMENT_NAMESPACE")" key "$(json_str "$key")"
+      fi
+      fail "$EXIT_INFRA_BLOCKED" infra-blocked "could not read Deployment $DEPLOYMENT_NAMESPACE/$name: $why; nothing was changed" false \
+        channel '"kubernetes-api"'
+    fi
+    if [[ " $out " != *" $container "* ]]; then
+      rm -f -- "$err"
+      fail "$EXIT_PRECONDITION" container-missing \
+        "Deployment $DEPLOYMENT_NAMESPACE/$name has no container $container (its containers: ${out:-<none>}): set the container in $key; nothing was imported" false \
+        deployment "$(json_str "$name")" namespace "$(json_str "$DEPLOYMENT_NAMESPACE")" container "$(json_str "$container")" \
+        containers "$(json_str "$out")" key "$(json_str "$key")"
+    fi
+  done
+  rm -f -- "$err"
+}
 
 # ctr_rules BIN...: the sudoers rule and the exact command of every ctr call this step makes
 # (require_root's argument list).
@@ -53,6 +126,10 @@ main() {
       --elevate) arg_value $# "$1"; ELEVATE_ARG=$2 ;;
       --audit-log) arg_value $# "$1"; AUDIT_LOG_ARG=$2 ;;
       --stack) arg_value $# "$1"; STACK=$2 ;;
+      --deployment-namespace) arg_value $# "$1"; DEPLOYMENT_NAMESPACE=$2 ;;
+      --deployment) arg_value $# "$1"; is_deployment_container "$2" ||
+        fail "$EXIT_INVALID" invalid-argument "--deployment must be NAME:CONTAINER (Kubernetes names)" false argument '"--deployment"'
+        DEPLOYMENTS+=("$2") ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -66,6 +143,12 @@ main() {
   need digest --digest "$DIGEST"
   need digest --image-id "$IMAGE_ID"
   [[ -z $SERVICE_ID ]] || need name --service-id "$SERVICE_ID"
+  if [[ -n $DEPLOYMENT_NAMESPACE || ${#DEPLOYMENTS[@]} -gt 0 ]]; then # the preflight needs both
+    k8s_label "$DEPLOYMENT_NAMESPACE" ||
+      fail "$EXIT_INVALID" invalid-argument "--deployment-namespace is not a Kubernetes namespace" false argument '"--deployment-namespace"'
+    ((${#DEPLOYMENTS[@]})) ||
+      fail "$EXIT_INVALID" invalid-argument "--deployment-namespace needs at least one --deployment" false argument '"--deployment"'
+  fi
   elevate_init "${ELEVATE_ARG:-sudo}"
   if [[ -n $AUDIT_LOG_ARG ]]; then
     need abs_path --audit-log "$AUDIT_LOG_ARG"
@@ -97,6 +180,7 @@ main() {
   [[ $elevated == true || -S $SOCKET ]] || fail "$EXIT_INFRA_BLOCKED" infra-blocked "no containerd socket at $SOCKET" false channel '"k3s-containerd"'
   "${CTR[@]}" version >/dev/null 2>&1 ||
     fail "$EXIT_INFRA_BLOCKED" infra-blocked "containerd at $SOCKET does not answer (or there is no socket)" false channel '"k3s-containerd"'
+  deployments_exist
   make_tmp
   if [[ -n $AUDIT_LOG_ARG ]]; then
     audit_init "$AUDIT_LOG_ARG" "$STACK" "$STACK" "$SERVICE_ID" d601-k3s k3s-import

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from artifact_cd import sudoers
+from artifact_cd import catalog, sudoers
 from artifact_cd.config import HostConfig, Hosts, K3sConfig, RegistryConfig, StackConfig
 from artifact_cd.contract import last_json_object
 from artifact_cd.plan import plan_registry_host
@@ -59,17 +59,51 @@ SUDOERS_FILE = "/etc/sudoers.d/unidesk-artifact-cd"
 K3S_BIN = "/usr/local/bin/k3s"
 K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 
-# k3s stand-in: the two subcommands the steps use, as k3s offers them (its own kubeconfig).
+K3S_DEPLOYMENTS = "/etc/unidesk-rig/k3s-deployments"  # <namespace>/<name>: its container names
+K3S_CONTAINERS_JSONPATH = "jsonpath={.spec.template.spec.containers[*].name}"
+
+# k3s stand-in: the two subcommands the steps use, as k3s offers them (its own kubeconfig). No API
+# server listens on the rig; the one read k3s-import.sh's preflight makes (a Deployment's container
+# names) is answered from K3S_DEPLOYMENTS, root-only like the kubeconfig, with kubectl's own words.
 K3S_SHIM = f"""\
 #!/bin/sh
 # k3s stand-in (unidesk rig): `k3s ctr` and `k3s kubectl` as k3s offers them.
 case $1 in
   ctr) shift; exec /usr/bin/ctr "$@" ;;
-  kubectl) shift; exec /usr/bin/kubectl --kubeconfig {K3S_KUBECONFIG} "$@" ;;
+  kubectl)
+    shift
+    if [ $# -eq 7 ] && [ "$1 $3 $4 $6" = "-n get deployment -o" ] && [ "$7" = '{K3S_CONTAINERS_JSONPATH}' ]; then
+      if [ ! -r {K3S_KUBECONFIG} ]; then
+        echo 'error: error loading config file "{K3S_KUBECONFIG}": open {K3S_KUBECONFIG}: permission denied' >&2
+        exit 1
+      fi
+      case $2/$5 in */*/*|*..*) echo "error: bad name" >&2; exit 1 ;; esac
+      if [ -f "{K3S_DEPLOYMENTS}/$2/$5" ]; then exec cat "{K3S_DEPLOYMENTS}/$2/$5"; fi
+      echo "Error from server (NotFound): deployments.apps \"$5\" not found" >&2
+      exit 1
+    fi
+    exec /usr/bin/kubectl --kubeconfig {K3S_KUBECONFIG} "$@" ;;
 esac
 echo "k3s (rig stand-in): only ctr and kubectl" >&2
 exit 1
 """
+
+
+def stand_in_deployments() -> dict[str, str]:
+    """The stand-in's Deployments (payload path -> container names): the catalog's defaults of
+    every k3s target in both envs, as a real D601 runs them."""
+    found: dict[str, list[str]] = {}
+    envs: tuple[catalog.Env, ...] = ("dev", "prod")
+    for env in envs:
+        for entry in catalog.services_for(env):
+            target = entry.target(env)
+            if isinstance(target, catalog.K3sTarget):
+                for dep in target.deployments:
+                    path = f"{K3S_DEPLOYMENTS}/{target.namespace}/{dep.name}".lstrip("/")
+                    names = found.setdefault(path, [])
+                    names += [] if dep.container in names else [dep.container]
+    return {path: " ".join(names) for path, names in found.items()}
+
 
 # k3s's admin kubeconfig, root-only as k3s writes it; no API server listens on the rig.
 K3S_KUBECONFIG_TEXT = """\
@@ -418,8 +452,13 @@ class Rig:
                 f"etc/systemd/system/{K3S_UNIT}": K3S_CONTAINERD_UNIT,
                 K3S_BIN.lstrip("/"): K3S_SHIM,
                 K3S_KUBECONFIG.lstrip("/"): K3S_KUBECONFIG_TEXT,
+                **stand_in_deployments(),
             },
-            extra_modes={K3S_BIN.lstrip("/"): 0o755, K3S_KUBECONFIG.lstrip("/"): 0o600},
+            extra_modes={
+                K3S_BIN.lstrip("/"): 0o755,
+                K3S_KUBECONFIG.lstrip("/"): 0o600,
+                **{path: 0o600 for path in stand_in_deployments()},
+            },
             symlinks={f"etc/systemd/system/multi-user.target.wants/{K3S_UNIT}": f"/etc/systemd/system/{K3S_UNIT}"},
             binds=(("k3s-containerd", "/var/lib/rancher/k3s/agent/containerd"),),
         )

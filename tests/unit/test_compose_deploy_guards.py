@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -33,7 +32,6 @@ OTHER = "89abcdef0123456789abcdef0123456789abcdef"
 UNVERIFIED = "fedcba9876543210fedcba9876543210fedcba98"
 DIGEST = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "cd" * 32
-RUN_LOCK = Path("/run/lock")
 US = "\x1f"
 
 FAKE_DOCKER = textwrap.dedent(
@@ -92,12 +90,8 @@ def host(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "FAKE_IMAGE_ID": IMAGE_ID,
         "TMPDIR": str(tmp_path),
     }
+    (tmp_path / "lock").mkdir()  # --lock-dir: no lock or state file outside the test's tmp dir
     yield {"env": env, "project": project, "log": log, "name": name, "tmp": tmp_path}
-    lock_dir = RUN_LOCK if RUN_LOCK.is_dir() and os.access(RUN_LOCK, os.W_OK) else project
-    env_hash = hashlib.sha256(os.path.realpath(project / ".env.deploy").encode()).hexdigest()[:16]
-    for pattern in (f"unidesk-*{name}*", f"unidesk-envfile.{env_hash}.lock"):
-        for path in lock_dir.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def args(h: dict[str, Any], *extra: str, env_file: str | None = None, port: int = 8080) -> list[str]:
@@ -110,7 +104,7 @@ def args(h: dict[str, Any], *extra: str, env_file: str | None = None, port: int 
         "--env-file", env_file or str(h["project"] / ".env.deploy"),
         "--env-prefix", "UNIDESK_FINDJOB_DEPLOY_", "--verify", "standard",
         "--health-path", "/health", "--health-port", str(port), "--lock-wait", "1",
-        *extra,
+        *extra, "--lock-dir", str(lock_dir(h)),
     ]  # fmt: skip
 
 
@@ -137,7 +131,7 @@ def mutations(h: dict[str, Any]) -> list[str]:
 
 
 def lock_dir(h: dict[str, Any]) -> Path:
-    return RUN_LOCK if RUN_LOCK.is_dir() and os.access(RUN_LOCK, os.W_OK) else Path(h["project"])
+    return Path(h["project"]).parent / "lock"
 
 
 def test_a_missing_env_directory_is_a_structured_refusal(host: dict[str, Any]) -> None:
@@ -308,6 +302,57 @@ def test_the_new_arguments_are_validated(host: dict[str, Any], flag: str, value:
     rc, doc, _ = run(host, argv)
     assert rc == 2 and doc["error"] == "invalid-argument" and doc["argument"] == flag
     assert mutations(host) == []
+
+
+# --------------------------------------------------------------------------- --compose-file
+
+
+def _compose_calls(host: dict[str, Any]) -> list[str]:
+    """The fake docker-compose's calls (not the fake docker's `compose version` probe)."""
+    return [c for c in Path(host["log"]).read_text().splitlines() if c.startswith("compose -")]
+
+
+def test_compose_files_are_passed_as_f_in_order_to_compose(host: dict[str, Any]) -> None:
+    """services.<id>.names.composeFiles: each --compose-file is a `-f` of the Compose call, in order,
+    after the project directory and name; without one, no `-f` (Compose's own discovery)."""
+    project = Path(host["project"])
+    (project / "compose.base.yml").write_text("services: {}\n")
+    extra = host["tmp"] / "extra.yml"
+    extra.write_text("services: {}\n")
+    run(host, args(host, "--compose-file", "compose.base.yml", "--compose-file", str(extra)))
+    config = [c for c in _compose_calls(host) if "config --services" in c]
+    assert config == [
+        f"compose --project-directory {project} -p {host['name']} -f compose.base.yml -f {extra} config --services"
+    ]
+    Path(host["log"]).write_text("")
+    run(host, args(host))
+    calls = _compose_calls(host)
+    assert calls and all(" -f " not in c for c in calls)
+
+
+def test_a_missing_compose_file_is_refused_before_any_change(host: dict[str, Any]) -> None:
+    (Path(host["project"]) / "compose.yml").write_text("services: {}\n")
+    rc, doc, _ = run(host, args(host, "--compose-file", "compose.yml", "--compose-file", "compose.prod.yml"))
+    assert rc == 3 and doc["error"] == "compose-file-missing" and doc["retryable"] is False, doc
+    assert doc["file"] == "compose.prod.yml" and doc["path"] == f"{host['project']}/compose.prod.yml"
+    assert "services.findjob.names.composeFiles" in doc["detail"] and doc["changed"] == []
+    assert _compose_calls(host) == [] and mutations(host) == []
+    assert not (Path(host["project"]) / ".env.deploy").exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["../compose.yml", "a/../compose.yml", "./compose.yml", "-f.yml", ".hidden.yml", "dir/", "a b.yml", "/x/../y.yml", ""],
+)
+def test_a_bad_compose_file_argument_is_refused(host: dict[str, Any], value: str) -> None:
+    rc, doc, _ = run(host, args(host, "--compose-file", value))
+    assert rc == 2 and doc["error"] == "invalid-argument" and doc["argument"] == "--compose-file", doc
+    assert Path(host["log"]).read_text() == "", "refused before any tool ran"
+
+
+def test_a_relative_lock_dir_is_refused(host: dict[str, Any]) -> None:
+    rc, doc, _ = run(host, [*args(host), "--lock-dir", "lock"])
+    assert rc == 2 and doc["error"] == "invalid-argument" and doc["argument"] == "--lock-dir", doc
 
 
 # --------------------------------------------------------------------------- envfile.py stage

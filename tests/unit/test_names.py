@@ -288,12 +288,30 @@ def test_a_name_of_another_target_kind_is_refused(
     assert problem.fix == f"pulumi config rm --path 'services.{service}.names.{bad}'"
 
 
-def test_compose_files_are_refused_until_the_deploy_passes_them() -> None:
-    """compose-deploy.sh takes no Compose file argument: a set composeFiles would be ignored, so it is
-    refused, naming where the files are named instead (COMPOSE_FILE in the project's .env)."""
-    (problem,) = refused(named("prod", findjob={"composeFiles": ["compose.yml", "/srv/extra.yml"]}), "prod")
-    assert problem.key == "services.findjob.names.composeFiles"
-    assert "COMPOSE_FILE" in problem.fix and "pulumi config rm --path" in problem.fix
+def test_compose_files_set_in_config_reach_the_deploy_argv_in_order() -> None:
+    """composeFiles reaches compose-deploy.sh as one --compose-file per file, in the configured order
+    (each a `-f` of every Compose call there); the plan shows them with source config. Unset: no
+    --compose-file at all (Compose's own discovery, COMPOSE_FILE of the project's .env included)."""
+    files = ["compose.yml", "/srv/extra.yml"]
+    cfg = parse_stack_config(named("prod", findjob={"composeFiles": files}), "prod")
+    plan = plan_service(cfg, "findjob")
+    deploy = plan.step_by_id["deploy"].call
+    assert isinstance(deploy, ComposeDeployArgs) and deploy.compose_files == tuple(files)
+    argv = deploy.to_argv()
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--compose-file"] == files
+    doc = plan.to_json()
+    assert doc["names"]["composeFiles"] == {
+        "value": files,
+        "source": "config",
+        "key": "services.findjob.names.composeFiles",
+        "assumed": False,
+    }
+    assert doc["target"]["composeFiles"] == files
+
+    default = plan_service(parse_stack_config(raw("prod"), "prod"), "findjob")
+    unset = default.step_by_id["deploy"].call
+    assert isinstance(unset, ComposeDeployArgs) and "--compose-file" not in unset.to_argv()
+    assert default.to_json()["names"]["composeFiles"]["source"] == "default"
 
 
 # --------------------------------------------------------------------------- ownership within a stack

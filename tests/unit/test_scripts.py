@@ -376,6 +376,7 @@ def fake_host(tmp_path: Path) -> Iterator[dict[str, Any]]:
         (bin_dir / tool).chmod(0o755)
     project = tmp_path / "project"
     project.mkdir()
+    (tmp_path / "lock").mkdir()  # --lock-dir: no lock or state file outside the test's tmp dir
     log = tmp_path / "calls.log"
     log.touch()
     name = f"unit-{os.getpid()}-{tmp_path.name}".lower()[:60]
@@ -386,9 +387,6 @@ def fake_host(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "TMPDIR": str(tmp_path),
     }
     yield {"env": env, "project": project, "log": log, "name": name}
-    for pattern in (f"unidesk-deploy.{name}.*", f"unidesk-compose.{name}.*"):
-        for lock in [*Path("/run/lock").glob(pattern), *project.glob(pattern)]:
-            lock.unlink()
 
 
 def deploy_args(project: Path, name: str, *extra: str) -> list[str]:
@@ -403,6 +401,7 @@ def deploy_args(project: Path, name: str, *extra: str) -> list[str]:
         "--required-secret", "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET",
         "--required-secret", "UNIDESK_BAIDU_NETDISK_TOKEN_KEY",
         *extra,
+        "--lock-dir", str(_lock_dir(project)),
     ]
 
 
@@ -412,8 +411,7 @@ def mutations(log: Path) -> list[str]:
 
 
 def _lock_dir(project: Path) -> Path:
-    run_lock = Path("/run/lock")
-    return run_lock if run_lock.is_dir() and os.access(run_lock, os.W_OK) else project
+    return project.parent / "lock"
 
 
 def test_second_deploy_of_a_service_waits_then_reports_lock_busy(fake_host: dict[str, Any]) -> None:
