@@ -496,9 +496,16 @@ preflight() {
 # the background (one Compose start, ~0.5 CPU-s with v1, overlapped with the image, env dir, secret
 # and Compose file checks); read-only, its output is service names only. config_result collects it
 # in the preflight's order; a refusal before that waits for it on exit (_config_wait): no process
-# is left behind and TMP is removed after it ended.
+# is left behind and TMP is removed after it ended. Compose is not started while a --compose-file
+# is missing (that refusal comes first, with no Compose call); config_result then starts it itself.
 CONFIG_PID=""
 config_start() {
+  local file path
+  for file in "${COMPOSE_FILES[@]}"; do
+    path=$file
+    [[ $path == /* ]] || path=$PROJECT_DIR/$file
+    [[ -f $path ]] || return 0
+  done
   COMPOSE_ENV=("${DEPLOY_ENV[@]}")
   compose config --services >"$TMP/config.out" 2>"$TMP/config.err" &
   CONFIG_PID=$!
@@ -510,6 +517,8 @@ _config_wait() {
 }
 config_result() {
   local rc=0 pid=$CONFIG_PID
+  [[ -n $pid ]] || config_start
+  pid=$CONFIG_PID
   CONFIG_PID=""
   wait "$pid" || rc=$?
   ((rc == 0)) ||
