@@ -1,8 +1,9 @@
 """k3s consumer steps on the real rig (R13, R17): what can run without a Kubernetes API.
 
 D601's containerd on /run/k3s/containerd/containerd.sock plays k3s containerd. The ``import`` step
-pulls the commit tag from D601's loopback registry into namespace k8s.io and proves the listed
-digest and the config digest; the frontend-dev ``auth-read`` step reads the master server's
+first proves each Deployment to patch exists with its container (the stand-in ``k3s kubectl``
+answers that one read from the rig's Deployments), then pulls the commit tag from D601's loopback
+registry into namespace k8s.io and proves the listed digest and the config digest; the frontend-dev ``auth-read`` step reads the master server's
 config.json. The ``verify`` step needs a Kubernetes API, which does not exist here: on the rig it
 must refuse as infra-blocked naming the channel (its logic is unit-tested with a fake kubectl in
 tests/unit/test_scripts_k3s_verify.py). Steps run exactly as the plan gives them, over real SSH.
@@ -33,8 +34,11 @@ def images(rig: Rig) -> dict[str, dict[str, str]]:
     return {c: rig.publish_test_image(SERVICE, c) for c in (K1, K2)}
 
 
-def plan_for(rig: Rig, env: str, service: str, commit: str) -> Any:
-    return plan_service(parse_stack_config(rig.stack_config(env, {service: commit}), env), service)
+def plan_for(rig: Rig, env: str, service: str, commit: str, names: dict[str, Any] | None = None) -> Any:
+    raw = rig.stack_config(env, {service: commit})
+    if names:
+        raw["services"][service]["names"] = names
+    return plan_service(parse_stack_config(raw, env), service)
 
 
 def listed(rig: Rig, socket: str, ref: str) -> str:
@@ -84,6 +88,35 @@ def test_import_with_the_registry_down_is_retryable(rig: Rig, images: dict[str, 
         )
     assert result.returncode == 4 and result.json is not None, result.stdout
     assert result.json["error"] == "registry-unreachable" and result.json["retryable"] is True
+
+
+def test_a_wrong_deployment_name_stops_the_import_before_anything_is_pulled(
+    rig: Rig, images: dict[str, dict[str, str]]
+) -> None:
+    """Issue 11 item 3: before anything is imported, the import step reads (read-only) each
+    Deployment the patches target and its container names (the rig's k3s stand-in answers that read
+    as kubectl does). A wrong Deployment or container name set in config stops it, naming the key;
+    nothing is pulled into k3s containerd. The right names then import."""
+    ref = f"{rig.registry}/unidesk/{SERVICE}:{K2}"
+    socket = ""
+    for names, error in (
+        ({"deployments": [{"name": "decision-centre", "container": SERVICE}]}, "deployment-missing"),
+        ({"deployments": [{"name": SERVICE, "container": "api"}]}, "container-missing"),
+    ):
+        step = plan_for(rig, "prod", SERVICE, K2, names).step_by_id["import"]
+        socket = step.args[step.args.index("--socket") + 1]
+        rig.d601.sh('ctr --address "$1" -n k8s.io images rm "$2" >/dev/null 2>&1 || true', socket, ref)
+        result = rig.d601.run_step(step, digest=images[K2]["digest"], image_id=images[K2]["imageId"])
+        assert result.returncode == 3 and result.json is not None, (result.stdout, result.stderr)
+        assert result.json["error"] == error and result.json["retryable"] is False
+        assert result.json["namespace"] == "unidesk"
+        assert result.json["key"] == f"services.{SERVICE}.names.deployments"
+        assert listed(rig, socket, ref) == "", "nothing was imported"
+    step = plan_for(rig, "prod", SERVICE, K2).step_by_id["import"]
+    assert step.args[step.args.index("--deployment") + 1] == f"{SERVICE}:{SERVICE}"
+    done = rig.d601.run_step(step, digest=images[K2]["digest"], image_id=images[K2]["imageId"])
+    assert done.returncode == 0 and done.json is not None, (done.stdout, done.stderr)
+    assert listed(rig, socket, ref) == images[K2]["digest"]
 
 
 def test_verify_without_a_kubernetes_api_is_infra_blocked(rig: Rig, images: dict[str, dict[str, str]]) -> None:

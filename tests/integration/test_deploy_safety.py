@@ -10,7 +10,9 @@ R14/R16/R19 deploys through the plan's own steps (argv and script text untouched
 - the SSH session lost (the client, and separately the sshd child) the moment the recreate starts:
   the detached switch finishes, and a later run picks its result up;
 - a full env directory and a full TMPDIR are disk-full (non-retryable) with nothing half-written;
-- the project's .env still interpolates ${VAR} and sets COMPOSE_FILE.
+- the project's .env still interpolates ${VAR} and sets COMPOSE_FILE;
+- a service in a non-default Compose file named by ``names.composeFiles`` deploys from it; a
+  wrong file name is refused in the preflight with the old container untouched (issue 11 item 3).
 Each ends with the host check: one consistent commit serving (container image = label = health =
 requested), the verdict's facts true, no lock held, no temp/staged file, no renamed container, and
 a clean re-run of the same deploy succeeds.
@@ -112,8 +114,13 @@ ENV_FILE_BASE = "# safety tests\nOTHER_KEY=keep-me\nSECRET_LIKE=not-for-logs-9f2
 # --------------------------------------------------------------------------- helpers
 
 
-def stack(rig: Rig, project: ComposeProject, service: str, commit: str) -> Any:
-    return parse_stack_config(project.stack_config(rig, {service: commit}), project.env)
+def stack(
+    rig: Rig, project: ComposeProject, service: str, commit: str, names: dict[str, Any] | None = None
+) -> Any:
+    raw = project.stack_config(rig, {service: commit})
+    if names:
+        raw["services"][service]["names"] = names
+    return parse_stack_config(raw, project.env)
 
 
 FACTS: dict[str, dict[str, str]] = {}  # commit -> the manifest check's digest and image ID
@@ -121,11 +128,11 @@ MOVED: set[tuple[str, str]] = set()  # (host, commit) moved there once (this mod
 
 
 def deploy_step(
-    rig: Rig, project: ComposeProject, service: str, commit: str
+    rig: Rig, project: ComposeProject, service: str, commit: str, names: dict[str, Any] | None = None
 ) -> tuple[Step, Host, dict[str, str]]:
     """The plan's manifest check and move (each once per commit and host: the image stays), then
     the deploy step, its host and the manifest facts."""
-    plan = plan_service(stack(rig, project, service, commit), service)
+    plan = plan_service(stack(rig, project, service, commit, names), service)
     assert plan.decision == Decision.PLANNED, plan.reason
     if commit not in FACTS:
         check = rig.d601.run_step(plan.steps[0])
@@ -140,8 +147,10 @@ def deploy_step(
     return plan.step_by_id["deploy"], rig.host(plan.step_by_id["deploy"].host), facts
 
 
-def deploy(rig: Rig, project: ComposeProject, service: str, commit: str) -> StepResult:
-    step, host, facts = deploy_step(rig, project, service, commit)
+def deploy(
+    rig: Rig, project: ComposeProject, service: str, commit: str, names: dict[str, Any] | None = None
+) -> StepResult:
+    step, host, facts = deploy_step(rig, project, service, commit, names)
     return host.run_step(step, digest=facts["digest"], image_id=facts["image_id"])
 
 
@@ -541,3 +550,36 @@ def test_disk_full_env_dir_and_tmpdir(rig: Rig, project: SafetyProject) -> None:
     done = deploy(rig, project, SERVICE, b)
     assert done.returncode == 0, (done.stdout, done.stderr)
     host_check(rig, project, SERVICE, b)
+
+
+def test_a_service_in_a_compose_file_named_by_config(rig: Rig, project: SafetyProject) -> None:
+    """Issue 11 item 3: ``names.composeFiles`` names a non-default file (``deploy/oa.yml``, whose
+    label interpolates ``${SAFETY_LABEL}`` from the project's .env): a wrong file name is refused in
+    the preflight (compose-file-missing), nothing changed and the old container serving; the right
+    one is each Compose call's ``-f``, so the recreated container carries that file's label (not the
+    default files' one), with .env interpolation intact."""
+    a, b = from_to(rig, project)
+    h, t = rig.master, project.target(SERVICE)
+    named = project.compose_file("master").replace(
+        "    init: true\n", '    init: true\n    labels:\n      io.unidesk.test.dotenv: "${SAFETY_LABEL}-named"\n'
+    )
+    h.write_file(f"{project.base}/deploy/oa.yml", named)
+    before = inspect(h, t.container_name)
+    env_before = h.read_file(project.env_file)
+    try:
+        wrong = deploy(rig, project, SERVICE, b, {"composeFiles": ["deploy/oa-typo.yml"]})
+        assert wrong.returncode == 3 and wrong.json is not None, (wrong.stdout, wrong.stderr)
+        assert wrong.json["error"] == "compose-file-missing" and wrong.json["changed"] == []
+        assert "names.composeFiles" in wrong.json["detail"]
+        assert inspect(h, t.container_name)["id"] == before["id"] and serving(rig, project, SERVICE) == a
+        assert h.read_file(project.env_file) == env_before
+
+        step, _, _ = deploy_step(rig, project, SERVICE, b, {"composeFiles": ["deploy/oa.yml"]})
+        assert step.args[step.args.index("--compose-file") + 1] == "deploy/oa.yml"
+        done = deploy(rig, project, SERVICE, b, {"composeFiles": ["deploy/oa.yml"]})
+        assert done.returncode == 0 and done.json is not None, (done.stdout, done.stderr)
+        assert done.json["recreated"] is True and done.json["previousCommit"] == a
+        assert inspect(h, t.container_name)["dotenv"] == "from-dotenv-named", "deployed from deploy/oa.yml"
+        host_check(rig, project, SERVICE, b)
+    finally:
+        h.sh('rm -rf -- "$1"', f"{project.base}/deploy")

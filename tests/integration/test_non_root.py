@@ -125,7 +125,15 @@ def test_k3s_import_as_the_operator_elevates_only_ctr(
     assert listed(rig, ref) == "", "nothing was imported"
     assert len(audit_runs(rig, "k3s-import")) == before, "a refusal before any change leaves no audit line"
 
-    # the line back: the same step imports, as ubuntu, through sudo -n k3s ctr
+    # the preflight's read of the Deployments (root-only kubeconfig) needs README's get deployment line
+    rig.set_sudoers(without(sudoers, "kubectl -n unidesk get deployment"))
+    blocked = rig.d601.run_step(step, digest=image["digest"], image_id=image["imageId"], user=OPERATOR)
+    assert blocked.returncode == 5 and blocked.json is not None, blocked.stdout + blocked.stderr
+    assert blocked.json["error"] == "infra-blocked" and blocked.json["channel"] == "kubernetes-api"
+    assert blocked.json["sudoers"] == [next(x for x in sudoers if "kubectl -n unidesk get deployment" in x)]
+    assert listed(rig, ref) == "", "nothing was imported"
+
+    # the lines back: the same step imports, as ubuntu, through sudo -n k3s ctr (and kubectl's read)
     rig.set_sudoers(sudoers)
     done = rig.d601.run_step(step, digest=image["digest"], image_id=image["imageId"], user=OPERATOR)
     assert done.returncode == 0 and done.json is not None, done.stdout + done.stderr
