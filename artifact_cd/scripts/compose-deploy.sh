@@ -22,7 +22,8 @@
 #      env file's directory exists (else env-dir-missing); required secret keys are present and
 #      non-empty (present/length only; else secret-missing); every --compose-file exists (else
 #      compose-file-missing); the Compose project loads WITH the new deploy values and knows the
-#      service (compose config).
+#      service (compose config: started in the background when the preflight begins, so its Compose
+#      start overlaps the checks above, and collected here, in this order).
 #   4. the previous deploy: this target's own container (compose labels project/service; a
 #      container of that name owned by anything else is container-conflict; this service running
 #      under another container name is container-name-mismatch; a running container refusing
@@ -447,6 +448,7 @@ record_previous() {
   [[ -z $CONFLICT ]] || C_FOUND=missing C_ID=""
 }
 
+IMAGE_LOCAL_ID="" # the local image ID of E/R:SHA, proven (image_is) by the preflight; reused by the switch
 preflight() {
   [[ -d $PROJECT_DIR ]] || refuse "$EXIT_PRECONDITION" project-missing "the Compose project directory $PROJECT_DIR does not exist" false
   config_start # overlaps the checks below; its result is collected after them (config_result)
@@ -460,6 +462,7 @@ preflight() {
   id=$(image_id_of "$IMAGE")
   image_is "$id" "$IMAGE_ID" "$DIGEST" ||
     refuse "$EXIT_PRECONDITION" image-missing "$IMAGE is not here with ID $IMAGE_ID (found ${id:-nothing}); run the transfer/pull step first" false
+  IMAGE_LOCAL_ID=$id
   revision=$(docker image inspect --format "{{index .Config.Labels \"$REVISION_LABEL\"}}" "$IMAGE" 2>/dev/null || true)
   [[ $revision == "$COMMIT" ]] ||
     refuse "$EXIT_PRECONDITION" label-mismatch "$IMAGE carries revision label '${revision:-<none>}', not $COMMIT" false
@@ -665,16 +668,16 @@ OPTIND OSTYPE PIPESTATUS PPID PS1 PS2 PS4 PWD OLDPWD RANDOM SECONDS SHELL SHELLO
 # write_switch_script FILE: this run's state (its variables: arguments, facts, the generated
 # constants and the helpers' texts) and functions, then `switch_main`: what the detached bash runs.
 write_switch_script() {
-  local file=$1 name decl flags
+  local file=$1 name names=()
+  local -
+  set +u # ${!name@a} of an empty array is "unbound" under -u (bash 5.0); `local -` restores it
+  for name in $(compgen -v); do # one declare -p for all of them (a $(declare -p) each forked ~200 times)
+    [[ $name =~ ^[A-Z][A-Z0-9_]*$ && $_BASH_OWN != *" $name "* && ${!name@a} != *x* ]] || continue # exported: inherited
+    names+=("$name")
+  done
   {
     printf 'set -euo pipefail\n'
-    for name in $(compgen -v); do
-      [[ $name =~ ^[A-Z][A-Z0-9_]*$ && $_BASH_OWN != *" $name "* ]] || continue
-      decl=$(declare -p "$name" 2>/dev/null) || continue
-      flags=${decl#declare }
-      [[ ${decl%% *} == declare && ${flags%% *} != *x* ]] || continue # the environment is inherited
-      printf '%s\n' "$decl"
-    done
+    declare -p "${names[@]}" 2>/dev/null || true
     declare -f
     printf 'switch_main\n'
   } >"$file"
@@ -773,8 +776,8 @@ switch_failed() {
 }
 
 switch_and_verify() {
-  local new_id
-  new_id=$(image_id_of "$IMAGE")
+  local new_id=$IMAGE_LOCAL_ID
+  [[ -n $new_id ]] || new_id=$(image_id_of "$IMAGE")
   RETAG_BEFORE=$(image_id_of "$RETAG")
   RETAG_COMMIT_BEFORE=$(image_id_of "$RETAG:$COMMIT")
   log "retag $IMAGE -> $RETAG:$COMMIT, $RETAG"
