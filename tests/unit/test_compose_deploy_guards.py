@@ -410,3 +410,22 @@ def test_stage_main_prints_one_line_and_the_exit_code(
     assert envfile.main(["stage", str(tmp_path / ".env"), "K=v=w"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert Path(doc["tmp"]).read_text() == "K=v=w\n"
+
+
+def test_a_refusal_while_the_background_compose_config_runs_waits_for_it(host: dict[str, Any]) -> None:
+    """Issue 14: `compose config` (with the new deploy values) starts in the background when the
+    preflight begins and overlaps the image checks. A refusal before its result is collected (here:
+    image-missing) still changes nothing and leaves no process behind: the script waits for the
+    Compose run before it exits and removes its temp dir after it."""
+    done = Path(f"{host['log']}.config-done")
+    slow = FAKE_COMPOSE.replace(
+        '*"config --services"*) echo svc;',
+        f'*"config --services"*) sleep 1; echo svc; : >"{done}";',
+    )
+    (host["tmp"] / "bin" / "docker-compose").write_text(slow)
+    rc, doc, _ = run(host, args(host), FAKE_IMAGE_ID="sha256:" + "00" * 32)
+    assert rc == 3 and doc["error"] == "image-missing" and doc["changed"] == [], doc
+    assert any("config --services" in c for c in Path(host["log"]).read_text().splitlines()), "config was started"
+    assert done.exists(), "the script exited while its background compose config still ran"
+    assert mutations(host) == [] and not (Path(host["project"]) / ".env.deploy").exists()
+    assert list(Path(host["tmp"]).glob("unidesk-cd.*")) == []
