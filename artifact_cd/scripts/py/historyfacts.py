@@ -54,7 +54,7 @@ TEXT_LIMIT = 200
 WORKERS = 16
 # the deploy stamp annotation k3s-verify.sh reads (the contract's ANNOTATION_PREFIX + "commit")
 COMMIT_ANNOTATION = "unidesk.io/deploy-commit"
-SUDOERS_FILE = "/etc/sudoers.d/unidesk-artifact-cd"  # artifact_cd.sudoers.SUDOERS_FILE
+SUDOERS_FILE = "/etc/sudoers.d/unidesk-artifact-cd"  # the same path as sudoers.py SUDOERS_FILE
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 HttpAnswer = Tuple[int, Dict[str, str], bytes]
@@ -306,7 +306,7 @@ class Probe:
             argv = [*kubectl, "-n", namespace, "get", "deployment", deployment, "-o", "json", KUBE_TIMEOUT]
             rc, out, err = self.run(argv, TOOL_TIMEOUT)
             if rc != 0 and sudo and err.lstrip().startswith("sudo:"):
-                # the rule k3s-verify.sh uses (artifact_cd.sudoers.k3s_rules): one per namespace
+                # the rule k3s-verify.sh uses (sudoers.py k3s_rules): one per namespace
                 rule = " ".join(kubectl[2:]) + " -n " + namespace + " get deployment *"
                 line = user_name() + " ALL=(root) NOPASSWD: " + rule
                 facts[service] = {
