@@ -399,7 +399,8 @@ disk_full() {
 SPACE_PROBE=65536
 make_work_dir() {
   local base=${TMPDIR:-/tmp}
-  TMP=$(mktemp -d "$base/unidesk-cd.XXXXXXXX" 2>/dev/null) || disk_full "$base" "$SPACE_PROBE" "the deploy's temp dir (TMPDIR)"
+  sweep_stale_tmp
+  TMP=$(mktemp -d "$(tmp_template)" 2>/dev/null) || disk_full "$base" "$SPACE_PROBE" "the deploy's temp dir (TMPDIR)"
   at_exit _remove_tmp
   if ! head -c "$SPACE_PROBE" /dev/zero 2>/dev/null >"$TMP/space"; then
     rm -f -- "$TMP/space"

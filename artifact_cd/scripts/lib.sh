@@ -168,8 +168,28 @@ _run_at_exit() {
 # make_tmp: set TMP to a fresh private directory removed when the script exits.
 TMP=""
 make_tmp() {
-  TMP=$(mktemp -d "${TMPDIR:-/tmp}/unidesk-cd.XXXXXXXX")
+  sweep_stale_tmp
+  TMP=$(mktemp -d "$(tmp_template)")
   at_exit _remove_tmp
+}
+
+# tmp_template: the mktemp template of this process's temp dir: unidesk-cd.<pid>.XXXXXXXX in TMPDIR.
+tmp_template() { printf '%s/unidesk-cd.%s.XXXXXXXX' "${TMPDIR:-/tmp}" "$$"; }
+
+# sweep_stale_tmp: remove the temp dirs (owned by this user) of step scripts whose process is gone:
+# an exit handler cleans up on every exit it sees, but nothing runs after a SIGKILL or a power loss.
+# A dir whose process still runs (another deploy right now) is never touched.
+sweep_stale_tmp() {
+  local dir pid
+  for dir in "${TMPDIR:-/tmp}"/unidesk-cd.*.*; do
+    [[ -d $dir && ! -L $dir && -O $dir ]] || continue
+    pid=${dir##*/unidesk-cd.}
+    pid=${pid%%.*}
+    [[ $pid =~ ^[0-9]{1,10}$ ]] || continue
+    ! kill -0 "$pid" 2>/dev/null || continue
+    [[ ! -d /proc/$pid ]] || continue # alive, another user's process (kill -0 says EPERM)
+    rm -rf -- "$dir"
+  done
 }
 _remove_tmp() { [[ -z $TMP || ! -d $TMP ]] || rm -rf -- "$TMP"; }
 
