@@ -293,7 +293,8 @@ def test_history_and_rollback_after_ok_failed_and_killed_deploys(rig: Rig, cli: 
     assert back["deploy"].returncode == 0, back["deploy"].stdout + back["deploy"].stderr[-2000:]
     assert revision(rig, container) == B
     left = rig.master.sh(
-        'ls -a /run/lock | grep -F "unidesk-deploy.$1.$2.lock.run" || true; ls -a "$3" | grep unidesk- || true',
+        'ls -a /run/lock | grep -F "unidesk-deploy.$1.$2.lock.run" || true; ls -a "$3" | grep unidesk- || true; '
+        "ls -d /tmp/unidesk-cd.* 2>/dev/null || true",  # the killed run's temp dir, swept by the next step
         PROJECT.name, SERVICE, PROJECT.base, check=False,
     ).stdout.strip()  # fmt: skip
     assert left == "", f"left behind: {left}"
