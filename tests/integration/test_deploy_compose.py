@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 
 from artifact_cd import catalog
+from artifact_cd.audit import pair_runs, parse_log
 from artifact_cd.config import parse_stack_config
+from artifact_cd.contract import AUDIT_LOG_DEFAULT
 from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
 from tests.integration.compose_project import ComposeProject, compose_target
@@ -530,6 +532,14 @@ def test_two_services_of_one_fresh_project_deploy_at_once(rig: Rig, projects: No
     assert names.count(network) == 1, names
     assert answers(live(rig, "oa-event-flow"), C["oa-b"])
     assert results["todo-note"].json is not None and results["todo-note"].json["commit"] == C["todo-b"]
+    # the host's audit log took both at once: every line whole, each run started and finished ok
+    # (issue 13: concurrent deploys of two services on one host lose or interleave no line)
+    parsed = parse_log(rig.master.sh("cat -- \"$1\"", AUDIT_LOG_DEFAULT).stdout)
+    assert parsed.skipped_lines == 0
+    for service, commit in (("oa-event-flow", C["oa-b"]), ("todo-note", C["todo-b"])):
+        runs = [r for r in pair_runs(parsed.records) if r.record.service == service and r.record.step == "compose-deploy"]
+        assert runs and runs[-1].started is not None and runs[-1].verdict == "ok", runs[-1:]
+        assert runs[-1].record.to_commit == commit
 
 
 # --------------------------------------------------------------------------- faults after the recreate
