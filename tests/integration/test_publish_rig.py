@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pty
 import re
 import secrets
 import shutil
@@ -33,6 +32,7 @@ from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
 from tests.git_source import SUMMARY_KEYS, Checkout, git
 from tests.integration.compose_project import write_dispatch
+from tests.pty_support import run_on_terminal
 from tests.rig import Host, Rig
 from tests.rig.images import fetch_manifest
 
@@ -537,23 +537,8 @@ def on_terminal(rig: Rig, repo: Path) -> tuple[int, str]:
     env = {**os.environ, "DOCKER_HOST": rig.d601.docker_host, "DOCKER_BUILDKIT": "0", "COLUMNS": "120"}
     argv = [*rig.d601.netns_argv(), sys.executable, "-m", "artifact_cd", "publish", "--service", SERVICE]
     argv += ["--repo", str(repo), "--registry", rig.registry]
-    leader, follower = pty.openpty()
-    child = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
-    )
-    os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    return child.wait(timeout=600), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    code, screen, _ = run_on_terminal(argv, cwd=ROOT, env=env, stderr_too=True, timeout=600)
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))
 
 
 def test_publish_on_a_terminal_shows_the_push_bytes_and_layers_then_a_summary(

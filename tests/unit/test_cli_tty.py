@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from artifact_cd import catalog
 from artifact_cd.plan.table import format_plan_service, format_plan_stack
+from tests.pty_support import run_on_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = (sys.executable, "-m", "artifact_cd")
@@ -24,27 +23,9 @@ CLI = (sys.executable, "-m", "artifact_cd")
 
 def on_terminal(*argv: str) -> tuple[int, str]:
     """Run the CLI with stdout on a pseudo-terminal; (exit code, what the terminal showed)."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [*CLI, *argv], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE
-    )
-    os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    proc.stderr.close()
-    code = proc.wait(timeout=120)
+    code, screen, err = run_on_terminal([*CLI, *argv], cwd=ROOT)
     assert b"Traceback" not in err, err.decode()
-    return code, b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+    return code, screen.decode("utf-8").replace("\r\n", "\n")
 
 
 def piped(*argv: str) -> tuple[int, str]:

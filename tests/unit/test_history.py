@@ -16,7 +16,6 @@ import hashlib
 import http.server
 import json
 import os
-import pty
 import re
 import shutil
 import stat
@@ -46,6 +45,7 @@ from artifact_cd.history import (
 from artifact_cd.plan import plan_services
 from artifact_cd.scripts import PY_DIR, command_line, script_text
 from artifact_cd.scripts.py import historyfacts
+from tests.pty_support import run_on_terminal
 from tests.unit.script_support import PY38, needs_python38
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -855,27 +855,10 @@ def _cli(h: Mapping[str, Any], *args: str) -> tuple[int, str]:
 
 
 def _on_terminal(h: Mapping[str, Any], *args: str) -> tuple[int, str]:
-    leader, follower = pty.openpty()
     argv = [sys.executable, "-m", "artifact_cd", "--project-dir", str(h["project"]), *args]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=h["env"], stdin=subprocess.DEVNULL, stdout=follower,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    proc.stderr.close()
-    code = proc.wait(timeout=120)
+    code, screen, err = run_on_terminal(argv, cwd=ROOT, env=h["env"])
     assert b"Traceback" not in err, err.decode()
-    return code, b"".join(chunks).decode().replace("\r\n", "\n")
+    return code, screen.decode().replace("\r\n", "\n")
 
 
 def test_cli_history_and_rollback_over_ssh(hosts: dict[str, Any]) -> None:

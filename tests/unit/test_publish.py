@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from artifact_cd import ci, publish, scripts
 from artifact_cd.cli import main
 from artifact_cd.publish import Manifest, Publisher, PublishFailure
 from tests.git_source import SUMMARY_KEYS, Checkout, git
+from tests.pty_support import run_on_terminal
 
 SERVICE = "findjob"
 DOCKERFILE = "src/components/microservices/findjob/Dockerfile"
@@ -763,22 +763,8 @@ def _publish_child(repo: Checkout, tmp_path: Path, *, terminal: bool) -> tuple[i
             argv, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         return proc.returncode, proc.stdout, proc.stderr
-    leader, follower = pty.openpty()
-    child = subprocess.Popen(
-        argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower
-    )
-    os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    return child.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace"), ""
+    code, screen, _ = run_on_terminal(argv, cwd=root, env=env, stderr_too=True)
+    return code, screen.decode("utf-8", "replace"), ""
 
 
 def test_publish_on_a_terminal_shows_phases_build_steps_push_layers_and_a_summary(
