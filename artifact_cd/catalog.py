@@ -77,7 +77,7 @@ class PreRollout(StrEnum):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 # The names a stack may set per service (``services.<id>.names.<key>``), in the order the plan

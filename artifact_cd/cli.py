@@ -35,7 +35,7 @@ from .gates import ApplyContext, Decision, deprecated_backend_core
 from .plan import ServicePlan, plan_service, plan_services, plan_stack
 
 if TYPE_CHECKING:
-    from .remote import SshSettings
+    from .sshlink import Preconnected, SshSettings
 
 EXIT_OK = 0
 EXIT_NOT_OK = 1
@@ -394,6 +394,7 @@ def cmd_registry_query(args: argparse.Namespace) -> int:
         environ=os.environ,
         out=sys.stdout,
         integrity=integrity,
+        preconnected=args.preconnected,
     )
 
 
@@ -558,12 +559,19 @@ def _ssh_arguments(p: argparse.ArgumentParser, *, live: tuple[str, str] | None =
     p.add_argument("--timeout", type=float, default=None, help="seconds for an SSH round trip (default 120)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Handler = args.handler
+def main(argv: Sequence[str] | None = None, *, preconnected: Preconnected | None = None) -> int:
+    """``preconnected``: D601's connection ``__main__`` opened before the imports (sshlink); used
+    by status/health when it is the connection they would open, else closed unused."""
     try:
-        return handler(args)
-    except ConfigError as error:
-        emit(error.as_json())
-        return EXIT_INVALID
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.preconnected = preconnected
+        handler: Handler = args.handler
+        try:
+            return handler(args)
+        except ConfigError as error:
+            emit(error.as_json())
+            return EXIT_INVALID
+    finally:
+        if preconnected is not None:
+            preconnected.close()

@@ -262,7 +262,14 @@ HostKey = Annotated[StrictStr, matching(_HOST_KEY_RE, "an SSH public host key ('
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=False
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=False,
+        # every model's validator is built on its first use, not at import: a CLI verb pays only for
+        # the models it touches (status/health start-up, issue 14); the same in catalog, contract, jsondoc
+        defer_build=True,
     )
 
 

@@ -236,7 +236,7 @@ class ScriptArgs(BaseModel):
     :meth:`resolve` replaces them with the manifest check's values.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     script: ClassVar[str]
     subcommand: ClassVar[str | None] = None
@@ -563,7 +563,9 @@ LiveHost = Literal["d601", "master"]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", defer_build=True
+    )
 
 
 class LiveComposeSpec(_Spec):
@@ -711,7 +713,6 @@ class LiveProbeArgs(ScriptArgs):
         return RegistryProbeArgs(
             **{name: getattr(self, f"registry_{name}") for name in RegistryProbeArgs.model_fields}
         )
-
 
 
 # --------------------------------------------------------------------------- the history probe

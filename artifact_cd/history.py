@@ -34,7 +34,8 @@ from .config import HostConfig, StackConfig
 from .contract import COMMIT_RE, HISTORY_MAX_TAGS, HISTORY_TAIL_BYTES, HistoryProbeArgs, LiveHost
 from .gates import ApplyContext, Decision
 from .plan import ComposeTargetDoc, K3sTargetDoc, ServicePlan, plan_service
-from .remote import RemoteResult, SshFailure, SshSettings, run_call
+from .remote import RemoteResult, SshFailure, run_call
+from .sshlink import SshSettings
 
 HOSTS: tuple[LiveHost, ...] = ("d601", "master")
 DEPLOY_STEPS = frozenset({"compose-deploy", "k3s-deploy"})  # the steps whose verdict proves a commit live

@@ -27,15 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import _HOST_KEY_RE, HostConfig, Problem, StackConfig
-from .remote import (
-    HOST_KEY_MISMATCH,
-    SSH_EXIT_ERROR,
-    SshFailure,
-    SshSettings,
-    classify_ssh_failure,
-    run_ssh,
-    ssh_argv,
-)
+from .remote import HOST_KEY_MISMATCH, SSH_EXIT_ERROR, SshFailure, classify_ssh_failure, run_ssh
+from .sshlink import SshSettings, ssh_argv
 
 SCAN_ALIAS = "unidesk-scanned-host"
 D601_ALIAS = "unidesk-d601"

@@ -22,7 +22,9 @@ from pydantic.alias_generators import to_camel
 
 
 class Doc(BaseModel):  # noqa: PLW1641 - pydantic generates __hash__ for every frozen subclass
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", defer_build=True
+    )
 
     # field names whose key is left out of the JSON when the value is None
     omit_if_none: ClassVar[frozenset[str]] = frozenset()

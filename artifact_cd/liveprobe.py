@@ -45,7 +45,8 @@ from .contract import (
 from .gates import Decision
 from .live import HostView, LiveView, ServiceFacts, ServiceStatus, Verdict, decide_service
 from .plan import ComposeTargetDoc, K3sTargetDoc, ServicePlan, registry_probe_call
-from .remote import RemoteResult, SshFailure, SshSettings, run_call
+from .remote import RemoteResult, SshFailure, run_call
+from .sshlink import SshSettings
 
 PROBED: frozenset[Decision] = frozenset({Decision.PLANNED, Decision.GATED})
 HOSTS: tuple[LiveHost, ...] = ("d601", "master")

@@ -88,7 +88,7 @@ from .contract import (
 from .publish_progress import Progress
 
 if TYPE_CHECKING:
-    from .remote import SshSettings
+    from .sshlink import SshSettings
 
 EXIT_OK = 0
 EXIT_INVALID = 2

@@ -23,16 +23,11 @@ known_hosts decide (``python -m artifact_cd hostkeys --stack S`` prints the keys
 from __future__ import annotations
 
 import json
-import os
-import re
-import shlex
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, TextIO
 
 from . import health
@@ -40,20 +35,24 @@ from .config import ConfigError, HostConfig, Problem, StackConfig
 from .contract import RegistryBlobVerifyArgs, RegistryProbeArgs, ScriptArgs, last_json_object
 from .plan import Step, plan_registry_host
 from .scripts import command_line, script_text
+from .sshlink import (
+    SSH_KEY_ENV,
+    Preconnected,
+    SshOptionError,
+    SshSettings,
+    pinned_known_hosts,
+    pinned_options,
+    script_with_args,
+    ssh_argv,
+)
 
-SSH_OPTIONS_ENV = "ARTIFACT_CD_SSH_OPTIONS"
-SSH_KEY_ENV = "ARTIFACT_CD_SSH_KEY"
 SSH_EXIT_ERROR = 255
 ACCEPTANCE_STEP = "registry-acceptance"
-HOST_KEY_ALIAS = "unidesk-pinned-host"  # the known_hosts name of a pinned key (HostKeyAlias)
 HOST_KEY_MISMATCH = "host-key-mismatch"
 HOST_KEY_FIX = (
     "python -m artifact_cd hostkeys --stack S prints the key the host shows now; check it out of band, "
     "then pulumi config set --path 'hosts.<host>.hostKey' '<key>'"
 )
-
-_OPTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(=| )\S.*")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # OpenSSH stderr fragments → (reason code, what it means, retryable). First match wins.
 _SSH_FAILURES: tuple[tuple[str, str, str, bool], ...] = (
@@ -70,46 +69,6 @@ _SSH_FAILURES: tuple[tuple[str, str, str, bool], ...] = (
     ("Connection reset", "connection-closed", "the SSH connection was reset", True),
     ("Broken pipe", "connection-closed", "the SSH connection broke", True),
 )
-
-
-class SshOptionError(ValueError):
-    """An extra OpenSSH option or key file that cannot be used (a usage error, exit 2)."""
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    """How to reach a host besides what the stack config says."""
-
-    key_file: str | None = None
-    options: tuple[str, ...] = ()
-    timeout: float = 120.0
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        key_file: str | None,
-        options: Sequence[str],
-        environ: Mapping[str, str],
-        timeout: float = 120.0,
-    ) -> SshSettings:
-        """Merge command-line values with ``ARTIFACT_CD_SSH_*``; validate them (SshOptionError)."""
-        words = list(options)
-        env_words = environ.get(SSH_OPTIONS_ENV, "")
-        if env_words.strip():
-            try:
-                words = shlex.split(env_words) + words
-            except ValueError as error:
-                raise SshOptionError(f"{SSH_OPTIONS_ENV} is not valid shell-quoted words: {error}") from None
-        for word in words:
-            if _CONTROL_RE.search(word) or not _OPTION_RE.fullmatch(word):
-                raise SshOptionError(f"SSH option {word!r} is not of the form Key=Value")
-        key = key_file if key_file is not None else environ.get(SSH_KEY_ENV) or None
-        if key is not None and not Path(key).is_file():
-            raise SshOptionError(f"SSH key file {key!r} does not exist")
-        if not timeout > 0:
-            raise SshOptionError("the SSH timeout must be positive")
-        return cls(key_file=key, options=tuple(words), timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -135,20 +94,6 @@ class SshFailure(Exception):
         self.retryable = retryable
 
 
-def ssh_argv(host: HostConfig, remote_command: str, settings: SshSettings) -> list[str]:
-    """The OpenSSH argv. ``BatchMode=yes`` comes first so no option can turn prompts back on
-    (OpenSSH keeps the first value of an option); the caller's options precede the defaults."""
-    argv = ["ssh", "-o", "BatchMode=yes"]
-    for option in settings.options:
-        argv += ["-o", option]
-    argv += ["-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
-    argv += ["-o", "LogLevel=ERROR"]
-    if settings.key_file is not None:
-        argv += ["-i", settings.key_file, "-o", "IdentitiesOnly=yes"]
-    argv += ["-p", str(host.port), "--", f"{host.user}@{host.host}", remote_command]
-    return argv
-
-
 def classify_ssh_failure(stderr: str) -> tuple[str, str, bool]:
     for fragment, reason, detail, retryable in _SSH_FAILURES:
         if fragment in stderr:
@@ -169,17 +114,6 @@ def run_step(host: HostConfig, step: Step, settings: SshSettings) -> RemoteResul
             return run_call(host, call, settings)
 
 
-def pinned_options(known_hosts: str) -> tuple[str, ...]:
-    """The OpenSSH options that trust exactly the key in ``known_hosts`` (see the module doc)."""
-    return (
-        f"UserKnownHostsFile={known_hosts}",
-        "GlobalKnownHostsFile=/dev/null",
-        "StrictHostKeyChecking=yes",
-        f"HostKeyAlias={HOST_KEY_ALIAS}",
-        "CheckHostIP=no",
-    )
-
-
 @contextmanager
 def host_key_settings(host: HostConfig, settings: SshSettings) -> Iterator[SshSettings]:
     """``settings`` for ``host``: with its pinned key first when ``hostKey`` is set (a private
@@ -187,12 +121,8 @@ def host_key_settings(host: HostConfig, settings: SshSettings) -> Iterator[SshSe
     if host.host_key is None:
         yield settings
         return
-    with tempfile.TemporaryDirectory(prefix="unidesk-cd-hostkey-") as directory:
-        known = Path(directory) / "known_hosts"
-        fd = os.open(known, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(f"{HOST_KEY_ALIAS} {host.host_key}\n")
-        yield replace(settings, options=(*pinned_options(str(known)), *settings.options))
+    with pinned_known_hosts(host.host_key) as known:
+        yield replace(settings, options=(*pinned_options(known), *settings.options))
 
 
 def mismatch_detail(host: HostConfig) -> str:
@@ -227,22 +157,45 @@ def run_ssh(
             raise SshFailure("ssh-missing", "the OpenSSH client (ssh) is not installed here", False) from None
         except subprocess.TimeoutExpired:
             raise SshFailure("timeout", f"no answer over SSH within {settings.timeout:g} s", True) from None
-    seconds = time.monotonic() - started
-    if proc.returncode == SSH_EXIT_ERROR:
-        reason, detail, retryable = classify_ssh_failure(proc.stderr)
+    return _result(host, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def _result(host: HostConfig, returncode: int, stdout: str, stderr: str, seconds: float) -> RemoteResult:
+    if returncode == SSH_EXIT_ERROR:
+        reason, detail, retryable = classify_ssh_failure(stderr)
         if reason == "host-key" and host.host_key is not None:
             raise SshFailure(HOST_KEY_MISMATCH, mismatch_detail(host), False)
         raise SshFailure(reason, detail, retryable)
-    return RemoteResult(proc.returncode, proc.stdout, proc.stderr, seconds)
+    return RemoteResult(returncode, stdout, stderr, seconds)
+
+
+def _run_early(
+    host: HostConfig, proc: subprocess.Popen[str], stdin: str, started: float, timeout: float
+) -> RemoteResult:
+    """Finish a round trip on the connection ``python -m artifact_cd`` opened early (sshlink)."""
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=max(0.1, started + timeout - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise SshFailure("timeout", f"no answer over SSH within {timeout:g} s", True) from None
+    return _result(host, proc.returncode, stdout, stderr, time.monotonic() - started)
 
 
 def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> RemoteResult:
-    """Run one script call over SSH: ``bash -s -- <its argv>``, the script text on stdin.
+    """Run one script call over SSH: ``bash -s -- <its argv>``, the script text on stdin (on the
+    early connection of ``status``/``health``, when it is this one: its argv as the script's first
+    line, ``set -- <argv>``; artifact_cd.sshlink).
 
     Raises :class:`SshFailure` when the channel fails (OpenSSH exit 255, timeout, no ssh, a host
     key other than the pinned one)."""
     if call.needs_manifest:
         raise ValueError(f"{call.script} needs the manifest check's live values")
+    early = settings.preconnected
+    proc = early.take(host, settings) if early is not None else None
+    if early is not None and proc is not None:
+        stdin = script_with_args(call.to_argv(), script_text(call.script))
+        return _run_early(host, proc, stdin, early.started, settings.timeout)
     return run_ssh(host, command_line(call.to_argv()), settings, script_text(call.script))
 
 
@@ -339,13 +292,14 @@ def cli_query(
     environ: Mapping[str, str],
     out: TextIO,
     integrity: RegistryBlobVerifyArgs | None = None,
+    preconnected: Preconnected | None = None,
 ) -> int:
     """``python -m artifact_cd status|health``: print the answer (JSON when asked for or when
     ``out`` is not a terminal, else a table). Exit 0 when ok, 1 when not ok.
 
     Raises :class:`ConfigError` (exit 2) for an unusable SSH option or key file."""
     settings = cli_settings(ssh_key=ssh_key, ssh_options=ssh_options, timeout=timeout, environ=environ)
-    doc = registry_query(cfg, mode, settings, integrity)
+    doc = registry_query(cfg, mode, replace(settings, preconnected=preconnected), integrity)
     doc = {"stack": cfg.env, **doc}
     if as_json or not out.isatty():
         out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

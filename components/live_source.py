@@ -31,7 +31,7 @@ from artifact_cd.config import HostConfig, StackConfig
 from artifact_cd.live import HostView, LiveView
 from artifact_cd.liveprobe import collect_live
 from artifact_cd.plan import HOST_D601, HOST_MASTER, ServicePlan
-from artifact_cd.remote import SshOptionError, SshSettings
+from artifact_cd.sshlink import SshOptionError, SshSettings
 
 PROBE_TIMEOUT_SECONDS = 90.0
 SSH_OPTIONS_FIX = (

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from artifact_cd import health, remote
+from artifact_cd import health, remote, sshlink
 from artifact_cd.config import HostConfig, parse_stack_config
 from artifact_cd.plan import plan_registry_host, registry_probe_args
 
@@ -550,8 +550,8 @@ def test_table_view_shows_decision_checks_and_action() -> None:
 
 
 def test_ssh_argv_batchmode_first_and_exact_target() -> None:
-    settings = remote.SshSettings(key_file="/k", options=("ProxyCommand=nc %h %p", "BatchMode=no"))
-    argv = remote.ssh_argv(
+    settings = sshlink.SshSettings(key_file="/k", options=("ProxyCommand=nc %h %p", "BatchMode=no"))
+    argv = sshlink.ssh_argv(
         HostConfig(host="d601.example", user="ubuntu", port=2200), "bash -s -- x", settings
     )
     assert argv[:3] == ["ssh", "-o", "BatchMode=yes"]
@@ -564,19 +564,19 @@ def test_ssh_argv_batchmode_first_and_exact_target() -> None:
 def test_ssh_settings_validation(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("k")
-    env = {remote.SSH_OPTIONS_ENV: "'ProxyCommand=nsenter -t 1 -n -- relay 22' StrictHostKeyChecking=no"}
-    s = remote.SshSettings.build(
-        key_file=None, options=["Port=22"], environ={**env, remote.SSH_KEY_ENV: str(key)}
+    env = {sshlink.SSH_OPTIONS_ENV: "'ProxyCommand=nsenter -t 1 -n -- relay 22' StrictHostKeyChecking=no"}
+    s = sshlink.SshSettings.build(
+        key_file=None, options=["Port=22"], environ={**env, sshlink.SSH_KEY_ENV: str(key)}
     )
     assert s.options == ("ProxyCommand=nsenter -t 1 -n -- relay 22", "StrictHostKeyChecking=no", "Port=22")
     assert s.key_file == str(key)
     for bad in ("-oProxyCommand=x", "=x", "Key=a\nb", "NoValue"):
-        with pytest.raises(remote.SshOptionError):
-            remote.SshSettings.build(key_file=None, options=[bad], environ={})
-    with pytest.raises(remote.SshOptionError):
-        remote.SshSettings.build(key_file=str(tmp_path / "missing"), options=[], environ={})
-    with pytest.raises(remote.SshOptionError):
-        remote.SshSettings.build(key_file=None, options=[], environ={remote.SSH_OPTIONS_ENV: "'unclosed"})
+        with pytest.raises(sshlink.SshOptionError):
+            sshlink.SshSettings.build(key_file=None, options=[bad], environ={})
+    with pytest.raises(sshlink.SshOptionError):
+        sshlink.SshSettings.build(key_file=str(tmp_path / "missing"), options=[], environ={})
+    with pytest.raises(sshlink.SshOptionError):
+        sshlink.SshSettings.build(key_file=None, options=[], environ={sshlink.SSH_OPTIONS_ENV: "'unclosed"})
 
 
 @pytest.mark.parametrize(
@@ -682,9 +682,13 @@ def test_cli_runs_the_exact_acceptance_step_over_ssh(tmp_path: Path) -> None:
     from artifact_cd.scripts import command_line, script_text
 
     assert argv[:2] == ["-o", "BatchMode=yes"] and "StrictHostKeyChecking=no" in argv
-    assert argv[-3:] == ["--", "root@d601.test", command_line(step.args)]
     assert argv[argv.index("-p") + 1] == "2222"
-    assert Path(f"{record}.stdin").read_text() == script_text("registry-probe.sh")
+    # `python -m artifact_cd` opened the connection before validating (sshlink): the remote command is
+    # `bash -s`, the probe's exact args travel as the script's first line
+    assert argv[-3:] == ["--", "root@d601.test", sshlink.EARLY_REMOTE_COMMAND]
+    stdin = Path(f"{record}.stdin").read_text()
+    assert stdin == sshlink.script_with_args(step.args, script_text("registry-probe.sh"))
+    assert stdin.splitlines()[0] == "set -- " + command_line(step.args).removeprefix("bash -s -- ")
     if Path("/run/systemd/system").is_dir():  # pragma: no cover - only on a systemd machine
         pytest.skip("this machine runs systemd: the local probe's decision differs")
     assert proc.returncode == 1, proc.stderr
@@ -712,9 +716,11 @@ def test_cli_probe_refusal_is_structured(tmp_path: Path) -> None:
     assert "--unit is not valid" in doc["detail"] and doc["retryable"] is False
 
 
-def test_cli_refused_config_never_reaches_ssh(tmp_path: Path) -> None:
-    called = tmp_path / "ssh-called"
-    env = _fake_ssh(tmp_path, f"touch {called}\nexit 0\n")
+def test_cli_refused_config_never_runs_anything_over_ssh(tmp_path: Path) -> None:
+    """The early connection (sshlink) is opened from the raw file's host values, but a config that
+    fails validation closes it with nothing written: the remote `bash -s` reads end-of-file."""
+    called, sent = tmp_path / "ssh-called", tmp_path / "ssh-stdin"
+    env = _fake_ssh(tmp_path, f"touch {called}\ncat > {sent}\nexit 0\n")
     project = _project(tmp_path)
     text = (
         (project / "Pulumi.prod.yaml")
@@ -733,7 +739,7 @@ def test_cli_refused_config_never_reaches_ssh(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["problems"][0]["key"] == "unidesk-artifact-cd:registry.endpoint"
-    assert not called.exists()
+    assert called.exists() and sent.read_bytes() == b""  # connected early, closed unused
 
 
 # --------------------------------------------------------------------------- storage integrity (issue 12)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from artifact_cd import hostkeys, remote
+from artifact_cd import hostkeys, remote, sshlink
 from artifact_cd.config import HostConfig, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,18 +30,18 @@ def test_the_shipped_stacks_pin_nothing_and_each_host_is_named_with_its_fix() ->
 
 def test_a_pinned_key_is_the_only_one_trusted_and_comes_first() -> None:
     host = HostConfig(host="d601.example", port=2222, host_key=KEY)
-    operator = remote.SshSettings(options=("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"))
+    operator = sshlink.SshSettings(options=("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"))
     with remote.host_key_settings(host, operator) as pinned:
-        argv = remote.ssh_argv(host, "true", pinned)
+        argv = sshlink.ssh_argv(host, "true", pinned)
         known = next(o.split("=", 1)[1] for o in pinned.options if o.startswith("UserKnownHostsFile="))
-        assert Path(known).read_text() == f"{remote.HOST_KEY_ALIAS} {KEY}\n"
+        assert Path(known).read_text() == f"{sshlink.HOST_KEY_ALIAS} {KEY}\n"
         assert stat.S_IMODE(Path(known).stat().st_mode) == 0o600
     assert not Path(known).exists(), "the temporary known_hosts is removed"
     options = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
     # OpenSSH keeps the first value: the pin precedes the operator's looser options
     assert options.index("StrictHostKeyChecking=yes") < options.index("StrictHostKeyChecking=no")
     assert options.index(f"UserKnownHostsFile={known}") < options.index("UserKnownHostsFile=/dev/null")
-    assert f"HostKeyAlias={remote.HOST_KEY_ALIAS}" in options and "GlobalKnownHostsFile=/dev/null" in options
+    assert f"HostKeyAlias={sshlink.HOST_KEY_ALIAS}" in options and "GlobalKnownHostsFile=/dev/null" in options
     unpinned = HostConfig(host="d601.example")
     with remote.host_key_settings(unpinned, operator) as same:
         assert same == operator
@@ -58,7 +58,7 @@ def failing_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_host_key_failure_of_a_pinned_host_is_host_key_mismatch(failing_ssh: None) -> None:
-    settings = remote.SshSettings(timeout=10)
+    settings = sshlink.SshSettings(timeout=10)
     with pytest.raises(remote.SshFailure) as pinned:
         remote.run_ssh(HostConfig(host="d601.example", host_key=KEY), "true", settings)
     assert pinned.value.reason == "host-key-mismatch" and pinned.value.retryable is False

@@ -41,8 +41,9 @@ from artifact_cd.liveprobe import (
     status_document,
 )
 from artifact_cd.plan import plan_services, registry_probe_call
-from artifact_cd.remote import RemoteResult, SshFailure, SshSettings
+from artifact_cd.remote import RemoteResult, SshFailure
 from artifact_cd.scripts import command_line, script_text
+from artifact_cd.sshlink import SshSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 A = "a" * 40

@@ -1,0 +1,148 @@
+"""artifact_cd.sshlink: the early SSH connection of ``status``/``health`` (issue 14) and the OpenSSH
+command line every CLI connection shares. A fake ``ssh`` on PATH records its argv and stdin."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from artifact_cd import cli, config, sshlink
+from artifact_cd.config import HostConfig
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def _project(tmp_path: Path, d601: dict[str, Any]) -> Path:
+    hosts = {"d601": d601, "master": {"host": "m.test"}}
+    doc = {"config": {"unidesk-artifact-cd:env": "prod", "unidesk-artifact-cd:hosts": hosts}}
+    (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump(doc))
+    return tmp_path
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake ssh recording argv (one per line) and stdin into ``record.argv`` / ``record.stdin``."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "record"
+    ssh = bindir / "ssh"
+    ssh.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {record}.argv\ncat > {record}.stdin\necho done\n')
+    ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return record
+
+
+def _early(tmp_path: Path, argv: list[str], **d601: Any) -> sshlink.Preconnected | None:
+    project = _project(tmp_path, {"host": "d601.test", "user": "root", "port": 2222, **d601})
+    return sshlink.preconnect(["--project-dir", str(project), *argv], {}, Path("/nonexistent"))
+
+
+def test_defaults_are_the_configs() -> None:
+    """The early reader's defaults equal the config model's: otherwise every early connection would
+    be closed unused (correct, but the optimization silently lost)."""
+    fields = HostConfig.model_fields
+    assert sshlink.PROJECT == config.PROJECT
+    assert (fields["user"].default, fields["port"].default) == (sshlink.DEFAULT_USER, sshlink.DEFAULT_PORT)
+    assert sshlink.DEFAULT_TIMEOUT == cli.DEFAULT_SSH_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("argv", "d601"),
+    [
+        (["plan", "--stack", "prod"], {}),
+        (["status", "--stack", "prod", "--services"], {}),
+        (["status", "--stack", "prod", "--help"], {}),
+        (["status", "--stack", "Prod"], {}),
+        (["status", "--stack", "staging"], {}),  # no such file
+        (["status", "--stack", "prod"], {"host": "-oProxyCommand=touch x"}),
+        (["status", "--stack", "prod"], {"host": "d601.test;id"}),
+        (["status", "--stack", "prod"], {"user": "Root"}),
+        (["status", "--stack", "prod"], {"port": "2222"}),
+        (["status", "--stack", "prod"], {"port": 0}),
+        (["status", "--stack", "prod"], {"hostKey": "ssh-ed25519 AAAA x"}),
+        (["status", "--stack", "prod", "--ssh-option", "-oProxyCommand=x"], {}),
+        (["status", "--stack", "prod", "--ssh-key", "/nonexistent/key"], {}),
+    ],
+)
+def test_no_early_connection_for_anything_unusual(
+    tmp_path: Path, fake_ssh: Path, argv: list[str], d601: dict[str, Any]
+) -> None:
+    assert _early(tmp_path, argv, **d601) is None
+    assert not fake_ssh.with_suffix(".argv").exists()  # ssh never started
+
+
+def test_early_connection_sends_nothing_until_taken(tmp_path: Path, fake_ssh: Path) -> None:
+    early = _early(tmp_path, ["health", "--stack", "prod", "--ssh-option", "ConnectionAttempts=2"])
+    assert early is not None
+    early.close()
+    argv = fake_ssh.with_suffix(".argv").read_text().splitlines()
+    assert argv[-3:] == ["--", "root@d601.test", "bash -s"] and "ConnectionAttempts=2" in argv
+    assert fake_ssh.with_suffix(".stdin").read_bytes() == b""  # closed unused: nothing ran
+    assert early.state == "closed" and early.proc.returncode is not None  # ended, not left running
+
+
+def test_take_only_the_same_connection_once(tmp_path: Path, fake_ssh: Path) -> None:
+    early = _early(tmp_path, ["status", "--stack", "prod"])
+    assert early is not None
+    same = HostConfig(host="d601.test", user="root", port=2222)
+    settings = sshlink.SshSettings.build(key_file=None, options=[], environ={})
+    proc = early.take(same, settings)
+    assert proc is not None and early.state == "used"
+    out, _ = proc.communicate(sshlink.script_with_args(["--a", "b c"], "echo hi\n"))
+    assert out == "done\n"
+    assert fake_ssh.with_suffix(".stdin").read_text() == "set -- --a 'b c'\necho hi\n"
+    assert early.take(same, settings) is None  # used once
+    early.close()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"host": "d601.other"},
+        {"user": "ubuntu"},
+        {"port": 22},
+        {"host_key": KEY},
+    ],
+)
+def test_another_connection_closes_the_early_one_unused(
+    tmp_path: Path, fake_ssh: Path, other: dict[str, Any]
+) -> None:
+    early = _early(tmp_path, ["status", "--stack", "prod"])
+    assert early is not None
+    host = HostConfig.model_validate({"host": "d601.test", "user": "root", "port": 2222, **other})
+    settings = sshlink.SshSettings.build(key_file=None, options=[], environ={})
+    assert early.take(host, settings) is None
+    assert early.state == "closed" and fake_ssh.with_suffix(".stdin").read_bytes() == b""
+    options = sshlink.SshSettings.build(key_file=None, options=["Compression=yes"], environ={})
+    assert early.take(HostConfig(host="d601.test", user="root", port=2222), options) is None
+
+
+def test_pinned_key_early_trusts_only_that_key_and_cleans_up(tmp_path: Path, fake_ssh: Path) -> None:
+    early = _early(tmp_path, ["status", "--stack", "prod"], hostKey=KEY)
+    assert early is not None
+    early.close()
+    argv = fake_ssh.with_suffix(".argv").read_text().splitlines()
+    options = [argv[i + 1] for i, word in enumerate(argv) if word == "-o"]
+    known = next(o.split("=", 1)[1] for o in options if o.startswith("UserKnownHostsFile="))
+    assert options[1 : 1 + len(sshlink.pinned_options(known))] == list(sshlink.pinned_options(known))
+    assert not Path(known).exists() and not Path(known).parent.exists()  # removed at close
+
+
+def test_a_key_from_the_environment_counts(tmp_path: Path, fake_ssh: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text("k")
+    project = _project(tmp_path, {"host": "d601.test", "user": "root", "port": 2222})
+    early = sshlink.preconnect(
+        ["--project-dir", str(project), "status", "--stack", "prod"],
+        {sshlink.SSH_KEY_ENV: str(key)},
+        Path("/"),
+    )
+    assert early is not None
+    early.close()
+    argv = fake_ssh.with_suffix(".argv").read_text().splitlines()
+    assert argv[argv.index("-i") + 1] == str(key)
