@@ -34,11 +34,14 @@
 #      verification never passed). When the service already runs exactly this deploy (image
 #      --image-id, revision label and <PREFIX>COMMIT = SHA, health with both commits = SHA in one
 #      try, the env file's three deploy keys, RETAG and RETAG:SHA) nothing is changed: alreadyLive.
-#   5. per-project lock (unidesk-compose.<project>.lock: concurrent `compose up` in one project
-#      duplicates its network) and the env file lock (unidesk-envfile.<hash>.lock); then the new env
-#      file is staged beside the env file (.<name>.unidesk-new.*, mode and owner kept) with a backup
-#      of the current one (.<name>.unidesk-backup.*, a hard link); ENOSPC is disk-full (host, path,
-#      bytes needed and free), nothing half-written.
+#   5. per-project lock (unidesk-compose.<project>.lock), SHARED when every network the project
+#      declares (and `default`) already exists with its Compose labels (then no `compose up` creates
+#      one, and deploys of other services of the project recreate at the same time), EXCLUSIVE
+#      otherwise (two `compose up` creating one network duplicate it); and the env file lock
+#      (unidesk-envfile.<hash>.lock, exclusive, held from the staging to the switch's rename only);
+#      then the new env file is staged beside the env file (.<name>.unidesk-<project>.<service>.new.*,
+#      mode and owner kept) with a backup of the current one (....backup.*, a hard link); ENOSPC is
+#      disk-full (host, path, bytes needed and free), nothing half-written.
 #   6. the state file records unverified=SHA; the detached switch (step 7) writes `started`.
 #   7. the live switch runs DETACHED from the SSH session (setsid, its own output files under
 #      <lock>.run/): a dropped session cannot stop it half-way; the foreground waits and prints its
@@ -53,7 +56,9 @@
 #      container through the service's env_file (the env file). Any failure before `up` starts --
 #      or an `up` that failed leaving the old container in place -- restores what was changed: the
 #      previous image ID on RETAG (RETAG:SHA untagged when it did not exist; no image is deleted)
-#      and the previous env file (the backup renamed back): verdict `restored`.
+#      and the previous env file (envfile.py restore, under the env file lock: the backup renamed
+#      back when the file is still what this run wrote, else -- another deploy renamed its own file
+#      since -- only this service's three keys back, every other byte kept): verdict `restored`.
 #   8. verify: the container runs image --image-id; its revision label == SHA; health reached at
 #      the container's IP on its network (127.0.0.1 under host networking), retried while it starts
 #      (up to --health-timeout): deploy.commit and deploy.requestedCommit == SHA (standard,
@@ -91,7 +96,8 @@ STATE_COMMIT="" STATE_UNVERIFIED=""
 COMPOSE_ARGS=()
 COMPOSE_ENV=() # KEY=VALUE for the Compose process: the deploy values (interpolation)
 DEPLOY_ENV=()  # <PREFIX>COMMIT|IMAGE|DIGEST=<this deploy>
-ENV_REAL="" ENV_TMP="" ENV_BACKUP="" ENV_CREATED=false ENV_CHANGED=false OWN_STAGED=""
+ENV_REAL="" ENV_TMP="" ENV_BACKUP="" ENV_CREATED=false ENV_CHANGED=false OWN_STAGED="" ENV_STAGED_SHA=""
+STAGE_TAG=""
 PREV_ENV_COMMIT="" PREV_ENV_IMAGE="" PREV_ENV_DIGEST=""
 RETAG_BEFORE="" RETAG_COMMIT_BEFORE=""
 CHANGED=() RESTORED=()
@@ -253,6 +259,7 @@ parse_args() {
   [[ $HEALTH_TIMEOUT =~ ^[0-9]{1,4}$ && $HEALTH_TIMEOUT -ge 1 ]] ||
     fail "$EXIT_INVALID" invalid-argument "--health-timeout must be seconds" false argument '"--health-timeout"'
   DEPLOY_ENV=("${ENV_PREFIX}COMMIT=$COMMIT" "${ENV_PREFIX}IMAGE=$IMAGE" "${ENV_PREFIX}DIGEST=$DIGEST")
+  STAGE_TAG=$PROJECT_NAME.$COMPOSE_SERVICE # the staged env files' tag: the service lock's key
   inspect_format
 }
 
@@ -294,23 +301,42 @@ take_locks() {
   lock_on RETAG_LOCK_FD "$base.retag.${RETAG//\//_}.lock" "the retag $RETAG"
 }
 
-# project_lock: serialize the change + recreate of every service of one Compose project. Pulumi
-# deploys independent services concurrently, and two `compose up` runs in one project race on
-# creating its default network: Docker does not keep network names unique, and a second
-# `<project>_default` makes every later start fail as "ambiguous". Released once `up` returned.
-PROJECT_LOCK_FD=""
+# project_lock: the change + recreate of the services of one Compose project. Pulumi deploys
+# independent services concurrently. Every `compose up` first ensures each network the project
+# declares, and two of them creating one network race: Docker does not keep network names unique,
+# and a second `<project>_default` makes every later start fail as "ambiguous". So the lock is
+# exclusive while a network is missing, and shared (deploys of other services recreate at the same
+# time) once every declared network and `default` exist with this project's Compose labels
+# (networks_ready). Released once `up` returned.
+PROJECT_LOCK_FD="" PROJECT_LOCK_MODE=""
 project_lock() {
   local lock_file="$LOCK_DIR/unidesk-compose.$PROJECT_NAME.lock" t0=$EPOCHREALTIME
   [[ -n $PROJECT_LOCK_FD ]] || { exec {PROJECT_LOCK_FD}>>"$lock_file"; } 2>/dev/null || lock_unusable "$lock_file"
-  if ! flock -n "$PROJECT_LOCK_FD"; then
+  PROJECT_LOCK_MODE=-x
+  if networks_ready; then PROJECT_LOCK_MODE=-s; fi
+  if ! flock -n "$PROJECT_LOCK_MODE" "$PROJECT_LOCK_FD"; then
     log "another deploy in Compose project $PROJECT_NAME is recreating; waiting up to ${LOCK_WAIT}s"
-    flock -w "$LOCK_WAIT" "$PROJECT_LOCK_FD" || return 1
+    flock -w "$LOCK_WAIT" "$PROJECT_LOCK_MODE" "$PROJECT_LOCK_FD" || return 1
     LOCK_WAITED=$(awk -v a="$LOCK_WAITED" -v b="$(elapsed_since "$t0")" 'BEGIN { printf "%.3f", a + b }')
   fi
 }
 
-# env_lock: the env file's own lock, the one envfile.py `set` takes (the same file name), held from
-# the staging to the end of `up` so no other deploy rewrites the file in between.
+# networks_ready: every network of the project's config (PROJECT_NETWORKS, from config_result; plus
+# `default`) exists with this project's Compose labels. External networks carry no such label:
+# a project that names one always takes the project lock exclusively.
+networks_ready() {
+  local have want
+  have=$(docker network ls --filter "label=com.docker.compose.project=$PROJECT_NAME" \
+    --format '{{.Label "com.docker.compose.network"}}' 2>/dev/null) || return 1
+  for want in default "${PROJECT_NETWORKS[@]}"; do
+    grep -qxF -- "$want" <<<"$have" || return 1
+  done
+}
+
+# env_lock: the env file's own lock, the one envfile.py `set` and `restore` take (the same file
+# name), held from the staging to the switch's rename: each deploy stages from the file as the last
+# rename left it. A restore after the rename puts back only this service's keys when another deploy
+# renamed its file since (envfile.py restore).
 ENV_LOCK_FD=""
 env_lock() {
   local real hash
@@ -459,6 +485,12 @@ preflight() {
   [[ -d ${env_dir:-/} ]] || refuse "$EXIT_PRECONDITION" env-dir-missing \
     "the directory $env_dir of the env file $ENV_FILE does not exist on $(hostname); create it (the Compose project's env_file lives there) or fix compose.<host>.envFile; nothing was changed" false \
     path "$(json_str "$env_dir")"
+  # an env file this user cannot read (e.g. root's 0600 on a non-root host) is named as such, not
+  # left to Compose's config error (compose-invalid)
+  [[ ! -e $ENV_FILE || -r $ENV_FILE ]] || refuse "$EXIT_INFRA_BLOCKED" infra-blocked \
+    "the env file $ENV_FILE on $(hostname) is not readable by $(id -un); nothing was changed" false \
+    channel '"env-file"' path "$(json_str "$ENV_FILE")" \
+    fix "$(json_str "sudo chown $(id -un) -- $ENV_FILE (README \"Non-root hosts\": the env file belongs to the SSH user)")"
   local id revision
   id=$(image_id_of "$IMAGE")
   image_is "$id" "$IMAGE_ID" "$DIGEST" ||
@@ -496,9 +528,11 @@ preflight() {
   names_exist
 }
 
-# config_start: the Compose preflight, `compose config --services` WITH the new deploy values, in
-# the background (one Compose start, ~0.5 CPU-s with v1, overlapped with the image, env dir, secret
-# and Compose file checks); read-only, its output is service names only. config_result collects it
+# config_start: the Compose preflight, `compose config` WITH the new deploy values, in the
+# background (one Compose start, ~0.5 CPU-s with v1, overlapped with the image, env dir, secret and
+# Compose file checks); read-only. Its output is the resolved project (values included): it stays
+# in TMP (0700, removed on exit) and only the top-level service and network names are read from it
+# (config_names; PROJECT_NETWORKS for the project lock). config_result collects it
 # in the preflight's order; a refusal before that waits for it on exit (_config_wait): no process
 # is left behind and TMP is removed after it ended. Compose is not started while a --compose-file
 # is missing (that refusal comes first, with no Compose call); config_result then starts it itself.
@@ -511,7 +545,7 @@ config_start() {
     [[ -f $path ]] || return 0
   done
   COMPOSE_ENV=("${DEPLOY_ENV[@]}")
-  compose config --services >"$TMP/config.out" 2>"$TMP/config.err" &
+  compose config >"$TMP/config.out" 2>"$TMP/config.err" &
   CONFIG_PID=$!
   at_exit _config_wait
 }
@@ -527,8 +561,21 @@ config_result() {
   wait "$pid" || rc=$?
   ((rc == 0)) ||
     refuse "$EXIT_PRECONDITION" compose-invalid "the Compose project in $PROJECT_DIR does not load with the new deploy values: $(tail -n 2 "$TMP/config.err" | tr '\n' ' ' | head -c 300)" false
-  grep -qxF -- "$COMPOSE_SERVICE" "$TMP/config.out" ||
+  config_names services <"$TMP/config.out" | grep -qxF -- "$COMPOSE_SERVICE" ||
     refuse "$EXIT_PRECONDITION" compose-service-missing "the Compose project in $PROJECT_DIR has no service $COMPOSE_SERVICE" false
+  mapfile -t PROJECT_NETWORKS < <(config_names networks <"$TMP/config.out")
+}
+
+# config_names SECTION: the keys of a top-level SECTION (services, networks) of `compose config`
+# output on stdin (YAML as Compose prints it: top-level keys at column 0, their keys indented by two
+# spaces, quoted when YAML needs it).
+PROJECT_NETWORKS=()
+config_names() {
+  awk -v want="$1:" -v q="'" '
+    /^[^ #]/ { in_section = ($0 == want); next }
+    in_section && /^  [^ #-]/ {
+      name = substr($0, 3); sub(/:( .*)?$/, "", name); gsub(/"/, "", name); gsub(q, "", name); print name
+    }'
 }
 
 # names_exist: the configured names hold on this host before anything is recreated (issue 11 item 3):
@@ -603,7 +650,9 @@ already_live() {
 # ---------------------------------------------------------------------------- staging (no live change)
 
 # stage_env: under the project and env file locks, the new env file in a temp file beside the env
-# file and a backup of the current one (envfile.py stage); nothing is renamed yet.
+# file and a backup of the current one (envfile.py stage, tagged with this project.service, whose
+# lock this run holds); nothing is renamed yet. ENV_STAGED_SHA: the staged content's SHA-256 (a
+# restore renames the backup back only while the file still holds exactly that).
 ENV_RESULT=""
 stage_env() {
   project_lock ||
@@ -616,7 +665,7 @@ stage_env() {
   _remove_stale_staged
   local out rc=0
   OWN_STAGED=1
-  out=$(python3 -c "$ENVFILE_PY" stage "$ENV_FILE" "${DEPLOY_ENV[@]}") || rc=$?
+  out=$(python3 -c "$ENVFILE_PY" stage "$ENV_FILE" "--tag=$STAGE_TAG" "${DEPLOY_ENV[@]}") || rc=$?
   case $rc in
     0) ;;
     3) refuse "$EXIT_PRECONDITION" env-dir-missing "the directory of the env file $ENV_FILE does not exist on $(hostname); nothing was changed" false \
@@ -628,6 +677,7 @@ stage_env() {
   ENV_REAL=$(json_field real "$out")
   ENV_TMP=$(json_field tmp "$out")
   ENV_BACKUP=$(json_field backup "$out")
+  ENV_STAGED_SHA=$(json_field sha256 "$out")
   [[ $out != *'"created":true'* ]] || ENV_CREATED=true
   [[ $out != *'"changed":true'* ]] || ENV_CHANGED=true
   ENV_RESULT=$(json_obj changed "$ENV_CHANGED" created "$ENV_CREATED")
@@ -638,12 +688,14 @@ stage_env() {
 json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$2"; }
 json_number() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$2"; }
 
-# _remove_stale_staged: staged/backup files of a killed run (under the env lock they are nobody's).
+# _remove_stale_staged: staged/backup files of a killed run of this service (this run holds the
+# service's lock, so files with its tag are nobody's), and untagged ones of older versions. Another
+# service's files are its own next run's business: that run may be between its rename and its `up`.
 _remove_stale_staged() {
   local real dir base f
   real=$(realpath -m -- "$ENV_FILE")
   dir=${real%/*} base=${real##*/}
-  for f in "${dir:-}/.$base.unidesk-"*; do
+  for f in "${dir:-}/.$base.unidesk-$STAGE_TAG."* "${dir:-}/.$base.unidesk-new."* "${dir:-}/.$base.unidesk-backup."*; do
     [[ -e $f ]] || continue
     log "removing $f, left by a killed deploy"
     rm -f -- "$f"
@@ -752,10 +804,9 @@ restore_before_live() {
       retag) retag_to "$RETAG_BEFORE" "$RETAG" && RESTORED+=(retag) ;;
       retag-commit) retag_to "$RETAG_COMMIT_BEFORE" "$RETAG:$COMMIT" && RESTORED+=(retag-commit) ;;
       env-file)
-        if [[ -n $ENV_BACKUP ]]; then
-          mv -fT -- "$ENV_BACKUP" "$ENV_REAL" && ENV_BACKUP="" && RESTORED+=(env-file)
-        elif [[ $ENV_CREATED == true ]]; then
-          rm -f -- "$ENV_REAL" && RESTORED+=(env-file)
+        if python3 -c "$ENVFILE_PY" restore "$ENV_FILE" "$LOCK_DIR" "${ENV_BACKUP:--}" "$ENV_CREATED" \
+          "$ENV_STAGED_SHA" "${ENV_PREFIX}COMMIT" "${ENV_PREFIX}IMAGE" "${ENV_PREFIX}DIGEST" >&2; then
+          ENV_BACKUP="" && RESTORED+=(env-file)
         fi
         ;;
     esac
@@ -792,6 +843,7 @@ switch_and_verify() {
     ENV_TMP=""
     CHANGED+=(env-file)
   fi
+  unlock "$ENV_LOCK_FD" # the next deploy stages from this file; a restore puts back only our keys
   log "${COMPOSE[*]} up -d --no-build --no-deps --force-recreate $COMPOSE_SERVICE"
   COMPOSE_ENV=("${DEPLOY_ENV[@]}")
   local up_ok=true
@@ -803,10 +855,10 @@ switch_and_verify() {
     switch_failed recreate-failed "compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"
   fi
   [[ $C_ID == "$PREV_ID" ]] || CHANGED+=(container)
-  # the switch is done: the backup goes, the project and env file are free for the next deploy
+  # the switch is done: the backup goes, the project is free for the next deploy
   [[ -z $ENV_BACKUP ]] || rm -f -- "$ENV_BACKUP"
   ENV_BACKUP=""
-  unlock "$ENV_LOCK_FD" "$PROJECT_LOCK_FD"
+  unlock "$PROJECT_LOCK_FD"
   if [[ $up_ok == false ]]; then
     LIVE_ERROR=recreate-failed
     LIVE_DETAIL="compose up of $COMPOSE_SERVICE failed: $(tail -n 2 "$TMP/up.log" | tr '\n' ' ' | head -c 300)"

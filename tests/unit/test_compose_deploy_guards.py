@@ -2,7 +2,7 @@
 
 The script text and argv exactly as sent (``bash -s -- <argv>``), with a fake ``docker`` that
 records every call and answers ``version``, ``image inspect``, ``container inspect -f`` (a line the
-test chooses) and a fake ``docker-compose`` that answers ``config --services``. Each refusal is
+test chooses) and a fake ``docker-compose`` that answers ``config`` (one service, ``svc``). Each refusal is
 proven to change nothing (no ``tag``/``up``/``rm`` call, env file untouched). The rig proofs are
 tests/integration/test_deploy_safety.py; the env file staging (envfile.py ``stage``) is tested here.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -56,7 +57,7 @@ FAKE_COMPOSE = textwrap.dedent(
     """\
     #!/bin/bash
     printf 'compose %s\\n' "$*" >> "$FAKE_LOG"
-    case "$*" in *"config --services"*) echo svc; exit 0 ;; esac
+    case "$*" in *" config") printf 'services:\\n  svc:\\n    image: x\\nversion: "3.8"\\n'; exit 0 ;; esac
     exit 1
     """
 )
@@ -320,10 +321,8 @@ def test_compose_files_are_passed_as_f_in_order_to_compose(host: dict[str, Any])
     extra = host["tmp"] / "extra.yml"
     extra.write_text("services: {}\n")
     run(host, args(host, "--compose-file", "compose.base.yml", "--compose-file", str(extra)))
-    config = [c for c in _compose_calls(host) if "config --services" in c]
-    assert config == [
-        f"compose --project-directory {project} -p {host['name']} -f compose.base.yml -f {extra} config --services"
-    ]
+    config = [c for c in _compose_calls(host) if c.endswith(" config")]
+    assert config == [f"compose --project-directory {project} -p {host['name']} -f compose.base.yml -f {extra} config"]
     Path(host["log"]).write_text("")
     run(host, args(host))
     calls = _compose_calls(host)
@@ -376,10 +375,80 @@ def test_stage_without_a_change_or_file(tmp_path: Path) -> None:
     path.write_text("K=v\n")
     assert envfile.stage(str(path), [("K", "v")]) == {
         "changed": False, "created": False, "real": str(path), "tmp": None, "backup": None,
+        "sha256": hashlib.sha256(b"K=v\n").hexdigest(),
     }  # fmt: skip
-    new = envfile.stage(str(tmp_path / "new.env"), [("K", "v")])
+    new = envfile.stage(str(tmp_path / "new.env"), [("K", "v")], tag="proj.svc")
     assert new["created"] is True and new["backup"] is None and Path(str(new["tmp"])).read_text() == "K=v\n"
+    assert Path(str(new["tmp"])).name.startswith(".new.env.unidesk-proj.svc.new.")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".env.deploy", Path(str(new["tmp"])).name])
+
+
+# --------------------------------------------------------------------------- envfile.py restore (issue 14)
+
+
+def _switched(tmp_path: Path, before: bytes | None) -> tuple[Path, dict[str, object]]:
+    """An env file as a deploy's switch left it: staged (tag ``p.s``) and renamed over the file."""
+    path = tmp_path / ".env.deploy"
+    if before is not None:
+        path.write_bytes(before)
+    staged = envfile.stage(str(path), [("A_COMMIT", "new"), ("A_IMAGE", "img:new")], tag="p.s")
+    os.replace(str(staged["tmp"]), path)
+    return path, staged
+
+
+def _restore(tmp_path: Path, path: Path, staged: dict[str, object]) -> dict[str, str]:
+    backup = staged["backup"]
+    return envfile.restore(
+        str(path), str(tmp_path), None if backup is None else str(backup), created=bool(staged["created"]),
+        staged_sha=str(staged["sha256"]), keys=["A_COMMIT", "A_IMAGE", "A_DIGEST"],
+    )  # fmt: skip
+
+
+def test_restore_renames_the_backup_back_while_the_file_is_what_the_switch_wrote(tmp_path: Path) -> None:
+    before = b"X=1\r\nA_COMMIT=old # c\nexport A_DIGEST = d\n"
+    path, staged = _switched(tmp_path, before)
+    assert _restore(tmp_path, path, staged) == {"restored": "rename"}
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env.deploy", f"unidesk-envfile.{_lock_hash(path)}.lock"]
+    path.unlink()
+    path, staged = _switched(tmp_path, None)  # the switch created the file
+    assert _restore(tmp_path, path, staged) == {"restored": "remove"} and not path.exists()
+
+
+def test_restore_after_another_deploy_renamed_keeps_its_keys(tmp_path: Path) -> None:
+    """Another service's deploy staged from the switched file and renamed its own over it (it may:
+    the env lock is released after each rename). The restore puts back only this service's keys --
+    the line as it was, in place; a key the file did not have goes -- and keeps every other byte."""
+    path, staged = _switched(tmp_path, b"X=1\r\nA_COMMIT=old\r\nB_COMMIT=b-old\n")
+    other = envfile.stage(str(path), [("B_COMMIT", "b-new"), ("C", "3")], tag="p.t")
+    os.replace(str(other["tmp"]), path)
+    os.unlink(str(other["backup"]))
+    assert _restore(tmp_path, path, staged) == {"restored": "keys"}
+    assert path.read_bytes() == b"X=1\r\nA_COMMIT=old\r\nB_COMMIT=b-new\nC=3\n"
+    assert not Path(str(staged["backup"])).exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    path, staged = _switched(fresh, None)
+    envfile.set_keys(str(path), str(tmp_path), [("B", "x")])  # lock dir: tmp_path, as _restore's
+    assert _restore(tmp_path, path, staged) == {"restored": "keys"}
+    assert path.read_bytes() == b"B=x\n"  # created by the switch: its keys go, the other's stay
+
+
+def test_restore_main_maps_a_busy_lock_to_exit_7(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, staged = _switched(tmp_path, b"A_COMMIT=old\n")
+    lock = tmp_path / f"unidesk-envfile.{_lock_hash(path)}.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        argv = ["restore", str(path), str(tmp_path), str(staged["backup"]), "false", str(staged["sha256"]), "A_COMMIT"]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(envfile, "LOCK_SECONDS", 0.2)
+            assert envfile.main(argv) == envfile.LOCK_BUSY_EXIT
+    assert "busy" in capsys.readouterr().out and path.read_bytes() != b"A_COMMIT=old\n"
+    assert envfile.main(argv) == 0 and path.read_bytes() == b"A_COMMIT=old\n"
+
+
+def _lock_hash(path: Path) -> str:
+    return hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
 
 
 def test_stage_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -418,14 +487,12 @@ def test_a_refusal_while_the_background_compose_config_runs_waits_for_it(host: d
     image-missing) still changes nothing and leaves no process behind: the script waits for the
     Compose run before it exits and removes its temp dir after it."""
     done = Path(f"{host['log']}.config-done")
-    slow = FAKE_COMPOSE.replace(
-        '*"config --services"*) echo svc;',
-        f'*"config --services"*) sleep 1; echo svc; : >"{done}";',
-    )
+    slow = FAKE_COMPOSE.replace('*" config") printf', f'*" config") sleep 1; : >"{done}"; printf')
+    assert slow != FAKE_COMPOSE
     (host["tmp"] / "bin" / "docker-compose").write_text(slow)
     rc, doc, _ = run(host, args(host), FAKE_IMAGE_ID="sha256:" + "00" * 32)
     assert rc == 3 and doc["error"] == "image-missing" and doc["changed"] == [], doc
-    assert any("config --services" in c for c in Path(host["log"]).read_text().splitlines()), "config was started"
+    assert any(c.endswith(" config") for c in Path(host["log"]).read_text().splitlines()), "config was started"
     assert done.exists(), "the script exited while its background compose config still ran"
     assert mutations(host) == [] and not (Path(host["project"]) / ".env.deploy").exists()
     assert list(Path(host["tmp"]).glob("unidesk-cd.*")) == []

@@ -352,6 +352,8 @@ FAKE_DOCKER = textwrap.dedent(
         [[ -n ${FAKE_IMAGE_ID:-} ]] || exit 1
         case "$*" in *revision*) echo "$FAKE_COMMIT" ;; *) echo "$FAKE_IMAGE_ID" ;; esac
         exit 0 ;;
+      "network ls") [[ -n ${FAKE_NETWORKS:-} ]] || exit 1; printf '%s\\n' $FAKE_NETWORKS; exit 0 ;;
+      "tag "*) [[ -n ${FAKE_TAG_OK:-} ]] || exit 1; exit 0 ;;
     esac
     exit 1
     """
@@ -360,7 +362,15 @@ FAKE_COMPOSE = textwrap.dedent(
     """\
     #!/bin/bash
     printf 'compose %s\\n' "$*" >> "$FAKE_LOG"
-    case "$*" in *"config --services"*) echo baidu-netdisk; exit 0 ;; esac
+    case "$*" in *" config") printf 'networks:\\n  back: {}\\nservices:\\n  baidu-netdisk:\\n    image: x\\n'; exit 0 ;; esac
+    case "$*" in *" up "*)
+      # another service's deploy renames its own env file over ours while this `up` runs, then up fails
+      if [[ -n ${FAKE_UP_OTHER:-} ]]; then
+        cp -p "$FAKE_UP_OTHER" "$FAKE_UP_OTHER.other" && printf 'OTHER_COMMIT=o-new\\n' >>"$FAKE_UP_OTHER.other"
+        mv -f "$FAKE_UP_OTHER.other" "$FAKE_UP_OTHER"
+      fi
+      echo "up failed" >&2; exit 1 ;;
+    esac
     exit 1
     """
 )
@@ -430,9 +440,10 @@ def test_second_deploy_of_a_service_waits_then_reports_lock_busy(fake_host: dict
 
 
 def test_a_recreate_waits_for_another_service_of_the_same_project(fake_host: dict[str, Any]) -> None:
-    """Two services of one Compose project are never recreated at once (concurrent `compose up`
-    duplicates the project network). The project lock is taken after the preflight, before any
-    change: while another deploy of the project holds it, nothing is tagged, written or started."""
+    """Two services of one Compose project are not recreated at once while a network of the project
+    is missing (concurrent `compose up` would duplicate it; here Docker lists none). The project lock
+    is taken after the preflight, before any change: while another deploy of the project holds it,
+    nothing is tagged, written or started (the shared case: the test after this one)."""
     project, name = fake_host["project"], fake_host["name"]
     env_file = project / ".env.deploy"
     content = "".join(f"UNIDESK_BAIDU_NETDISK_{k}=v-{k.lower()}\n" for k in ("CLIENT_ID", "CLIENT_SECRET", "TOKEN_KEY"))
@@ -448,6 +459,70 @@ def test_a_recreate_waits_for_another_service_of_the_same_project(fake_host: dic
     assert "is recreating; waiting up to 1s" in run.stderr
     assert mutations(fake_host["log"]) == []
     assert env_file.read_text() == content
+
+
+@pytest.mark.parametrize(
+    ("networks", "holder", "waits"),
+    [
+        ("default back", fcntl.LOCK_SH, False),  # every network exists: deploys share the project
+        ("default", fcntl.LOCK_SH, True),  # `back` would be created by `up`: exclusive
+        ("back", fcntl.LOCK_SH, True),  # `default` too
+        ("", fcntl.LOCK_SH, True),  # Docker could not list them: exclusive
+        ("default back", fcntl.LOCK_EX, True),  # a deploy creating a network holds it exclusively
+    ],
+)
+def test_the_project_lock_is_shared_only_once_every_network_exists(
+    fake_host: dict[str, Any], networks: str, holder: int, waits: bool
+) -> None:
+    """Issue 14: deploys of other services of one project recreate at the same time once no `compose
+    up` can create a network (the project's config names `back`; `default` always counts). While one
+    is missing, or another deploy holds the lock exclusively, the deploy waits (lock-busy after
+    --lock-wait), nothing changed. Past the lock here, the fake docker refuses the first `tag`: the
+    switch restores and the env file is byte-identical."""
+    project, name = fake_host["project"], fake_host["name"]
+    env_file = project / ".env.deploy"
+    content = "".join(f"UNIDESK_BAIDU_NETDISK_{k}=v-{k.lower()}\n" for k in ("CLIENT_ID", "CLIENT_SECRET", "TOKEN_KEY"))
+    env_file.write_text(content)
+    env = {**fake_host["env"], "FAKE_IMAGE_ID": IMAGE_ID, "FAKE_NETWORKS": networks}
+    lock_file = _lock_dir(project) / f"unidesk-compose.{name}.lock"
+    with open(lock_file, "a+") as held:
+        fcntl.flock(held, holder)
+        run = run_script("compose-deploy.sh", deploy_args(project, name, "--lock-wait", "1"), env=env)
+    calls = fake_host["log"].read_text().splitlines()
+    assert any(c.startswith("network ls --filter label=com.docker.compose.project=" + name) for c in calls)
+    if waits:
+        assert run.returncode == 7 and run.json["error"] == "lock-busy", (run.stdout, run.stderr)
+        assert "is recreating; waiting up to 1s" in run.stderr
+        assert mutations(fake_host["log"]) == []
+    else:
+        assert "is recreating" not in run.stderr, run.stderr
+        assert run.json["error"] == "infra-blocked" and "could not tag" in run.json["detail"], run.stdout
+        assert mutations(fake_host["log"])[:1] == [f"tag 127.0.0.1:5000/unidesk/baidu-netdisk:{COMMIT} baidu-netdisk:{COMMIT}"]
+    assert env_file.read_text() == content
+    assert [p.name for p in project.iterdir()] == [".env.deploy"]  # no staged file or backup left
+
+
+@pytest.mark.parametrize("other_deploy", [False, True])
+def test_a_failed_up_restores_only_this_services_keys_once_another_deploy_renamed(
+    fake_host: dict[str, Any], other_deploy: bool
+) -> None:
+    """Issue 14: the env file lock is released at the switch's rename, so another service's deploy
+    may rename its own file (built from ours) before our `up` fails. The restore then puts back only
+    this service's three keys and keeps the other's; alone, the backup is renamed back (byte-exact)."""
+    project, name = fake_host["project"], fake_host["name"]
+    env_file = project / ".env.deploy"
+    content = "".join(f"UNIDESK_BAIDU_NETDISK_{k}=v-{k.lower()}\n" for k in ("CLIENT_ID", "CLIENT_SECRET", "TOKEN_KEY"))
+    content += "UNIDESK_BAIDU_NETDISK_DEPLOY_COMMIT=" + "1" * 40 + "\r\n"
+    env_file.write_text(content, newline="")
+    env = {**fake_host["env"], "FAKE_IMAGE_ID": IMAGE_ID, "FAKE_TAG_OK": "1"}
+    if other_deploy:
+        env["FAKE_UP_OTHER"] = str(env_file)
+    run = run_script("compose-deploy.sh", deploy_args(project, name), env=env)
+    assert run.returncode == 6 and run.json["error"] == "recreate-failed", (run.stdout, run.stderr)
+    assert "env-file" in run.json["restored"] and "env-file" in run.json["changed"]
+    expected = content + ("OTHER_COMMIT=o-new\n" if other_deploy else "")
+    assert env_file.read_bytes() == expected.encode()
+    assert [p.name for p in project.iterdir()] == [".env.deploy"]  # no staged file or backup left
 
 
 def test_missing_image_is_refused_before_anything_changes(fake_host: dict[str, Any]) -> None:

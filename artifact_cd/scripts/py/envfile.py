@@ -5,14 +5,23 @@
            line 2: the missing or empty KEYs, space-separated
     python3 -c "$ENVFILE_PY" set FILE LOCK_DIR KEY=VALUE...
         -> {"changed": bool, "created": bool}; exit 7 when the env file lock stays busy
-    python3 -c "$ENVFILE_PY" stage FILE KEY=VALUE...
-        -> {"changed": bool, "created": bool, "real": path, "tmp": path|null, "backup": path|null}
+    python3 -c "$ENVFILE_PY" stage FILE [--tag=TAG] KEY=VALUE...
+        -> {"changed": bool, "created": bool, "real": path, "tmp": path|null, "backup": path|null,
+            "sha256": hex of the new content}
            the new content in a temp file beside the real file (mode and owner kept) and a backup
-           of the current file (a hard link, else a copy), both named .<name>.unidesk-*; nothing
-           is renamed: compose-deploy.sh renames tmp over the file at its live switch and renames
-           the backup back to restore. Failures print {"error": ...} and write nothing:
+           of the current file (a hard link, else a copy), both named .<name>.unidesk-[TAG.]*
+           (TAG: the deploy's project.service, whose lock the caller holds, so the caller's next
+           run knows which leftovers are its own); nothing is renamed: compose-deploy.sh renames
+           tmp over the file at its live switch. Failures print {"error": ...} and write nothing:
            exit 3 env-dir-missing (the directory does not exist), exit 28 disk-full (with path,
            bytesNeeded, bytesFree), exit 1 env-write-failed (any other OSError, its strerror)
+    python3 -c "$ENVFILE_PY" restore FILE LOCK_DIR BACKUP|- CREATED SHA256 KEY...
+        -> {"restored": "rename"|"remove"|"keys"|"none"}; exit 7 when the lock stays busy
+           undo a switch's rename under the env file lock: when the file still holds exactly what
+           the switch wrote (SHA256), the backup is renamed back (byte-exact; CREATED=true: the file
+           is removed); when another deploy rewrote it since (it released the lock after its own
+           rename), only KEYs go back to the backup's lines (or go, when the backup lacked them or
+           there was no file) and every other byte stays. The backup is removed in every case.
 
 ``set`` holds a per-env-file lock (``LOCK_DIR/unidesk-envfile.<hash>.lock``, up to 60 s), replaces
 the lines of the given keys (``KEY=``, ``export KEY =``) in place, appends the missing ones, and
@@ -223,7 +232,7 @@ def _backup(real: str, directory: str, prefix: str) -> str:
     return path
 
 
-def stage(path: str, pairs: Sequence[tuple[str, str]]) -> dict[str, object]:
+def stage(path: str, pairs: Sequence[tuple[str, str]], tag: str = "") -> dict[str, object]:
     """Stage ``pairs`` for the env file at ``path`` (symlinks followed); raises StageError, leaving
     nothing behind. The caller holds the env file lock."""
     real = os.path.realpath(path)
@@ -240,10 +249,17 @@ def stage(path: str, pairs: Sequence[tuple[str, str]]) -> dict[str, object]:
         dst = os.stat(directory)
         mode_bits, uid, gid, created = 0o600, dst.st_uid, dst.st_gid, True
     new = rewrite(data, pairs)
-    out: dict[str, object] = {"changed": False, "created": False, "real": real, "tmp": None, "backup": None}
+    out: dict[str, object] = {
+        "changed": False,
+        "created": False,
+        "real": real,
+        "tmp": None,
+        "backup": None,
+        "sha256": hashlib.sha256(new).hexdigest(),
+    }
     if new == data and not created:
         return out
-    prefix = "." + os.path.basename(real) + STAGE_PREFIX
+    prefix = "." + os.path.basename(real) + STAGE_PREFIX + (tag + "." if tag else "")
     made: list[str] = []
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix + "new.")
@@ -269,6 +285,83 @@ def stage(path: str, pairs: Sequence[tuple[str, str]]) -> dict[str, object]:
     return out
 
 
+def _key_lines(data: bytes, key: str) -> list[bytes]:
+    pattern = key_pattern(key)
+    return [line for line in split_lines(data) if pattern.match(line)]
+
+
+def restore_keys(current: bytes, before: bytes, keys: Sequence[str]) -> bytes:
+    """``current`` with each of ``keys`` as in ``before``: its line back in place (the line ending
+    of ``current`` kept), appended when ``current`` lacks it, removed when ``before`` lacks it."""
+    out: list[bytes] = []
+    done: set[str] = set()
+    for line in split_lines(current):
+        key = next((k for k in keys if key_pattern(k).match(line)), None)
+        if key is None:
+            out.append(line)
+            continue
+        old = _key_lines(before, key)
+        if key in done or not old:
+            continue  # a duplicate line of the key, or a key the file did not have: gone
+        done.add(key)
+        end = b"\r\n" if line.endswith(b"\r\n") else (b"\n" if line.endswith(b"\n") else b"")
+        out.append(old[0].rstrip(b"\r\n") + end)
+    extra = [_key_lines(before, k)[0] for k in keys if k not in done and _key_lines(before, k)]
+    extra = [line if line.endswith(b"\n") else line + b"\n" for line in extra]
+    if extra and out and not out[-1].endswith(b"\n"):
+        out[-1] += b"\n"
+    return b"".join(out + extra)
+
+
+def restore(
+    path: str,
+    lock_dir: str,
+    backup: str | None,
+    *,
+    created: bool,
+    staged_sha: str,
+    keys: Sequence[str],
+    lock_seconds: float | None = None,
+) -> dict[str, str]:
+    """Undo a switch's rename of the env file (see ``restore`` in the module doc); raises LockBusy."""
+    real = os.path.realpath(path)
+    name = "unidesk-envfile." + hashlib.sha256(real.encode()).hexdigest()[:16] + ".lock"
+    with open(os.path.join(lock_dir, name), "a") as lock:
+        _lock(lock, LOCK_SECONDS if lock_seconds is None else lock_seconds)
+        try:
+            with open(real, "rb") as fh:
+                current: bytes | None = fh.read()
+        except FileNotFoundError:
+            current = None
+        try:
+            if current is None:
+                return {"restored": "none"}  # nothing to undo (someone removed the file)
+            if hashlib.sha256(current).hexdigest() == staged_sha:
+                if backup is not None:
+                    os.replace(backup, real)
+                    backup = None
+                    return {"restored": "rename"}
+                if created:
+                    os.unlink(real)
+                    return {"restored": "remove"}
+            before = b""
+            if backup is not None:
+                with open(backup, "rb") as fh:
+                    before = fh.read()
+            new = restore_keys(current, before, keys)
+            if new != current:
+                st = os.stat(real)
+                _write_atomically(real, new, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+            return {"restored": "keys"}
+        finally:
+            if backup is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
+
+
+_TAG_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
 def split_pair(pair: str) -> tuple[str, str]:
     key, value = pair.split("=", 1)
     return key, value
@@ -289,9 +382,25 @@ def main(argv: Sequence[str]) -> int:
             return LOCK_BUSY_EXIT
         print(json.dumps(result, separators=COMPACT))
         return 0
-    if mode == "stage":
+    if mode == "restore":
+        backup = None if argv[3] == "-" else argv[3]
         try:
-            staged = stage(path, [split_pair(p) for p in argv[2:]])
+            created, sha, keys = argv[4] == "true", argv[5], argv[6:]
+            done = restore(path, argv[2], backup, created=created, staged_sha=sha, keys=keys)
+        except LockBusy:
+            print(json.dumps({"error": f"env file lock busy for {LOCK_SECONDS} s"}))
+            return LOCK_BUSY_EXIT
+        print(json.dumps(done, separators=COMPACT))
+        return 0
+    if mode == "stage":
+        rest, tag = argv[2:], ""
+        if rest and rest[0].startswith("--tag="):
+            tag, rest = rest[0][len("--tag=") :], rest[1:]
+            if not _TAG_RE.fullmatch(tag):
+                print(json.dumps({"error": "invalid-argument", "detail": "bad --tag"}))
+                return 2
+        try:
+            staged = stage(path, [split_pair(p) for p in rest], tag)
         except StageError as error:
             print(json.dumps(error.doc, separators=COMPACT))
             return error.code
