@@ -22,6 +22,7 @@ from artifact_cd import catalog
 from artifact_cd.catalog import ComposeTarget, Env
 from tests.rig import Host, Rig
 from tests.rig.host import RELAY
+from tests.rig.rig import operator_dir
 
 RIG_HOSTS = ("master", "d601")
 
@@ -89,19 +90,21 @@ class ComposeProject:
         return "\n".join(lines) + "\n"
 
     def write_env_file(self, h: Host, content: str) -> None:
-        """The controlled env file on ``h``, as an operator keeps it: mode 0600."""
-        h.write_file(self.env_file, content, mode="0600")
+        """The controlled env file on ``h``, as an operator keeps it: the operator's, mode 0600."""
+        h.write_file(self.env_file, content, mode="0600", owner=h.user)
 
     def _remove_containers(self, h: Host) -> None:
         h.remove_containers(*(self.target(s).container_name for s in self.services))
 
     def install(self, rig: Rig, env_file: str) -> None:
-        """Each host's docker-compose.yml and the env file ``env_file``; no container of the
-        project's services left from another module."""
+        """Each host's project dir, docker-compose.yml and the env file ``env_file``, the
+        operator's (README "Non-root hosts"); no container of the project's services left from
+        another module."""
         for host in RIG_HOSTS:
             h = rig.host(host)
             self._remove_containers(h)
-            h.write_file(f"{self.base}/docker-compose.yml", self.compose_file(host))
+            operator_dir(h, self.base)
+            h.write_file(f"{self.base}/docker-compose.yml", self.compose_file(host), owner=h.user)
             self.write_env_file(h, env_file)
 
     def remove(self, rig: Rig) -> None:

@@ -418,7 +418,9 @@ def test_an_auth_change_on_the_master_re_syncs_the_dev_frontend_secret(
     faked: list[CommandCall] = []
 
     def write_auth(auth: dict[str, Any]) -> None:
-        day.rig.master.write_file(config_path, json.dumps({"listen": ":8080", "auth": auth}, indent=2), mode="0600")
+        day.rig.master.write_file(
+            config_path, json.dumps({"listen": ":8080", "auth": auth}, indent=2), mode="0600", owner=day.rig.master.user
+        )
 
     def probe(cfg: StackConfig, plans: Any, keys: Any) -> LiveView:
         view = REAL_PROBE(cfg, plans, keys)

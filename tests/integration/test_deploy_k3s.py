@@ -133,14 +133,18 @@ def test_frontend_dev_auth_read_on_the_master(rig: Rig) -> None:
     step = plan.step_by_id["auth-read"]
     path = step.args[step.args.index("--config") + 1]
     auth = {"users": [{"name": "admin", "passwordHash": "h$1"}], "sessionSecret": "s-e-c-r-e-t"}
-    rig.master.write_file(path, json.dumps({"auth": auth, "database": {"password": "db-pass-not-auth"}}), mode="0600")
+    rig.master.write_file(
+        path, json.dumps({"auth": auth, "database": {"password": "db-pass-not-auth"}}), mode="0600", owner=rig.master.user
+    )
     try:
         result = rig.master.run_step(step)
         assert result.returncode == 0 and result.json is not None, result.stderr
         assert result.json["auth"] == auth
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", result.json["authSha256"])
         assert "db-pass-not-auth" not in result.stdout + result.stderr
-        rig.master.write_file(path, json.dumps({"database": {"password": "db-pass-not-auth"}}), mode="0600")
+        rig.master.write_file(
+            path, json.dumps({"database": {"password": "db-pass-not-auth"}}), mode="0600", owner=rig.master.user
+        )
         missing = rig.master.run_step(step)
         assert missing.returncode == 3 and missing.json is not None and missing.json["error"] == "auth-missing"
         assert "db-pass-not-auth" not in missing.stdout + missing.stderr

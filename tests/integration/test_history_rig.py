@@ -43,6 +43,7 @@ from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
 from tests.integration.compose_project import ComposeProject, write_dispatch
 from tests.rig import Rig, StepResult
+from tests.rig.rig import OPERATOR, operator_dir
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +216,8 @@ def cli(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     rig.publish_test_image("baidu-netdisk", BAIDU, variant="baidu")
     for host in ("master", "d601"):
         rig.host(host).sh('rm -rf -- "$(dirname -- "$1")"', AUDIT[host])
+        # the log's directory as README "Non-root hosts" has the operator create it
+        operator_dir(rig.host(host), AUDIT[host].rsplit("/", 1)[0])
     PROJECT.install(rig, ENV_FILE)
     workdir = tmp_path_factory.mktemp("history-cli")
     write_dispatch(rig, workdir / "dispatch")
@@ -254,7 +257,7 @@ def test_history_and_rollback_after_ok_failed_and_killed_deploys(rig: Rig, cli: 
         ("ok", A, B, None),
         ("ok", None, A, None),
     ]
-    assert all(d["user"] == "root" and d["host"] for d in s["deploys"])
+    assert all(d["user"] == OPERATOR and d["host"] for d in s["deploys"])
     assert [c["commit"] for c in s["candidates"]] == [B, A]
     assert s["candidates"][0]["revision"] == B and s["candidates"][0]["digest"].startswith("sha256:")
 

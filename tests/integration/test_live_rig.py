@@ -214,7 +214,7 @@ def test_secrets_missing_are_named_never_valued(cli: Cli, rig: Rig) -> None:
         line for line in kept.splitlines(keepends=True) if not line.startswith("UNIDESK_BAIDU_NETDISK_CLIENT_SECRET=")
     )
     assert broken != kept
-    rig.master.write_file(PROJECT.env_file, broken, mode="0600")
+    rig.master.write_file(PROJECT.env_file, broken, mode="0600", owner=rig.master.user)
     try:
         _, doc = cli.status(COMPOSE_ONLY)
         baidu = by_service(doc)["baidu-netdisk"]
@@ -227,7 +227,7 @@ def test_secrets_missing_are_named_never_valued(cli: Cli, rig: Rig) -> None:
         assert secrets["missingSecretKeys"] == ["UNIDESK_BAIDU_NETDISK_CLIENT_SECRET"]
         assert "UNIDESK_BAIDU_NETDISK_CLIENT_SECRET" in secrets["recommendedAction"]
     finally:
-        rig.master.write_file(PROJECT.env_file, kept, mode="0600")
+        rig.master.write_file(PROJECT.env_file, kept, mode="0600", owner=rig.master.user)
 
 
 def test_missing_image(cli: Cli, rig: Rig) -> None:

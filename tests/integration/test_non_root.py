@@ -311,10 +311,10 @@ def test_hostkeys_prints_the_pin_lines_and_checks_master_to_d601(rig: Rig, tmp_p
     assert [h["status"] for h in doc["hosts"]] == ["unpinned", "unpinned"]
     assert doc["masterToD601"]["ok"] is True and doc["masterToD601"]["target"] == rig.d601_from_master
 
-    # pinned: one right, one wrong; the master's key for D601 logs in as root only
+    # pinned: one right, one wrong; the master operator's key for D601 opens D601's operator only
     raw["hosts"]["d601"]["hostKey"] = rig.d601.host_key
     raw["hosts"]["master"]["hostKey"] = rig.d601.host_key
-    raw["transfer"]["d601SshTarget"] = f"{OPERATOR}@d601.rig"
+    raw["transfer"]["d601SshTarget"] = "root@d601.rig"
     code, doc = run_cli(rig, tmp_path, raw, "hostkeys")
     assert code == 1, doc
     d601, master = doc["hosts"]

@@ -28,6 +28,7 @@ from artifact_cd.render import render_all
 from tests.engine import CommandCall
 from tests.rig import Host, Rig, RigError, install_registry, teardown
 from tests.rig.images import STALE_COMMIT, VARIANTS, entry_script, fetch_manifest, handler_script
+from tests.rig.rig import OPERATOR
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +67,13 @@ def test_host_is_a_real_systemd_host_with_docker_and_ssh(rig: Rig, name: str) ->
 @pytest.mark.parametrize("name", ["d601", "master"])
 def test_ssh_into_host_key_only(rig: Rig, name: str) -> None:
     h = rig.hosts[name]
-    proc = h.ssh("hostname; id -u; systemctl is-active docker")
+    # the product's login is the unprivileged operator; root logs in only when asked for
+    assert h.user == OPERATOR
+    proc = h.ssh("hostname; id -un; id -u; systemctl is-active docker")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [name, "0", "active"]
+    words = proc.stdout.split()
+    assert (words[0], words[1], words[3]) == (name, OPERATOR, "active") and words[2] != "0"
+    assert h.ssh("id -u", user="root").stdout.split() == ["0"]
     # stdin reaches the remote command (the path script_text takes)
     assert h.ssh("cat", input="über\n").stdout == "über\n"
     # the host key is the one the rig pinned, and password logins are refused
@@ -135,12 +140,15 @@ def test_run_step_runs_script_text_with_quoted_args(rig: Rig, tmp_path: Path, mo
 
 def test_execute_replays_a_command_over_ssh_on_the_host_it_names(rig: Rig) -> None:
     cfg = parse_stack_config(rig.stack_config("prod"), "prod")
-    call = CommandCall("c", cfg.hosts.master.host, cfg.hosts.master.port, cfg.hosts.master.user, "bash -s -- x", "echo $(hostname) $1")
-    assert rig.execute(call) == {"stdout": "master x\n", "stderr": "", "returncode": 0}
-    failing = CommandCall("c", cfg.hosts.d601.host, 22, "root", "exit 3", "")
+    assert cfg.hosts.master.user == OPERATOR
+    call = CommandCall("c", cfg.hosts.master.host, cfg.hosts.master.port, cfg.hosts.master.user, "bash -s -- x", "echo $(hostname) $(id -un) $1")
+    assert rig.execute(call) == {"stdout": "master ubuntu x\n", "stderr": "", "returncode": 0}
+    failing = CommandCall("c", cfg.hosts.d601.host, 22, OPERATOR, "exit 3", "")
     assert rig.execute(failing)["returncode"] == 3
+    as_root = CommandCall("c", cfg.hosts.d601.host, 22, "root", "id -u", "")  # a stack config saying user: root
+    assert rig.execute(as_root)["stdout"] == "0\n"
     with pytest.raises(RigError):
-        rig.execute(CommandCall("c", cfg.hosts.d601.host, 22, "ubuntu", "true", ""))
+        rig.execute(CommandCall("c", cfg.hosts.d601.host, 22, "deploy", "true", ""))
 
 
 # --------------------------------------------------------------------------- registry and topology
@@ -203,9 +211,14 @@ def test_registry_is_not_reachable_from_master_except_over_ssh(rig: Rig) -> None
 
 
 def test_master_reaches_d601_over_ssh(rig: Rig) -> None:
+    """The hop the transfer takes: the master's operator, with its own key, to the operator on D601;
+    the master's root has no key for D601, nor does the operator's key open D601's root."""
+    assert rig.d601_from_master == f"{OPERATOR}@d601.rig"
     proc = rig.master.ssh(f"ssh -o BatchMode=yes {rig.d601_from_master} 'hostname; id -un'")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["d601", "root"]
+    assert proc.stdout.split() == ["d601", OPERATOR]
+    assert rig.master.ssh("ssh -o BatchMode=yes root@d601.rig true").returncode == 255
+    assert rig.master.ssh(f"ssh -o BatchMode=yes {rig.d601_from_master} true", user="root").returncode == 255
     # and D601 cannot ssh back into the master (only the master holds a key)
     back = rig.d601.sh(
         f"ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o ConnectTimeout=5 root@{rig.master_link_addr} true",
@@ -361,6 +374,8 @@ def test_stack_config_is_accepted_and_points_at_the_rig(rig: Rig, env: str) -> N
     cfg = parse_stack_config(rig.stack_config(env, services), env)
     assert cfg.hosts.d601.host == rig.d601.address
     assert cfg.hosts.master.host == rig.master.address
+    for hc in (cfg.hosts.d601, cfg.hosts.master):
+        assert (hc.user, hc.elevate) == (OPERATOR, "sudo")
     assert cfg.hosts.d601.host_key == rig.d601.host_key
     assert cfg.transfer.d601_ssh_target == rig.d601_from_master
     assert cfg.registry.compose_command == "/usr/bin/docker-compose"
@@ -368,13 +383,19 @@ def test_stack_config_is_accepted_and_points_at_the_rig(rig: Rig, env: str) -> N
     assert cfg.compose.master is not None and cfg.compose.d601 is not None
     assert rig.host(cfg.hosts.master.host) is rig.master
     for h, project in ((rig.master, cfg.compose.master), (rig.d601, cfg.compose.d601)):
-        assert h.sh('test -d "$1"', project.project_dir, check=False).returncode == 0
+        assert h.sh('stat -c "%U %a" -- "$1"', project.project_dir).stdout.split() == [OPERATOR, "755"]
 
 
 def test_write_file_onto_a_host(rig: Rig) -> None:
     rig.master.write_file("/srv/rig-test/a b.env", "K=v\n", mode="0600")
     assert rig.master.sh("stat -c %a '/srv/rig-test/a b.env' && cat '/srv/rig-test/a b.env'").stdout == "600\nK=v\n"
     assert rig.d601.sh("test -e '/srv/rig-test/a b.env'", check=False).returncode == 1
+    # as the operator keeps it: the file (and any parent it creates) is the operator's
+    rig.master.sh("install -d -o ubuntu -g ubuntu /srv/rig-test")
+    rig.master.write_file("/srv/rig-test/sub/b.env", "K=w\n", mode="0600", owner=OPERATOR)
+    owners = rig.master.sh("stat -c '%U %a' /srv/rig-test/sub /srv/rig-test/sub/b.env").stdout.split()
+    assert owners == [OPERATOR, "755", OPERATOR, "600"]
+    rig.master.sh("rm -rf /srv/rig-test")
 
 
 def test_install_registry_is_idempotent_and_ensure_ready_repairs_faults(rig: Rig) -> None:
@@ -455,7 +476,7 @@ def _assert_nothing_left(fp: dict[str, Any]) -> None:
 def test_fresh_host_has_docker_ssh_and_the_registry_image_only(rig: Rig) -> None:
     with rig.fresh_host("fresh1") as h:
         assert h.address == "fresh1.rig"
-        assert h.ssh("hostname").stdout.strip() == "fresh1"
+        assert h.ssh("hostname; id -un").stdout.split() == ["fresh1", OPERATOR]
         for unit in ("docker.service", "ssh.service"):
             assert h.systemctl_state(unit) == "active"
         assert h.sh("docker images --format '{{.Repository}}:{{.Tag}}'").stdout.split() == ["registry:2.8.3"]

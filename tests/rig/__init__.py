@@ -4,10 +4,10 @@ API (others code against exactly this)::
 
     from tests.rig import Rig, Host, StepResult
     rig = Rig.up()                  # or the session fixture ``rig`` (tests/integration/conftest.py)
-    rig.d601 / rig.master           # Host: name, address, port, user, private_key, pid, docker_host,
+    rig.d601 / rig.master           # Host: name, address, port, user (the operator "ubuntu"), private_key, pid, docker_host,
                                     #       sh(), ssh(), run_step(), netns_argv(), write_file()
     rig.registry                    # "127.0.0.1:5000" (D601 loopback only)
-    rig.d601_from_master            # "root@d601.rig": what the master ssh-es to
+    rig.d601_from_master            # "ubuntu@d601.rig": what the master (as ubuntu) ssh-es to
     rig.publish_test_image(id, commit, variant=..., pad_bytes=...) -> {"digest", "imageId", "ref"}
     rig.stack_config(env, {id: commit}) -> raw dict for artifact_cd.config.parse_stack_config
     with rig.fresh_host("h1") as h: ...

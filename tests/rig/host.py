@@ -255,12 +255,16 @@ def in_cgroups(pid: int, cgroup_dirs: Iterable[Path]) -> bool:
 class Host:
     """A rig host. Attributes as in the rig API (``tests/rig/__init__.py``)."""
 
-    def __init__(self, name: str, hostdir: Path, *, address: str, private_key: str, ssh_config: Path) -> None:
+    def __init__(
+        self, name: str, hostdir: Path, *, address: str, private_key: str, ssh_config: Path, user: str = "root"
+    ) -> None:
         self.name = name
         self.hostdir = hostdir
         self.address = address
         self.port = 22
-        self.user = "root"
+        # The login of the product's steps (stack config hosts.<name>.user): the rig's unprivileged
+        # operator ``ubuntu`` on D601 and the master; ssh/run_step/run_call log in as it by default.
+        self.user = user
         self.private_key = private_key
         self.ssh_config = ssh_config
         self.pid = 0
@@ -297,8 +301,9 @@ class Host:
         return run_bytes(self.sh_argv(script, *args), input=input, check=check, timeout=timeout)
 
     def ssh_argv(self, command: str | None = None, *, user: str | None = None) -> list[str]:
-        """``user``: log in as that user (the rig's unprivileged ``ubuntu``) instead of root."""
-        argv = ["ssh", "-F", str(self.ssh_config), *(["-l", user] if user else []), self.address]
+        """Log in as ``user``; None: as :attr:`user`, the login the product's steps use (the
+        operator ``ubuntu``). ``user="root"`` only where a test truly needs root."""
+        argv = ["ssh", "-F", str(self.ssh_config), "-l", user or self.user, self.address]
         return [*argv, command] if command is not None else argv
 
     def ssh(
@@ -310,13 +315,14 @@ class Host:
         timeout: float = 600,
         user: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Real OpenSSH (key auth, BatchMode) to this host's sshd (as root, or ``user``)."""
+        """Real OpenSSH (key auth, BatchMode) to this host's sshd, as ``user`` (default :attr:`user`)."""
         return run_bytes(self.ssh_argv(command, user=user), input=input, check=check, timeout=timeout)
 
     def run_step(
         self, step: Step, *, digest: str = "", image_id: str = "", timeout: float = 600, user: str | None = None
     ) -> StepResult:
-        """Run a plan Step exactly as the Pulumi remote Command does: same command line, same stdin."""
+        """Run a plan Step exactly as the Pulumi remote Command does: same command line, same stdin,
+        logged in as the operator (:attr:`user`) unless ``user`` says otherwise."""
         if step.call is None:
             raise ValueError(f"step {step.id} runs no script")
         return self.run_call(step.call, digest=digest, image_id=image_id, timeout=timeout, user=user)
@@ -331,21 +337,24 @@ class Host:
         user: str | None = None,
     ) -> StepResult:
         """Run a script call (``bash -s -- <argv>``, the script text on stdin), the manifest check's
-        live values in place of the placeholders; as root, or as ``user`` (e.g. ``ubuntu``)."""
+        live values in place of the placeholders; as :attr:`user` (the operator), or as ``user``."""
         if call.needs_manifest:
             call = call.resolve(ManifestFacts(digest=digest, image_id=image_id))
         proc = self.ssh(command_line(call.to_argv()), input=script_text(call.script), timeout=timeout, user=user)
         return StepResult(proc.returncode, proc.stdout, proc.stderr, parse_last_json(proc.stdout))
 
-    def write_file(self, path: str, content: str | bytes, *, mode: str = "0644") -> None:
-        """Write ``content`` to ``path`` on the host (parent dirs created, atomic rename)."""
-        self.sh(
+    def write_file(self, path: str, content: str | bytes, *, mode: str = "0644", owner: str | None = None) -> None:
+        """Write ``content`` to ``path`` on the host (parent dirs created, atomic rename), as root;
+        with ``owner``: as that user (``runuser``), so the file and any parent it creates are that
+        user's, as when the operator keeps them (a path the user cannot write fails here)."""
+        script = (
             'set -euo pipefail; d=$(dirname -- "$1"); mkdir -p -- "$d"; t=$(mktemp "$1.rig.XXXXXX"); '
-            'cat >"$t"; chmod "$2" "$t"; mv -f -- "$t" "$1"',
-            path,
-            mode,
-            input=content,
+            'cat >"$t"; chmod "$2" "$t"; mv -f -- "$t" "$1"'
         )
+        if owner is None:
+            self.sh(script, path, mode, input=content)
+        else:
+            self.sh('exec runuser -u "$1" -- bash -c "$2" bash "${@:3}"', owner, script, path, mode, input=content)
 
     def remove_containers(self, *names: str) -> list[str]:
         """Force-remove every container named NAME, or ``<id>_NAME`` (Compose v1 renames the old
@@ -556,12 +565,12 @@ def teardown_host_dir(hostdir: Path, *, timeout: float = 20) -> list[str]:
     return problems
 
 
-def ssh_config_text(host_alias: str, *, pid: int, key_file: Path, known_hosts: Path) -> str:
+def ssh_config_text(host_alias: str, *, pid: int, key_file: Path, known_hosts: Path, user: str = "root") -> str:
     proxy = shlex.join(["nsenter", "-t", str(pid), "-n", "--", sys.executable, "-I", "-S", str(RELAY), "127.0.0.1", "%p"])
     return (
         f"Host {host_alias}\n"
         f"  HostName {host_alias}\n"
-        "  User root\n"
+        f"  User {user}\n"
         "  Port 22\n"
         f"  IdentityFile {key_file}\n"
         "  IdentitiesOnly yes\n"

@@ -4,16 +4,25 @@ Topology (all of it inside namespaces this rig made; nothing on the machine's ne
 
     machine (pytest) --ssh/ProxyCommand(nsenter -n + relay)--> d601   sshd 127.0.0.1:22
                      --ssh/ProxyCommand(nsenter -n + relay)--> master sshd 127.0.0.1:22
-    master <== veth /30 (addresses unique per rig) ==> d601            (master: ssh root@d601.rig)
+    master <== veth /30 (addresses unique per rig) ==> d601          (master: ssh ubuntu@d601.rig)
     d601:   docker.service, ssh.service, unidesk-artifact-registry.service (the project's own rendered
-            unit/compose/config; 127.0.0.1:5000 in D601's netns only), rig-k3s-containerd.service
-            (/run/k3s/containerd/containerd.sock, `ctr` talks to it)
-    master: docker.service, ssh.service; root has a key + known_hosts entry for d601.rig
-    both:   root (key login) and the unprivileged operator ``ubuntu`` (key login, the docker group,
-            /home/ubuntu owning the registry's managed files); D601 as a default k3s host: a
-            root-only containerd socket, a root-only /etc/rancher/k3s/k3s.yaml, /usr/local/bin/k3s
-            (`k3s ctr`, `k3s kubectl`) and /etc/sudoers.d/unidesk-artifact-cd with exactly the lines
-            of README "Non-root hosts" (artifact_cd.sudoers)
+            unit/compose/config, installed by its own install steps as the operator; 127.0.0.1:5000
+            in D601's netns only), rig-k3s-containerd.service (/run/k3s/containerd/containerd.sock)
+    master: docker.service, ssh.service; its ``ubuntu`` has its own key (authorized for ubuntu on
+            d601) and d601.rig in its known_hosts; root has no key for d601
+    both:   root (key login, for the tests' own setup only) and the unprivileged operator ``ubuntu``
+            set up as README "Non-root hosts" says for a real host: key login, the docker group,
+            /var/log/unidesk, /home/ubuntu owning the registry's managed files, the Compose project
+            dirs and env files its own; D601 as a default k3s host: a root-only containerd socket,
+            a root-only /etc/rancher/k3s/k3s.yaml, /usr/local/bin/k3s (`k3s ctr`, `k3s kubectl`)
+            and /etc/sudoers.d/unidesk-artifact-cd with exactly the lines of README "Non-root
+            hosts" (artifact_cd.sudoers)
+
+Every rig scenario reaches the hosts the way the product does, as ``ubuntu``: ``stack_config``
+names it as ``hosts.<h>.user`` (elevate: the product's default ``sudo``), ``Host.ssh``/``run_step``/
+``run_call``/``Rig.execute`` log in as it, and the master's hop to D601 is ``ubuntu@d601.rig``.
+Root logins stay possible (``user="root"``) where a test truly needs one; the tests' inspection
+and fault injection go through ``Host.sh`` (nsenter, root), which is not the product's path.
 
 State lives in one directory (``rig.json``, one subdir per host). ``teardown(dir)`` needs only that
 directory, is idempotent, and is what ``python -m tests.rig down --dir DIR`` and the reaper run.
@@ -279,7 +288,9 @@ class Rig:
 
     @property
     def d601_from_master(self) -> str:
-        return f"root@d601.{DOMAIN}"
+        """The master -> D601 hop (``transfer.d601SshTarget``): the master's operator, with its own
+        key and known_hosts entry, logs in as the operator on D601."""
+        return f"{OPERATOR}@d601.{DOMAIN}"
 
     def host(self, name_or_address: str) -> Host:
         """The host whose name or address (as in stack config hosts.<name>.host) this is."""
@@ -290,11 +301,12 @@ class Rig:
 
     def execute(self, call: Any) -> dict[str, Any]:
         """An executor for ``tests.engine.run_program``: run ``call.create`` over real SSH on
-        the rig host ``call.host`` names (user and port must match), ``call.stdin`` on stdin."""
+        the rig host ``call.host`` names, as the user it names (the operator, or root for a stack
+        config that says ``user: root``; the port must match), ``call.stdin`` on stdin."""
         h = self.host(str(call.host))
-        if (str(call.user), int(call.port)) != (h.user, h.port):
+        if str(call.user) not in (h.user, "root") or int(call.port) != h.port:
             raise RigError(f"{call.user}@{call.host}:{call.port} is not how the rig's {h.name} is reached")
-        proc = h.ssh(str(call.create), input=call.stdin)
+        proc = h.ssh(str(call.create), input=call.stdin, user=str(call.user))
         return {"stdout": proc.stdout, "stderr": proc.stderr, "returncode": proc.returncode}
 
     # ------------------------------------------------------------------ lifecycle
@@ -390,6 +402,7 @@ class Rig:
         extra_modes: dict[str, int] | None = None,
         symlinks: dict[str, str] | None = None,
         binds: tuple[tuple[str, str], ...] = (),
+        user: str = OPERATOR,
     ) -> tuple[Host, str]:
         payload, modes, host_pub = self._host_payload(name, authorized, peers)
         payload.update(extra or {})
@@ -419,6 +432,7 @@ class Rig:
             address=address,
             private_key=self.machine_key_file.read_text(),
             ssh_config=hostdir / "ssh_config",
+            user=user,
         )
         h.host_key = " ".join(host_pub.split()[:2])
         return h, host_pub
@@ -427,7 +441,11 @@ class Rig:
         h.pid = hostmod.spawn(h.hostdir, h.name)
         (h.hostdir / "ssh_config").write_text(
             hostmod.ssh_config_text(
-                h.address, pid=h.pid, key_file=self.machine_key_file, known_hosts=self.dir / "known_hosts"
+                h.address,
+                pid=h.pid,
+                key_file=self.machine_key_file,
+                known_hosts=self.dir / "known_hosts",
+                user=h.user,
             )
         )
         with self._lock:
@@ -442,10 +460,11 @@ class Rig:
         keydir = self.dir / "keys"
         keydir.mkdir(mode=0o700)
         _, machine_pub = _keygen(self.machine_key_file, f"unidesk-rig-{self.id}-machine")
-        master_key, master_pub = _keygen(keydir / "master_id_ed25519", f"root@master.{DOMAIN}")
+        # the master's operator's own key for the hop to D601 (README "Non-root hosts")
+        master_key, master_pub = _keygen(keydir / "master_id_ed25519", f"{OPERATOR}@master.{DOMAIN}")
         d601, d601_pub = self._prepare_host(
             "d601",
-            authorized=[machine_pub, master_pub],
+            authorized=[machine_pub],
             peers={"master": self.master_link_addr},
             extra={
                 "etc/unidesk-rig/k3s-containerd.toml": K3S_CONTAINERD_CONFIG,
@@ -466,12 +485,6 @@ class Rig:
             "master",
             authorized=[machine_pub],
             peers={"d601": self.d601_link_addr},
-            extra={
-                "root/.ssh/id_ed25519": master_key,
-                "root/.ssh/id_ed25519.pub": master_pub + "\n",
-                "root/.ssh/known_hosts": f"d601.{DOMAIN} {d601_pub}\n",
-            },
-            extra_modes={"root/.ssh/id_ed25519": 0o600},
         )
         t0 = time.monotonic()
         self._spawn(d601)
@@ -481,13 +494,17 @@ class Rig:
             lambda: hostmod.wait_booted(d601, units=(*BASE_UNITS, K3S_UNIT)),
             lambda: hostmod.wait_booted(master, units=BASE_UNITS),
         )
-        _parallel(lambda: self._add_operator(d601, machine_pub), lambda: self._add_operator(master, machine_pub))
+        _parallel(
+            lambda: self._add_operator(d601, [machine_pub, master_pub]),
+            lambda: self._add_operator(
+                master, [machine_pub], key=(master_key, master_pub), known_hosts=f"d601.{DOMAIN} {d601_pub}\n"
+            ),
+        )
         self.set_sudoers(self.sudoers_lines())
         t1 = time.monotonic()
         images.build_registry_image(d601, self.dir)
         t2 = time.monotonic()
-        install_registry(d601, self.registry_config())
-        self._hand_over_registry_files(d601)
+        install_registry(d601, self.registry_config(), user=OPERATOR)
         t3 = time.monotonic()
         self.timings = {"hostsBooted": t1 - t0, "registryImage": t2 - t1, "registryInstalled": t3 - t2}
         self._write_state(self._owner(), timings={k: round(v, 2) for k, v in self.timings.items()})
@@ -505,27 +522,28 @@ class Rig:
             subprocess.run([*h.netns_argv(), "ip", "link", "set", ifname, "up"], check=True)
         self._write_state(self._owner(), link={"master": m_if, "d601": d_if})
 
-    def _add_operator(self, h: Host, machine_pub: str) -> None:
-        """The unprivileged operator: key login, the docker group, a home of its own, and the deploy
-        audit log's directory (README "Non-root hosts": the one-time setup on a real host)."""
+    @staticmethod
+    def _add_operator(
+        h: Host, authorized: list[str], *, key: tuple[str, str] | None = None, known_hosts: str = ""
+    ) -> None:
+        """The unprivileged operator, set up as README "Non-root hosts" says for a real host: key
+        login (``authorized``), the docker group, a home of its own, the deploy audit log's
+        directory; on the master its own key for D601 (``key``: private, public) and D601's host
+        key in its known_hosts. Everything else (the Compose project dirs, their env files) the
+        operator owns as it would on the real host (``stack_config``, the test helpers)."""
         h.sh(
             'set -euo pipefail; u=$1; useradd -m -s /bin/bash -G docker -- "$u"; usermod -p "*" -- "$u"; '
             'install -d -o "$u" -g "$u" -m 0700 "/home/$u/.ssh"; '
-            'printf "%s\\n" "$2" | install -o "$u" -g "$u" -m 0600 /dev/stdin "/home/$u/.ssh/authorized_keys"; '
-            'install -d -o "$u" -g "$u" -m 0755 /var/log/unidesk',
+            'printf "%s" "$2" | install -o "$u" -g "$u" -m 0600 /dev/stdin "/home/$u/.ssh/authorized_keys"; '
+            'install -d -o "$u" -g "$u" -m 0755 /var/log/unidesk; '
+            '[[ -z $3 ]] || printf "%s\\n" "$3" | install -o "$u" -g "$u" -m 0600 /dev/stdin "/home/$u/.ssh/id_ed25519"; '
+            '[[ -z $4 ]] || printf "%s\\n" "$4" | install -o "$u" -g "$u" -m 0644 /dev/stdin "/home/$u/.ssh/id_ed25519.pub"; '
+            '[[ -z $5 ]] || printf "%s" "$5" | install -o "$u" -g "$u" -m 0644 /dev/stdin "/home/$u/.ssh/known_hosts"',
             OPERATOR,
-            machine_pub,
-        )
-
-    @staticmethod
-    def _hand_over_registry_files(h: Host) -> None:
-        """The registry's managed directories and files belong to the operator, as on D601 (the
-        rig installs them as root at boot; storage content stays the registry's)."""
-        h.sh(
-            'set -euo pipefail; u=$1; shift; for d in "$@"; do chown "$u:$u" -- "$d" "$d"/* 2>/dev/null || chown "$u:$u" -- "$d"; done',
-            OPERATOR,
-            "/home/ubuntu/.unidesk",
-            "/home/ubuntu/.unidesk/artifact-registry",
+            "".join(k + "\n" for k in authorized),
+            key[0].strip() if key else "",
+            key[1] if key else "",
+            known_hosts,
         )
 
     def operator_config(self, env: str) -> StackConfig:
@@ -550,9 +568,9 @@ class Rig:
                     lines.append(line)
         return lines
 
-    def set_sudoers(self, lines: list[str]) -> None:
-        """Replace D601's /etc/sudoers.d/unidesk-artifact-cd (checked by visudo first)."""
-        self.d601.sh(
+    def set_sudoers(self, lines: list[str], h: Host | None = None) -> None:
+        """Replace D601's (or ``h``'s) /etc/sudoers.d/unidesk-artifact-cd (checked by visudo first)."""
+        (h or self.d601).sh(
             'set -euo pipefail; t=$(mktemp /etc/sudoers.d/.unidesk.XXXXXX); cat >"$t"; chmod 0440 "$t"; '
             'visudo -cqf "$t" || { rm -f "$t"; exit 1; }; mv -f "$t" "$1"',
             SUDOERS_FILE,
@@ -585,7 +603,7 @@ class Rig:
         if images.http_status(self.d601, f"http://{registry.endpoint}/v2/", timeout=2) != 200:
             # e.g. the container was stopped under a still-active unit: don't wait for Restart=
             self.d601.sh('systemctl reset-failed -- "$1"; systemctl restart -- "$1"', registry.unit_name)
-        install_registry(self.d601, registry)
+        install_registry(self.d601, registry, user=self.d601.user)
 
     def down(self) -> list[str]:
         """Tear everything down; returns what could not be cleaned (empty when all is gone)."""
@@ -609,13 +627,16 @@ class Rig:
     def stack_config(
         self, env: str = "dev", services: dict[str, str] | None = None, *, user: str | None = None
     ) -> dict[str, Any]:
-        """A raw config dict (for ``parse_stack_config(raw, env)``) pointing at this rig; ``user``:
-        the hosts are reached as that user (``ubuntu``: the unprivileged operator) instead of root."""
+        """A raw config dict (for ``parse_stack_config(raw, env)``) pointing at this rig. The hosts
+        are reached as each host's :attr:`Host.user`, the unprivileged operator ``ubuntu``, with
+        the product's default ``hosts.<h>.elevate: sudo`` (D601's sudoers file holds README's
+        lines); ``user="root"`` only where a test truly needs a root login. The Compose project
+        dirs belong to the operator, as README "Non-root hosts" asks of a real host."""
         if env not in ("dev", "prod"):
             raise RigError(f"env must be dev or prod, not {env!r}")
         base = f"/srv/unidesk-{env}"
         for h in (self.d601, self.master):
-            h.sh('mkdir -p -- "$1"', base)
+            operator_dir(h, base)
         project = {
             "projectDir": base,
             "projectName": f"unidesk-{env}",
@@ -643,14 +664,18 @@ class Rig:
 
     @contextlib.contextmanager
     def fresh_host(self, name: str) -> Iterator[Host]:
-        """An extra systemd host in its own private netns: docker.service, ssh.service and the local
-        ``registry:2.8.3`` image; nothing installed. Torn down when the block ends."""
+        """An extra systemd host in its own private netns: docker.service, ssh.service, the local
+        ``registry:2.8.3`` image and the operator ``ubuntu`` (key login, the docker group, the audit
+        log dir, README's sudoers lines) as on D601; nothing installed. Torn down when the block ends."""
         if name in self.hosts or not hostmod.NAME_RE.fullmatch(name):
             raise RigError(f"fresh host name {name!r} is taken or invalid ({hostmod.NAME_RE.pattern})")
-        h, _ = self._prepare_host(name, authorized=[self.machine_key_file.with_suffix(".pub").read_text().strip()], peers={})
+        machine_pub = self.machine_key_file.with_suffix(".pub").read_text().strip()
+        h, _ = self._prepare_host(name, authorized=[machine_pub], peers={})
         try:
             self._spawn(h)
             hostmod.wait_booted(h, units=BASE_UNITS)
+            self._add_operator(h, [machine_pub])
+            self.set_sudoers(self.sudoers_lines(), h)
             with self._lock:
                 if self._registry_tar is None:
                     tar = self.dir / "build" / "registry-image.tar"
@@ -672,14 +697,31 @@ class Rig:
                 raise RigError(f"fresh host {name} teardown left: {problems}")
 
 
+# --------------------------------------------------------------------------- operator's files
+
+
+def operator_dir(h: Host, path: str, user: str | None = None) -> None:
+    """``path`` and its missing parents as a directory of the operator (``user``, default the
+    host's login), mode 0755: a Compose project dir as the operator keeps it on a real host."""
+    h.sh(
+        'set -euo pipefail; u=$1; d=$2; [[ -d $(dirname -- "$d") ]] || mkdir -p -- "$(dirname -- "$d")"; '
+        'install -d -o "$u" -g "$u" -m 0755 -- "$d"',
+        user or h.user,
+        path,
+    )
+
+
 # --------------------------------------------------------------------------- registry bootstrap
 
 
-def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) -> dict[str, str]:
+def install_registry(
+    h: Host, registry: RegistryConfig, *, timeout: float = 60, user: str | None = None
+) -> dict[str, str]:
     """Install the registry with the project's own install steps (R5, R7): the registry host plan's
     ``registry-install.sh`` steps (dirs, write x3, activate), the same script text and argv the
     Pulumi Commands send, run inside the host (nsenter, so it also works while sshd is stopped by a
-    fault test). Then wait for ``/v2/`` 200. Returns {path: written|unchanged}."""
+    fault test) as ``user`` (``runuser``; the operator, elevating through its sudoers lines as over
+    SSH) or, when None, as root. Then wait for ``/v2/`` 200. Returns {path: written|unchanged}."""
     cfg = StackConfig(
         env="prod",
         hosts=Hosts(d601=HostConfig(host=h.address), master=HostConfig(host=h.address)),
@@ -689,7 +731,9 @@ def install_registry(h: Host, registry: RegistryConfig, *, timeout: float = 60) 
     for step in plan_registry_host(cfg).steps:
         if step.script != "registry-install.sh":
             continue  # the acceptance probe is the health tests' business
-        proc = h.sh('bash -s -- "$@"', *step.args, input=script_text(step.script), check=False, timeout=timeout)
+        run = 'bash -s -- "$@"' if user is None else 'u=$1; shift; exec runuser -u "$u" -- bash -s -- "$@"'
+        argv = step.args if user is None else (user, *step.args)
+        proc = h.sh(run, *argv, input=script_text(step.script), check=False, timeout=timeout)
         doc = last_json_object(proc.stdout) or {}
         if proc.returncode != 0 or not doc.get("ok"):
             raise RigError(f"registry install step {step.id} failed on {h.name}: {proc.stdout}{proc.stderr}")
