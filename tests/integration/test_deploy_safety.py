@@ -40,6 +40,7 @@ from artifact_cd.plan.step import Step
 from artifact_cd.scripts import command_line, script_text
 from tests.integration.compose_project import ComposeProject
 from tests.rig import Host, Rig, StepResult
+from tests.rig.rig import OPERATOR
 
 pytestmark = pytest.mark.integration
 
@@ -89,9 +90,11 @@ class SafetyProject(ComposeProject):
         super().install(rig, env_file)
         for host in ("master", "d601"):
             h = rig.host(host)
-            h.write_file(f"{self.base}/extra.yml", self.extra_file(host))
+            h.write_file(f"{self.base}/extra.yml", self.extra_file(host), owner=h.user)
             h.write_file(
-                f"{self.base}/.env", "COMPOSE_FILE=docker-compose.yml:extra.yml\nSAFETY_LABEL=from-dotenv\n"
+                f"{self.base}/.env",
+                "COMPOSE_FILE=docker-compose.yml:extra.yml\nSAFETY_LABEL=from-dotenv\n",
+                owner=h.user,
             )
             # docker-compose, except: `up` fails (before Compose runs) while <base>/fail-up exists, and
             # `config` fails while <base>/fail-config holds the commit in the deploy values
@@ -210,7 +213,8 @@ def wait_unlocked(h: Host, project: ComposeProject, service: str, timeout: float
     lock = f"/run/lock/unidesk-deploy.{project.name}.{project.target(service).compose_service}.lock"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if h.sh('flock -n "$1" true', lock, check=False).returncode == 0:
+        # never create it: a root-owned lock file would lock the operator's deploys out
+        if h.sh('[[ ! -e $1 ]] || flock -n "$1" true', lock, check=False).returncode == 0:
             return
         time.sleep(0.2)
     raise AssertionError(f"{lock} still held after {timeout}s")
@@ -514,8 +518,10 @@ def test_disk_full_env_dir_and_tmpdir(rig: Rig, project: SafetyProject) -> None:
     before = inspect(h, t.container_name)
     content = h.read_file(project.env_file)
     retag = image_of(h, t.retag_name)
-    h.sh('mount -t tmpfs -o size=64k unidesk-test-envfs "$1" && printf %s "$2" >"$1/.env.deploy" && chmod 600 "$1/.env.deploy"'
-         ' && { dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null || true; }', env_dir, content)  # fmt: skip
+    # the operator's env dir and file, as before the fill (README "Non-root hosts")
+    h.sh('mount -t tmpfs -o "size=64k,mode=0755,uid=$(id -u "$3"),gid=$(id -g "$3")" unidesk-test-envfs "$1"'
+         ' && printf %s "$2" | install -o "$3" -g "$3" -m 600 /dev/stdin "$1/.env.deploy"'
+         ' && { dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null || true; }', env_dir, content, h.user)  # fmt: skip
     try:
         full = deploy(rig, project, SERVICE, b)
         assert full.returncode == 3 and full.json is not None, (full.stdout, full.stderr)
@@ -533,8 +539,9 @@ def test_disk_full_env_dir_and_tmpdir(rig: Rig, project: SafetyProject) -> None:
         )
         assert audit_lines(h, SERVICE)[-1]["error"] == "disk-full"
     finally:
-        h.sh('cp "$1/.env.deploy" /tmp/unidesk-test-env && umount "$1" && install -m 600 /tmp/unidesk-test-env "$1/.env.deploy"'
-             " && rm -f /tmp/unidesk-test-env", env_dir)  # fmt: skip
+        h.sh('cp "$1/.env.deploy" /tmp/unidesk-test-env && umount "$1"'
+             ' && install -o "$2" -g "$2" -m 600 /tmp/unidesk-test-env "$1/.env.deploy"'
+             " && rm -f /tmp/unidesk-test-env", env_dir, h.user)  # fmt: skip
     h.sh(
         "mount -t tmpfs -o size=16k unidesk-test-tmp /tmp && { dd if=/dev/zero of=/tmp/fill bs=4k 2>/dev/null || true; }"
     )
@@ -552,6 +559,34 @@ def test_disk_full_env_dir_and_tmpdir(rig: Rig, project: SafetyProject) -> None:
     host_check(rig, project, SERVICE, b)
 
 
+def test_an_env_file_the_operator_cannot_read_stops_the_deploy_naming_it(rig: Rig, project: SafetyProject) -> None:
+    """Issue 11 (a non-root host): the env file is root's, mode 0600 (edited as root by hand). The
+    deploy, as the operator, stops infra-blocked on channel env-file naming the file and the chown
+    (not Compose's compose-invalid), nothing changed (container, tags, env file, its owner); the
+    file the operator's again, the same deploy succeeds."""
+    a, b = from_to(rig, project)
+    h, t = rig.master, project.target(SERVICE)
+    before = inspect(h, t.container_name)
+    content = h.read_file(project.env_file)
+    retag = image_of(h, t.retag_name)
+    h.sh('chown root:root -- "$1"', project.env_file)
+    try:
+        blocked = deploy(rig, project, SERVICE, b)
+        assert blocked.returncode == 5 and blocked.json is not None, (blocked.stdout, blocked.stderr)
+        doc = blocked.json
+        assert doc["error"] == "infra-blocked" and doc["channel"] == "env-file", doc
+        assert doc["path"] == project.env_file and doc["retryable"] is False
+        assert f"sudo chown {OPERATOR} -- {project.env_file}" in doc["fix"]
+        assert inspect(h, t.container_name)["id"] == before["id"] and serving(rig, project, SERVICE) == a
+        assert h.read_file(project.env_file) == content and image_of(h, t.retag_name) == retag
+        assert h.sh('stat -c "%U %a" -- "$1"', project.env_file).stdout.split() == ["root", "600"]
+    finally:
+        h.sh('chown "$2:$2" -- "$1"', project.env_file, OPERATOR)
+    done = deploy(rig, project, SERVICE, b)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    host_check(rig, project, SERVICE, b)
+
+
 def test_a_service_in_a_compose_file_named_by_config(rig: Rig, project: SafetyProject) -> None:
     """Issue 11 item 3: ``names.composeFiles`` names a non-default file (``deploy/oa.yml``, whose
     label interpolates ``${SAFETY_LABEL}`` from the project's .env): a wrong file name is refused in
@@ -563,7 +598,7 @@ def test_a_service_in_a_compose_file_named_by_config(rig: Rig, project: SafetyPr
     named = project.compose_file("master").replace(
         "    init: true\n", '    init: true\n    labels:\n      io.unidesk.test.dotenv: "${SAFETY_LABEL}-named"\n'
     )
-    h.write_file(f"{project.base}/deploy/oa.yml", named)
+    h.write_file(f"{project.base}/deploy/oa.yml", named, owner=h.user)
     before = inspect(h, t.container_name)
     env_before = h.read_file(project.env_file)
     try:
