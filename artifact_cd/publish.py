@@ -780,11 +780,17 @@ class SshBlobDropper:
             ) from None
         doc = result.json or {}
         if result.returncode != 0 or doc.get("ok") is not True:
+            # the script's own channel, path and fix reach the operator (e.g. a non-root user who may
+            # not remove the registry's file: the manual removal, with the file's sha256)
+            passed = {k: doc[k] for k in ("channel", "fix", "path") if isinstance(doc.get(k), str)}
             raise PublishFailure(
                 EXIT_REFUSED if result.returncode == 3 else EXIT_FAILED,
                 str(doc.get("error") or "blob-drop-failed"),
                 f"{RegistryBlobDropArgs.script} on D601: {doc.get('detail') or result.stderr.strip()[-300:]}",
+                fix=passed.pop("fix", None),
+                channel=passed.pop("channel", None),
                 digest=digest,
+                **passed,
             )
         return doc
 

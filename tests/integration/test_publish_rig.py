@@ -35,6 +35,7 @@ from tests.integration.compose_project import write_dispatch
 from tests.pty_support import run_on_terminal
 from tests.rig import Host, Rig
 from tests.rig.images import fetch_manifest
+from tests.rig.rig import operator_dir
 
 pytestmark = pytest.mark.integration
 
@@ -269,8 +270,9 @@ def compose_project(rig: Rig) -> Iterator[str]:
     """The master's Compose project for the service; brought down afterwards (container names are
     global on the master's dockerd)."""
     rig.master.remove_containers(TARGET.container_name)  # other modules deploy the same service
-    rig.master.write_file(f"{PROJECT_DIR}/docker-compose.yml", COMPOSE_FILE)
-    rig.master.sh('touch -- "$1"', f"{PROJECT_DIR}/.env.deploy")
+    operator_dir(rig.master, PROJECT_DIR)  # the operator's project, as on the real master
+    rig.master.write_file(f"{PROJECT_DIR}/docker-compose.yml", COMPOSE_FILE, owner=rig.master.user)
+    rig.master.write_file(f"{PROJECT_DIR}/.env.deploy", "", mode="0600", owner=rig.master.user)
     yield PROJECT_DIR
     rig.master.sh(
         'cd -- "$1" && docker-compose -p "$2" down --remove-orphans', PROJECT_DIR, PROJECT_NAME, check=False
@@ -379,6 +381,16 @@ class Operator:
             extra += ["--stack", ENV, *self.ssh]
         return publish(self.rig, repo, *extra, docker_log=docker_log, project=self.project)
 
+    def as_root(self) -> Operator:
+        """The same operator with ``hosts.d601.user: root`` (its own project dir beside this one)."""
+        project = self.project.with_name(self.project.name + "-root")
+        project.mkdir(exist_ok=True)
+        raw = self.rig.stack_config(ENV)
+        raw["hosts"]["d601"]["user"] = "root"
+        doc = {"config": {f"unidesk-artifact-cd:{k}": v for k, v in raw.items()}}
+        (project / f"Pulumi.{ENV}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+        return Operator(self.rig, project, self.ssh)
+
 
 @pytest.fixture(scope="module")
 def operator(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Operator:
@@ -450,10 +462,16 @@ def test_a_corrupt_layer_is_reported_by_health_and_repaired_with_the_same_digest
     on D601 and pushes the rebuild to the scratch repository unidesk-repair/<repo> (never to the
     commit tag): the blob data that push uploads is the registry's shared, content-addressed copy,
     so the commit's own blob is correct again; the manifest digest is unchanged, only that layer
-    travelled, health passes the scope, and a deploy of the commit succeeds."""
+    travelled, health passes the scope, and a deploy of the commit succeeds.
+
+    The drop is never elevated (README "Registry integrity"): the registry (root, in its container)
+    owns the blob directories, so as the operator ``ubuntu`` the repair stops infra-blocked naming
+    the file and the manual removal, nothing dropped; the drop itself then runs with a root login
+    (``hosts.d601.user: root``), the one login that may remove the registry's file."""
     commit, layer = fresh["sourceCommit"], fresh["layer"]
     corrupt(rig, layer)
-    assert blob_sha256(rig, layer) != layer
+    corrupted = blob_sha256(rig, layer)
+    assert corrupted != layer
 
     sick = operator.health()
     assert "storage-integrity" in sick["failedScopes"], sick["failedScopes"]
@@ -465,7 +483,13 @@ def test_a_corrupt_layer_is_reported_by_health_and_repaired_with_the_same_digest
     assert sick["storageIntegrity"]["checkedBlobs"] >= 1 and sick["storageIntegrity"]["totalBlobs"] >= 1
     assert any("publish --repair" in a for a in sick["actions"])
 
-    run = operator.repair(source.path)
+    refused = operator.repair(source.path)
+    assert refused.code != 0 and refused.doc["error"] == "infra-blocked", (refused.doc, refused.stderr[-3000:])
+    assert blob_data(layer) in json.dumps(refused.doc) and "sudo rm -f" in json.dumps(refused.doc), refused.doc
+    assert blob_sha256(rig, layer) == corrupted, "nothing was dropped"
+    assert registry_digest(rig, commit) == fresh["digest"], "the commit tag is untouched"
+
+    run = operator.as_root().repair(source.path)
     assert run.code == 0, (run.doc, run.stderr[-3000:])
     repair = run.doc["repair"]
     assert repair["corrupt"] == [layer] and repair["missing"] == [] and repair["dropped"] == [layer]
