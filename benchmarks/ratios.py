@@ -96,8 +96,9 @@ from artifact_cd.catalog import ComposeTarget  # noqa: E402
 from artifact_cd.config import PROJECT as PULUMI_PROJECT  # noqa: E402
 from artifact_cd.config import StackConfig, parse_stack_config  # noqa: E402
 from artifact_cd.plan import ServicePlan, Step, plan_service  # noqa: E402
-from artifact_cd.remote import SshSettings, acceptance_step, ssh_argv  # noqa: E402
+from artifact_cd.remote import acceptance_step  # noqa: E402
 from artifact_cd.scripts import script_text  # noqa: E402
+from artifact_cd.sshlink import SshSettings, ssh_argv  # noqa: E402
 from benchmarks.transfer import BASE, PROJECT, compose_project, drop_image, sha  # noqa: E402
 from tests.rig import Host, Rig  # noqa: E402
 from tests.rig.host import read_cgroup_list  # noqa: E402
@@ -447,8 +448,15 @@ STOCK_BASHRC = (
 LOGIN_ENVS = ("production", "machine")
 
 
+def login_bashrc(h: Host) -> str:
+    """The ~/.bashrc sshd's bash reads for the login user (the operator ``ubuntu`` on the rig)."""
+    return "/root/.bashrc" if h.user == "root" else f"/home/{h.user}/.bashrc"
+
+
 class LoginEnv:
-    """Switches the rig hosts' /root/.bashrc between the stock one and this machine's."""
+    """Switches the login user's ~/.bashrc on the rig hosts between the stock one and this
+    machine's /root/.bashrc (the overlays start with the latter for root; the operator's home
+    starts from /etc/skel)."""
 
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
@@ -460,8 +468,9 @@ class LoginEnv:
 
     def use(self, which: str, hosts: Sequence[str] | None = None) -> None:
         for name in hosts or list(self.rig.hosts):
+            h = self.rig.hosts[name]
             text = STOCK_BASHRC if which == "production" else self.machine[name]
-            self.rig.hosts[name].write_file("/root/.bashrc", text)
+            h.write_file(login_bashrc(h), text, owner=None if h.user == "root" else h.user)
         self.current = which
 
 
@@ -560,7 +569,7 @@ def write_compose_projects(rig: Rig) -> None:
                 f"    env_file: {PROJECT['envFile']}",
                 "    init: true",
             ]
-        h.write_file(f"{BASE}/docker-compose.yml", "\n".join(lines) + "\n")
+        h.write_file(f"{BASE}/docker-compose.yml", "\n".join(lines) + "\n", owner=h.user)
 
 
 def publish(rig: Rig, service: str, label: str, pad: int = 0) -> str:

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 from artifact_cd.config import parse_stack_config  # noqa: E402
 from artifact_cd.plan import Step, plan_service  # noqa: E402
 from tests.rig import Host, Rig  # noqa: E402
+from tests.rig.rig import operator_dir  # noqa: E402
 
 BASE = "/srv/unidesk-bench"
 PROJECT = {"projectDir": BASE, "projectName": "unidesk-bench", "envFile": f"{BASE}/.env.deploy"}
@@ -61,12 +62,15 @@ def timed(host: Host, step: Step, facts: dict[str, str]) -> tuple[float, dict[st
 
 
 def compose_project(h: Host, service: str, retag: str, container: str) -> None:
+    """The bench's Compose project, kept by the login user (the unprivileged operator) as on a real host."""
+    operator_dir(h, BASE)
     h.write_file(
         f"{BASE}/docker-compose.yml",
         f'version: "2.4"\nservices:\n  {service}:\n    image: {retag}\n    container_name: {container}\n'
         f"    env_file: {PROJECT['envFile']}\n    init: true\n",
+        owner=h.user,
     )
-    h.write_file(PROJECT["envFile"], "# bench\n", mode="0600")
+    h.write_file(PROJECT["envFile"], "# bench\n", mode="0600", owner=h.user)
 
 
 def drop_image(h: Host, ref: str) -> None:
