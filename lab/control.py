@@ -6,8 +6,9 @@ One state directory (default ``/tmp/unidesk-lab``, ``--dir`` to change) holds ev
   the rig's id and hosts, its phase (``starting``, ``up``, ``failed``, ``stopping``, ``down``);
 - ``lab.log``: the server's output;
 - ``rig/``: the rig's own directory (``tests/rig``: host roots, keys, ``ssh_config``, ``known_hosts``);
-- ``project/Pulumi.dev.yaml``, ``project/Pulumi.prod.yaml``: stack configs pointing at the lab (no
-  services: add ``services.<id>.commit``), ``dispatch`` (the ssh ProxyCommand into a host's
+- ``project/Pulumi.dev.yaml``, ``project/Pulumi.prod.yaml``: stack configs pointing at the lab,
+  its hosts reached as the unprivileged ``ubuntu`` like the real ones (no services: add
+  ``services.<id>.commit``), ``dispatch`` (the ssh ProxyCommand into a host's
   network namespace) and ``env.sh`` (``ARTIFACT_CD_SSH_KEY``, ``ARTIFACT_CD_SSH_OPTIONS``), so
   ``. env.sh; ./run status --stack prod --project-dir DIR/project`` talks to the lab.
 
@@ -296,7 +297,7 @@ def up(paths: LabPaths, *, timeout: float = UP_TIMEOUT) -> int:
 
 def print_access(paths: LabPaths, state: Mapping[str, Any]) -> None:
     ssh_config = paths.rig / "ssh_config"
-    print("A shell on a host:")
+    print("A shell on a host (as the operator ubuntu, as every step logs in; add -l root for root):")
     for name, h in sorted((state.get("hosts") or {}).items()):
         print(f"  {name:7} ssh -F {ssh_config} {h['address']}")
     print("Point the CLI at it:")

@@ -9,8 +9,8 @@
 4. deploy A, then 5. B: the Pulumi program (``__main__.py``) run by the in-process engine of the
    tests (``tests/engine.py``; no Pulumi CLI needed) with the state carried between the two runs;
    each ``command:remote:Command`` runs its exact command and script over real OpenSSH on the host
-   its connection names (the project's own steps: manifest check on D601, SSH-tunnel transfer and
-   Compose recreate with verification on the master);
+   its connection names, logged in as the unprivileged ``ubuntu`` (the project's own steps:
+   manifest check on D601, SSH-tunnel transfer and Compose recreate with verification on the master);
 6. ``status --services``: the live view, read-only, one SSH round trip per host;
 7. ``history``: the deploys of the service from the hosts' audit logs and the registry's tags;
 8. ``rollback``: the commit to roll back to (A) and the commands; it never deploys;
@@ -113,6 +113,7 @@ class Demo:
         say(f"{INDENT}d601    systemd PID {rig.d601.pid}: sshd, dockerd, the registry unit")
         say(f"{INDENT}        ({rig.registry}, on D601's loopback only), a containerd standing in for k3s")
         say(f"{INDENT}master  systemd PID {rig.master.pid}: sshd, dockerd; reaches d601 only over SSH")
+        say(f"{INDENT}both    every step logs in as the unprivileged {rig.master.user} (docker group)")
         for h in (rig.d601, rig.master):
             # a host's root is an overlay over the machine's /: a new host starts without the
             # machine's deploy audit log, if the machine has one (the machine's file is untouched)

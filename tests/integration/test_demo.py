@@ -60,6 +60,9 @@ def test_run_demo_deploys_a_then_b_and_leaves_nothing_behind() -> None:
     row = re.search(rf"^ +{demo.SERVICE} +master +(\S+) +(\S+) +yes +in-sync$", out, re.M)
     assert row and row.groups() == (b.group(1), b.group(1)), out  # status --services: B desired and live
     assert f"{demo.SERVICE} on master-compose: live {b.group(1)}, requested {b.group(1)}" in out  # history
+    # every deploy ran as the unprivileged operator (history's USER column), never as root
+    users = re.findall(r"^ +\d{4}-\d\d-\d\dT\S+Z +ok +.* (\S+)$", out, re.M)
+    assert users and set(users) == {"ubuntu"}, out
     assert f"=> rollback suggests A ({a.group(1)})" in out, out  # rollback: A, with the commands
     to = re.search(
         rf"pulumi config set --path 'services\.{demo.SERVICE}\.commit' ([0-9a-f]{{40}})$", out, re.M
