@@ -16,7 +16,8 @@ How the early start stays exactly as safe as the normal path:
   early connection is used only when that line equals the early one (same user, host, port, pinned
   key, key file, options); otherwise, and on any config error, it is closed with nothing written:
   the remote ``bash`` reads end-of-file and exits. The probe's arguments travel as the first line of
-  the script (``set -- <quoted args>``) instead of on the remote command line; the script is the same.
+  stdin (``set -- <quoted args>``) instead of on the remote command line, then ``eval "$(cat)"``
+  runs the rest, the same script text (read in one go rather than one byte per read).
 """
 
 from __future__ import annotations
@@ -207,9 +208,13 @@ class Preconnected:
             cleanup.__exit__(None, None, None)
 
 
+EARLY_READER = 'eval "$(cat)"'  # bash -s reads a pipe byte by byte; cat reads the script at once
+
+
 def script_with_args(args: Sequence[str], script: str) -> str:
-    """The stdin of an early connection: the arguments as the script's first line, then the script."""
-    return "set -- " + " ".join(shlex.quote(a) for a in args) + "\n" + script
+    """The stdin of an early connection: the arguments as the first line, then a line that reads the
+    rest in one go (``cat``, not ``bash -s``'s one read per byte) and runs it, then the script."""
+    return "set -- " + " ".join(shlex.quote(a) for a in args) + "\n" + EARLY_READER + "\n" + script
 
 
 def _early_args(argv: Sequence[str]) -> argparse.Namespace | None:

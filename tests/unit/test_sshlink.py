@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,17 @@ def test_early_connection_sends_nothing_until_taken(tmp_path: Path, fake_ssh: Pa
     assert early.state == "closed" and early.proc.returncode is not None  # ended, not left running
 
 
+def test_the_early_stdin_runs_the_script_with_its_args(tmp_path: Path) -> None:
+    """What the remote `bash -s` makes of an early connection's stdin: the script, run with exactly
+    the arguments (quoting kept), its exit status and its own stdin handling (`exec </dev/null`)."""
+    script = 'main() { exec </dev/null; printf "[%s]" "$@"; echo; exit 3; }\nmain "$@"\necho never\n'
+    proc = subprocess.run(
+        ["bash", "-s"], input=sshlink.script_with_args(["a b", "'q'", "$(id)"], script),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (3, "[a b]['q'][$(id)]\n")
+
+
 def test_take_only_the_same_connection_once(tmp_path: Path, fake_ssh: Path) -> None:
     early = _early(tmp_path, ["status", "--stack", "prod"])
     assert early is not None
@@ -95,7 +107,7 @@ def test_take_only_the_same_connection_once(tmp_path: Path, fake_ssh: Path) -> N
     assert proc is not None and early.state == "used"
     out, _ = proc.communicate(sshlink.script_with_args(["--a", "b c"], "echo hi\n"))
     assert out == "done\n"
-    assert fake_ssh.with_suffix(".stdin").read_text() == "set -- --a 'b c'\necho hi\n"
+    assert fake_ssh.with_suffix(".stdin").read_text() == "set -- --a 'b c'\neval \"$(cat)\"\necho hi\n"
     assert early.take(same, settings) is None  # used once
     early.close()
 
