@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -149,9 +150,10 @@ def _ssh_settings(args: argparse.Namespace) -> SshSettings:
     from .remote import cli_settings
 
     timeout = args.timeout if args.timeout is not None else DEFAULT_SSH_TIMEOUT
-    return cli_settings(
+    settings = cli_settings(
         ssh_key=args.ssh_key, ssh_options=args.ssh_option, timeout=timeout, environ=os.environ
     )
+    return replace(settings, preconnected=getattr(args, "preconnected", None))
 
 
 def _live_stack(

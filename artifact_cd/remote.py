@@ -191,11 +191,10 @@ def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> Remot
     key other than the pinned one)."""
     if call.needs_manifest:
         raise ValueError(f"{call.script} needs the manifest check's live values")
-    early = settings.preconnected
-    proc = early.take(host, settings) if early is not None else None
-    if early is not None and proc is not None:
+    early = settings.preconnected.take(host, settings) if settings.preconnected is not None else None
+    if early is not None:
         stdin = script_with_args(call.to_argv(), script_text(call.script))
-        return _run_early(host, proc, stdin, early.started, settings.timeout)
+        return _run_early(host, early.proc, stdin, early.started, settings.timeout)
     return run_ssh(host, command_line(call.to_argv()), settings, script_text(call.script))
 
 

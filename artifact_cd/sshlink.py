@@ -1,10 +1,11 @@
 """The OpenSSH command line of the CLI's own connections, and the early start of ``status``/``health``.
 
 Standard library only (plus PyYAML, read only when connecting early): ``python -m artifact_cd
-status|health`` imports this before anything heavy, so the SSH handshake to D601 runs in its own
-process while Python imports pydantic, validates the stack config and builds the probe's arguments
-(issue 14: the CLI's start-up and the handshake cost about the same, so overlapping them nearly
-halves the wall time of a query).
+status|health`` imports this before anything heavy, so the SSH handshake to D601 (and, for
+``status --services``, to the master when the stack names a service) runs in its own process while
+Python imports pydantic, validates the stack config and builds the probe's arguments (issue 14: the
+CLI's start-up and the handshake cost about the same, so overlapping them takes one of the two off
+the wall time of a query).
 
 How the early start stays exactly as safe as the normal path:
 
@@ -29,6 +30,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -164,8 +166,8 @@ def link_key(host: SshTarget, settings: SshSettings) -> tuple[Any, ...]:
     return (host.user, host.host, host.port, host.host_key, settings.key_file, settings.options)
 
 
-class Preconnected:
-    """An SSH connection started before the config was validated; see the module doc."""
+class Connection:
+    """One SSH connection started before the config was validated; see the module doc."""
 
     def __init__(
         self, key: tuple[Any, ...], proc: subprocess.Popen[str], started: float, cleanup: Any
@@ -175,17 +177,6 @@ class Preconnected:
         self.started = started
         self._cleanup = cleanup  # the pinned known_hosts' context (or None)
         self.state = "open"  # open -> used | closed
-
-    def take(self, host: SshTarget, settings: SshSettings) -> subprocess.Popen[str] | None:
-        """The running ssh when it is the connection ``host``/``settings`` asks for (once);
-        otherwise None, and the early connection is closed with nothing sent."""
-        if self.state != "open":
-            return None
-        if link_key(host, settings) != self.key or self.proc.poll() is not None:
-            self.close()
-            return None
-        self.state = "used"
-        return self.proc
 
     def close(self) -> None:
         """Close an unused connection (the remote ``bash`` reads end-of-file, runs nothing) and
@@ -206,6 +197,31 @@ class Preconnected:
         if self._cleanup is not None:
             cleanup, self._cleanup = self._cleanup, None
             cleanup.__exit__(None, None, None)
+
+
+class Preconnected:
+    """The early connections of one CLI run (D601's; with ``status --services`` the master's too).
+    Each is taken once, by the first round trip whose command line it is; the rest are closed
+    unused (nothing sent) by :meth:`close`. Thread-safe: the live view probes hosts concurrently."""
+
+    def __init__(self, connections: Sequence[Connection]) -> None:
+        self.connections = list(connections)
+        self._lock = threading.Lock()
+
+    def take(self, host: SshTarget, settings: SshSettings) -> Connection | None:
+        """The open connection ``host``/``settings`` asks for (marked used), else None."""
+        key = link_key(host, settings)
+        with self._lock:
+            for conn in self.connections:
+                if conn.state == "open" and conn.key == key and conn.proc.poll() is None:
+                    conn.state = "used"
+                    return conn
+        return None
+
+    def close(self) -> None:
+        """Close every connection not taken (and clean up the used ones). Idempotent."""
+        for conn in self.connections:
+            conn.close()
 
 
 EARLY_READER = 'eval "$(cat)"'  # bash -s reads a pipe byte by byte; cat reads the script at once
@@ -234,21 +250,12 @@ def _early_args(argv: Sequence[str]) -> argparse.Namespace | None:
     return args
 
 
-def _early_host(project_dir: Path, stack: str) -> _EarlyHost | None:
-    """D601's connection values from ``Pulumi.<stack>.yaml`` when each passes the narrow check."""
-    import yaml  # the real path reads the file with it too
-
-    try:
-        document = yaml.safe_load((project_dir / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
+def _early_host(entry: object) -> _EarlyHost | None:
+    """A host's connection values (``hosts.<h>`` as written) when each passes the narrow check."""
+    if not isinstance(entry, dict):
         return None
-    config = document.get("config") if isinstance(document, dict) else None
-    hosts = config.get(f"{PROJECT}:hosts") if isinstance(config, dict) else None
-    d601 = hosts.get("d601") if isinstance(hosts, dict) else None
-    if not isinstance(d601, dict):
-        return None
-    host, user = d601.get("host"), d601.get("user", DEFAULT_USER)
-    port, key = d601.get("port", DEFAULT_PORT), d601.get("hostKey")
+    host, user = entry.get("host"), entry.get("user", DEFAULT_USER)
+    port, key = entry.get("port", DEFAULT_PORT), entry.get("hostKey")
     if not (isinstance(host, str) and _EARLY_HOST_RE.fullmatch(host)):
         return None
     if not (isinstance(user, str) and _EARLY_USER_RE.fullmatch(user)):
@@ -260,37 +267,36 @@ def _early_host(project_dir: Path, stack: str) -> _EarlyHost | None:
     return _EarlyHost(host=host, user=user, port=port, host_key=key)
 
 
-def preconnect(
-    argv: Sequence[str], environ: Mapping[str, str], default_project_dir: Path
-) -> Preconnected | None:
-    """Open D601's SSH connection for ``status``/``health`` (not ``--services``, not ``--help``) from
-    the raw stack file, or None when anything is unusual (the normal path then runs as before)."""
-    if not any(verb in argv for verb in EARLY_VERBS):
-        return None
-    args = _early_args(argv)
-    if args is None or args.verb not in EARLY_VERBS or args.services or args.help:
-        return None
-    if not (isinstance(args.stack, str) and _EARLY_STACK_RE.fullmatch(args.stack)):
-        return None
-    target = _early_host(Path(args.project_dir) if args.project_dir else default_project_dir, args.stack)
-    if target is None:
-        return None
+def _early_hosts(project_dir: Path, stack: str, *, live_view: bool) -> list[_EarlyHost]:
+    """The hosts to connect to early, from ``Pulumi.<stack>.yaml``: D601; for the live view also
+    the master when the stack names any service (a master that none of them uses gets a connection
+    that is closed unused)."""
+    import yaml  # the real path reads the file with it too
+
     try:
-        settings = SshSettings.build(
-            key_file=args.ssh_key,
-            options=args.ssh_option,
-            environ=environ,
-            timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
-        )
-    except SshOptionError:
-        return None
+        document = yaml.safe_load((project_dir / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        return []
+    hosts = config.get(f"{PROJECT}:hosts")
+    if not isinstance(hosts, dict):
+        return []
+    names = ["d601"]
+    if live_view and config.get(f"{PROJECT}:services"):
+        names.append("master")
+    found = [_early_host(hosts.get(name)) for name in names]
+    return [h for h in found if h is not None]
+
+
+def _connect(target: _EarlyHost, settings: SshSettings) -> Connection | None:
     cleanup = None
+    effective = settings
     if target.host_key is not None:
         cleanup = pinned_known_hosts(target.host_key)
         known = cleanup.__enter__()
         effective = replace(settings, options=(*pinned_options(known), *settings.options))
-    else:
-        effective = settings
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -304,6 +310,40 @@ def preconnect(
         if cleanup is not None:
             cleanup.__exit__(None, None, None)
         return None
-    early = Preconnected(link_key(target, settings), proc, started, cleanup)
+    return Connection(link_key(target, settings), proc, started, cleanup)
+
+
+def preconnect(
+    argv: Sequence[str], environ: Mapping[str, str], default_project_dir: Path
+) -> Preconnected | None:
+    """Open the SSH connections of ``status``/``health`` (D601) or ``status --services`` (D601 and
+    the master) from the raw stack file (not with ``--help``), or None when anything is unusual
+    (the normal path then runs as before)."""
+    if not any(verb in argv for verb in EARLY_VERBS):
+        return None
+    args = _early_args(argv)
+    if args is None or args.verb not in EARLY_VERBS or args.help:
+        return None
+    if args.services and args.verb != "status":
+        return None
+    if not (isinstance(args.stack, str) and _EARLY_STACK_RE.fullmatch(args.stack)):
+        return None
+    project_dir = Path(args.project_dir) if args.project_dir else default_project_dir
+    targets = _early_hosts(project_dir, args.stack, live_view=args.services)
+    if not targets:
+        return None
+    try:
+        settings = SshSettings.build(
+            key_file=args.ssh_key,
+            options=args.ssh_option,
+            environ=environ,
+            timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
+        )
+    except SshOptionError:
+        return None
+    connections = [c for c in (_connect(t, settings) for t in targets) if c is not None]
+    if not connections:
+        return None
+    early = Preconnected(connections)
     atexit.register(early.close)
     return early

@@ -43,7 +43,7 @@ from artifact_cd.liveprobe import (
 from artifact_cd.plan import plan_services, registry_probe_call
 from artifact_cd.remote import RemoteResult, SshFailure
 from artifact_cd.scripts import command_line, script_text
-from artifact_cd.sshlink import SshSettings
+from artifact_cd.sshlink import EARLY_REMOTE_COMMAND, SshSettings, script_with_args
 
 ROOT = Path(__file__).resolve().parents[2]
 A = "a" * 40
@@ -459,8 +459,12 @@ def test_cli_status_services_runs_the_live_probe_over_ssh(tmp_path: Path) -> Non
     for name, address in (("d601", "d601.test"), ("master", "master.test")):
         argv = (tmp_path / f"argv.{address}").read_text().splitlines()
         assert argv[:2] == ["-o", "BatchMode=yes"] and "StrictHostKeyChecking=no" in argv
-        assert argv[-3:] == ["--", f"root@{address}", command_line(requests[name].to_argv())]
-        assert (tmp_path / f"stdin.{address}").read_text() == script_text("live-probe.sh")
+        # both hosts were connected to before the config was validated (sshlink): `bash -s`, the
+        # probe's exact args as the first line of stdin, then the same script text
+        assert argv[-3:] == ["--", f"root@{address}", EARLY_REMOTE_COMMAND]
+        stdin = (tmp_path / f"stdin.{address}").read_text()
+        assert stdin == script_with_args(requests[name].to_argv(), script_text("live-probe.sh"))
+        assert stdin.splitlines()[0] == "set -- " + command_line(requests[name].to_argv()).removeprefix("bash -s -- ")
 
 
 def test_cli_status_services_exit_codes(tmp_path: Path) -> None:

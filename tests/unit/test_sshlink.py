@@ -18,21 +18,27 @@ from artifact_cd.config import HostConfig
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
-def _project(tmp_path: Path, d601: dict[str, Any]) -> Path:
+def _project(tmp_path: Path, d601: dict[str, Any], services: dict[str, Any] | None = None) -> Path:
     hosts = {"d601": d601, "master": {"host": "m.test"}}
     doc = {"config": {"unidesk-artifact-cd:env": "prod", "unidesk-artifact-cd:hosts": hosts}}
+    if services is not None:
+        doc["config"]["unidesk-artifact-cd:services"] = services
     (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump(doc))
     return tmp_path
 
 
 @pytest.fixture
 def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake ssh recording argv (one per line) and stdin into ``record.argv`` / ``record.stdin``."""
+    """A fake ssh recording argv (one per line) and stdin into ``record.argv`` / ``record.stdin``, and
+    per target into ``record.<user@host>.argv`` / ``.stdin``."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     record = tmp_path / "record"
     ssh = bindir / "ssh"
-    ssh.write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {record}.argv\ncat > {record}.stdin\necho done\n')
+    ssh.write_text(
+        f'#!/bin/bash\nt=${{@: -2:1}}\nprintf "%s\\n" "$@" | tee {record}.argv > "{record}.$t.argv"\n'
+        f'tee {record}.stdin > "{record}.$t.stdin"\necho done\n'
+    )
     ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     return record
@@ -56,7 +62,7 @@ def test_defaults_are_the_configs() -> None:
     ("argv", "d601"),
     [
         (["plan", "--stack", "prod"], {}),
-        (["status", "--stack", "prod", "--services"], {}),
+        (["health", "--stack", "prod", "--services"], {}),
         (["status", "--stack", "prod", "--help"], {}),
         (["status", "--stack", "Prod"], {}),
         (["status", "--stack", "staging"], {}),  # no such file
@@ -84,7 +90,8 @@ def test_early_connection_sends_nothing_until_taken(tmp_path: Path, fake_ssh: Pa
     argv = fake_ssh.with_suffix(".argv").read_text().splitlines()
     assert argv[-3:] == ["--", "root@d601.test", "bash -s"] and "ConnectionAttempts=2" in argv
     assert fake_ssh.with_suffix(".stdin").read_bytes() == b""  # closed unused: nothing ran
-    assert early.state == "closed" and early.proc.returncode is not None  # ended, not left running
+    (conn,) = early.connections
+    assert conn.state == "closed" and conn.proc.returncode is not None  # ended, not left running
 
 
 def test_the_early_stdin_runs_the_script_with_its_args(tmp_path: Path) -> None:
@@ -103,9 +110,9 @@ def test_take_only_the_same_connection_once(tmp_path: Path, fake_ssh: Path) -> N
     assert early is not None
     same = HostConfig(host="d601.test", user="root", port=2222)
     settings = sshlink.SshSettings.build(key_file=None, options=[], environ={})
-    proc = early.take(same, settings)
-    assert proc is not None and early.state == "used"
-    out, _ = proc.communicate(sshlink.script_with_args(["--a", "b c"], "echo hi\n"))
+    conn = early.take(same, settings)
+    assert conn is not None and conn.state == "used"
+    out, _ = conn.proc.communicate(sshlink.script_with_args(["--a", "b c"], "echo hi\n"))
     assert out == "done\n"
     assert fake_ssh.with_suffix(".stdin").read_text() == "set -- --a 'b c'\neval \"$(cat)\"\necho hi\n"
     assert early.take(same, settings) is None  # used once
@@ -121,17 +128,46 @@ def test_take_only_the_same_connection_once(tmp_path: Path, fake_ssh: Path) -> N
         {"host_key": KEY},
     ],
 )
-def test_another_connection_closes_the_early_one_unused(
+def test_another_connection_never_takes_the_early_one(
     tmp_path: Path, fake_ssh: Path, other: dict[str, Any]
 ) -> None:
+    """A round trip whose command line differs in anything gets no early connection; the early one
+    is closed at the end with nothing sent."""
     early = _early(tmp_path, ["status", "--stack", "prod"])
     assert early is not None
     host = HostConfig.model_validate({"host": "d601.test", "user": "root", "port": 2222, **other})
     settings = sshlink.SshSettings.build(key_file=None, options=[], environ={})
     assert early.take(host, settings) is None
-    assert early.state == "closed" and fake_ssh.with_suffix(".stdin").read_bytes() == b""
     options = sshlink.SshSettings.build(key_file=None, options=["Compression=yes"], environ={})
     assert early.take(HostConfig(host="d601.test", user="root", port=2222), options) is None
+    early.close()
+    assert early.connections[0].state == "closed" and fake_ssh.with_suffix(".stdin").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("services", "targets"), [({"findjob": {"commit": "a" * 40}}, 2), ({}, 1), (None, 1)]
+)
+def test_the_live_view_connects_early_to_both_hosts_when_the_stack_has_services(
+    tmp_path: Path, fake_ssh: Path, services: dict[str, Any] | None, targets: int
+) -> None:
+    """`status --services` probes D601 and the master: both connect early (the master only when the
+    stack names a service). Each request takes its own host's connection; the master's, not taken
+    here, is closed with nothing sent."""
+    project = _project(tmp_path, {"host": "d601.test", "user": "root", "port": 2222}, services)
+    early = sshlink.preconnect(
+        ["--project-dir", str(project), "status", "--services", "--stack", "prod"], {}, Path("/")
+    )
+    assert early is not None and len(early.connections) == targets
+    settings = sshlink.SshSettings.build(key_file=None, options=[], environ={})
+    assert early.take(HostConfig(host="m.test"), settings) is (early.connections[1] if targets == 2 else None)
+    d601 = early.take(HostConfig(host="d601.test", user="root", port=2222), settings)
+    assert d601 is early.connections[0]
+    d601.proc.communicate("exit 0\n")
+    early.close()
+    assert Path(f"{fake_ssh}.root@d601.test.stdin").read_text() == "exit 0\n"
+    if targets == 2:  # taken by the master request above, then never written to: closed empty
+        assert Path(f"{fake_ssh}.ubuntu@m.test.stdin").read_bytes() == b""
+    assert all(c.proc.returncode is not None for c in early.connections)
 
 
 def test_pinned_key_early_trusts_only_that_key_and_cleans_up(tmp_path: Path, fake_ssh: Path) -> None:
