@@ -26,6 +26,7 @@
 # Needs: bash, ctr (containerd) or k3s, python3; k3s or kubectl (the preflight, with --deployment);
 # sudo when elevating.
 # include: elevate.sh
+# include: kubectl.sh
 # include: audit.sh
 set -euo pipefail
 
@@ -34,7 +35,6 @@ ELEVATE_ARG="" AUDIT_LOG_ARG="" STACK="" SERVICE_ID="" DEPLOYMENT_NAMESPACE=""
 CTR=()
 DEPLOYMENTS=() # NAME:CONTAINER
 KUBECTL=()
-K3S_KUBECONFIG=/etc/rancher/k3s/k3s.yaml
 CONTAINERS_JSONPATH='jsonpath={.spec.template.spec.containers[*].name}'
 
 k8s_name() { [[ $1 =~ ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ ]]; }
@@ -53,25 +53,8 @@ kubectl_rules() {
 # deployments_exist: the read-only preflight (header): each Deployment and its container exist.
 deployments_exist() {
   ((${#DEPLOYMENTS[@]})) || return 0
-  local key="services.${SERVICE_ID:-<id>}.names.deployments" k3s rules=()
-  if command -v k3s >/dev/null 2>&1; then
-    k3s=$(command -v k3s)
-    KUBECTL=("$k3s" kubectl)
-    if ((EUID != 0)) && [[ -z ${KUBECONFIG-} && ! -r $K3S_KUBECONFIG ]]; then
-      if elevating; then
-        mapfile -t rules < <(kubectl_rules "$k3s")
-        require_root kubernetes-api "${rules[@]}"
-        KUBECTL=(sudo -n "$k3s" kubectl)
-      else
-        fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) cannot read $K3S_KUBECONFIG (root-only) and --elevate is none; nothing was changed" false \
-          channel '"kubernetes-api"' fix "$(json_str "set hosts.d601.elevate sudo (with the sudoers lines of README 'Non-root hosts') or let $(id -un) read a kubeconfig (k3s --write-kubeconfig-mode, KUBECONFIG)")"
-      fi
-    fi
-  elif command -v kubectl >/dev/null 2>&1; then
-    KUBECTL=(kubectl)
-  else
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither k3s nor kubectl is installed on $(hostname): the Deployments cannot be checked; nothing was changed" false channel '"kubectl"'
-  fi
+  local key="services.${SERVICE_ID:-<id>}.names.deployments"
+  choose_kubectl ": the Deployments cannot be checked; nothing was changed"
   local dep name container out err
   err=$(mktemp) || fail "$EXIT_INFRA_BLOCKED" infra-blocked "no temp file for the preflight on $(hostname)" false channel '"tmp"'
   for dep in "${DEPLOYMENTS[@]}"; do

@@ -23,6 +23,7 @@
 # Output: {"ok":true,"namespace","deployments":[...],"service","health":{deployCommit,requestedCommit}}
 # Needs: bash, k3s or kubectl, python3; sudo when elevating.
 # include: elevate.sh
+# include: kubectl.sh
 # include: audit.sh
 set -euo pipefail
 
@@ -30,7 +31,6 @@ NAMESPACE="" SERVICE="" PORT="" HEALTH_PATH="" COMMIT="" TIMEOUT=""
 ELEVATE_ARG="" AUDIT_LOG_ARG="" STACK="" SERVICE_ID=""
 DEPLOYMENTS=()
 KUBECTL=()
-K3S_KUBECONFIG=/etc/rancher/k3s/k3s.yaml
 
 # kubectl_rules: the sudoers rule and the exact command of every kubectl call (require_root's
 # argument list), for the k3s binary in $1.
@@ -93,26 +93,7 @@ main() {
     need name --service-id "$SERVICE_ID"
   fi
 
-  local elevated=false rules=() k3s
-  if command -v k3s >/dev/null 2>&1; then
-    k3s=$(command -v k3s)
-    KUBECTL=("$k3s" kubectl)
-    if ((EUID != 0)) && [[ -z ${KUBECONFIG-} && ! -r $K3S_KUBECONFIG ]]; then
-      if elevating; then
-        mapfile -t rules < <(kubectl_rules "$k3s")
-        require_root kubernetes-api "${rules[@]}"
-        KUBECTL=(sudo -n "$k3s" kubectl)
-        elevated=true
-      else
-        fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) cannot read $K3S_KUBECONFIG (root-only) and --elevate is none" false \
-          channel '"kubernetes-api"' fix "$(json_str "set hosts.d601.elevate sudo (with the sudoers lines of README 'Non-root hosts') or let $(id -un) read a kubeconfig (k3s --write-kubeconfig-mode, KUBECONFIG)")"
-      fi
-    fi
-  elif command -v kubectl >/dev/null 2>&1; then
-    KUBECTL=(kubectl)
-  else
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "neither k3s nor kubectl is installed on $(hostname)" false channel '"kubectl"'
-  fi
+  choose_kubectl ""
   require_tool python3
   make_tmp
   if [[ -n $AUDIT_LOG_ARG ]]; then
@@ -169,7 +150,7 @@ main() {
   done
 
   audit_event finished verdict '"ok"' error null
-  json_obj ok true namespace "$(json_str "$NAMESPACE")" deployments "[$deployments]" service "$(json_str "$SERVICE")" elevated "$elevated" \
+  json_obj ok true namespace "$(json_str "$NAMESPACE")" deployments "[$deployments]" service "$(json_str "$SERVICE")" elevated "$KUBECTL_ELEVATED" \
     via "$(json_str "$path")" health "$(json_obj deployCommit "$(json_str "$live")" requestedCommit "$(json_str "$requested")")" \
     commit "$(json_str "$COMMIT")" seconds "$(elapsed_since "$start")"
 }
