@@ -41,7 +41,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 LOCK_BUSY_EXIT = 7  # compose-deploy.sh maps it to lock-busy (the contract's ExitCode.BUSY)
@@ -148,14 +148,21 @@ def _write_atomically(real: str, new: bytes, mode_bits: int, uid: int, gid: int)
     os.close(dfd)
 
 
+@contextlib.contextmanager
+def _env_lock(real: str, lock_dir: str, seconds: float) -> Iterator[None]:
+    """The env file's lock (compose-deploy.sh's env_lock takes the same file); raises LockBusy."""
+    name = "unidesk-envfile." + hashlib.sha256(real.encode()).hexdigest()[:16] + ".lock"
+    with open(os.path.join(lock_dir, name), "a") as lock:
+        _lock(lock, seconds)
+        yield
+
+
 def set_keys(
     path: str, lock_dir: str, pairs: Sequence[tuple[str, str]], lock_seconds: float = LOCK_SECONDS
 ) -> dict[str, bool]:
     """Set ``pairs`` in the env file at ``path`` (symlinks followed) under its lock; raises LockBusy."""
     real = os.path.realpath(path)
-    name = "unidesk-envfile." + hashlib.sha256(real.encode()).hexdigest()[:16] + ".lock"
-    with open(os.path.join(lock_dir, name), "a") as lock:
-        _lock(lock, lock_seconds)
+    with _env_lock(real, lock_dir, lock_seconds):
         try:
             with open(real, "rb") as fh:
                 data = fh.read()
@@ -325,9 +332,7 @@ def restore(
 ) -> dict[str, str]:
     """Undo a switch's rename of the env file (see ``restore`` in the module doc); raises LockBusy."""
     real = os.path.realpath(path)
-    name = "unidesk-envfile." + hashlib.sha256(real.encode()).hexdigest()[:16] + ".lock"
-    with open(os.path.join(lock_dir, name), "a") as lock:
-        _lock(lock, LOCK_SECONDS if lock_seconds is None else lock_seconds)
+    with _env_lock(real, lock_dir, LOCK_SECONDS if lock_seconds is None else lock_seconds):
         try:
             with open(real, "rb") as fh:
                 current: bytes | None = fh.read()
