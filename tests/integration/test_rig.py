@@ -402,7 +402,7 @@ def test_install_registry_is_idempotent_and_ensure_ready_repairs_faults(rig: Rig
     d601 = rig.d601
     container = 'docker inspect -f "{{.Id}} {{.State.StartedAt}}" unidesk-artifact-registry'
     before = d601.sh(container).stdout
-    result = install_registry(d601, rig.registry_config())
+    result = install_registry(d601, rig.registry_config(), user=OPERATOR)  # as ensure_ready runs it
     assert set(result.values()) == {"unchanged"}
     assert d601.sh(container).stdout == before  # nothing restarted
     # faults other tests may leave: drifted config, sshd stopped, registry container stopped
