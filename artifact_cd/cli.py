@@ -325,7 +325,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise ConfigError([Problem("--stack", "only with --repair", "add --repair or drop --stack")])
         cfg = load(args)
         settings = _ssh_settings(args)
-        dropper = SshBlobDropper(cfg.hosts.d601, settings, cfg.registry.storage_path)
+        dropper = SshBlobDropper(
+            cfg.hosts.d601, settings, cfg.registry.storage_path, cfg.registry.container_name
+        )
     elif args.ssh_key is not None or args.ssh_option or args.timeout is not None:
         raise ConfigError([Problem("--ssh-option", "only with --stack", "add --repair --stack or drop them")])
     from .publish_progress import for_stream, summary_text

@@ -351,6 +351,7 @@ class RegistryBlobDropArgs(ScriptArgs):
     digest: str
     manifest_digest: str
     storage: str
+    container: str  # the registry's container: removes the file when the SSH user may not
 
 
 class ComposeDeployArgs(ScriptArgs):

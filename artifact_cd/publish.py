@@ -750,10 +750,11 @@ class HttpRegistryBlobs:
 class SshBlobDropper:
     """``registry-blob-drop.sh`` on D601 over SSH (the stack's hosts.d601 and registry storage)."""
 
-    def __init__(self, host: HostConfig, settings: SshSettings, storage: str) -> None:
+    def __init__(self, host: HostConfig, settings: SshSettings, storage: str, container: str) -> None:
         self.host = host
         self.settings = settings
         self.storage = storage
+        self.container = container
 
     def drop(
         self, registry: str, repository: str, tag: str, digest: str, manifest_digest: str
@@ -767,6 +768,7 @@ class SshBlobDropper:
             digest=digest,
             manifest_digest=manifest_digest,
             storage=self.storage,
+            container=self.container,
         )
         try:
             result = run_call(self.host, call, self.settings)
@@ -1049,6 +1051,7 @@ class Publisher:
             self.actions.append(f"dropped the corrupt blob {digest} from the D601 registry storage")
             if dropped.get("dropped") is True:
                 report["dropped"].append(digest)
+                report.setdefault("droppedBy", {})[digest] = dropped.get("removedBy")
         # The commit tag is never pushed to: a push there would move it to whatever manifest the
         # rebuild gives. The scratch repository shares the registry's content-addressed blob data.
         scratch_repository = f"{REPAIR_NAMESPACE}/{repository}"

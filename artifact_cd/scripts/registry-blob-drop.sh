@@ -14,18 +14,22 @@
 # 4. its sha256 is NOT --digest (else blob-intact, 3: a correct blob is never dropped).
 # Then only that data file is removed (its directory and every link stay: the registry answers 404
 # for the blob until a push stores the same content again) and a HEAD proves the registry sees it
-# gone.
-# Output: {"ok":true,"dropped":true|false,"digest","actual","bytes","path","manifestDigest",...}
-# The SSH user must be able to write the blob's directory (a root login, or the storage's owner);
-# nothing is elevated: otherwise infra-blocked (channel registry-storage) names the file and the
-# manual removal, after which publish --repair uploads the then missing blob.
+# gone. Who removes it (`removedBy`): the SSH user when it may write the blob's directory (a root
+# login, the storage's owner), else the registry's own container --container (the registry writes
+# its blobs as root; the operator reaches Docker through the docker group, nothing is elevated):
+# `docker exec <container> rm -f -- /var/lib/registry/<the same relative path>`, only while that
+# container runs and mounts exactly the checked storage at /var/lib/registry, then the file must be
+# gone on the host. Otherwise infra-blocked (channel registry-storage) names the file, why the
+# container could not remove it and the manual removal, after which publish --repair uploads the
+# then missing blob.
+# Output: {"ok":true,"dropped":true|false,"removedBy","digest","actual","bytes","path",...}
 # Failures: invalid-argument (2) · manifest-missing / manifest-changed / blob-not-referenced /
 # blob-intact / blob-path-refused (3) · registry-unreachable (4) · infra-blocked (5).
 set -euo pipefail
 
 main() {
   exec </dev/null
-  local registry="" repository="" tag="" digest="" manifest_digest="" storage=""
+  local registry="" repository="" tag="" digest="" manifest_digest="" storage="" container=""
   while (($#)); do
     case $1 in
       --registry) arg_value $# "$1"; registry=$2 ;;
@@ -34,6 +38,7 @@ main() {
       --digest) arg_value $# "$1"; digest=$2 ;;
       --manifest-digest) arg_value $# "$1"; manifest_digest=$2 ;;
       --storage) arg_value $# "$1"; storage=$2 ;;
+      --container) arg_value $# "$1"; container=$2 ;;
       *) unknown_arg "$1" ;;
     esac
     shift 2
@@ -44,6 +49,7 @@ main() {
   need digest --digest "$digest"
   need digest --manifest-digest "$manifest_digest"
   need managed_path --storage "$storage"
+  need name --container "$container"
   require_tool python3
   require_tool sha256sum
   require_tool curl
@@ -88,16 +94,52 @@ main() {
   [[ $actual != "$digest" ]] ||
     fail "$EXIT_PRECONDITION" blob-intact "$digest in $storage hashes to its digest: a correct blob is never dropped" false \
       digest "$(json_str "$digest")"
-  if [[ ! -w $dir ]]; then
-    fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) may not remove files in $dir on $(hostname): nothing was dropped" false \
+  local removed_by=user why
+  if [[ -w $dir ]]; then
+    rm -f -- "$data"
+  elif why=$(drop_in_container "$container" "$real_storage" "${hex:0:2}/$hex"); then
+    removed_by=registry-container
+  else
+    fail "$EXIT_INFRA_BLOCKED" infra-blocked "$(id -un) may not remove files in $dir on $(hostname) and the registry container could not ($why): nothing was dropped" false \
       channel '"registry-storage"' path "$(json_str "$data")" \
-      fix "$(json_str "log in as a user that owns the registry storage (hosts.d601.user), or remove the corrupt file by hand after checking it (sudo rm -f -- $data: its sha256 is $actual, not $digest), then run publish --repair again: a missing blob needs no drop")"
+      fix "$(json_str "remove the corrupt file by hand after checking it (sudo rm -f -- $data: its sha256 is $actual, not $digest), then run publish --repair again: a missing blob needs no drop")"
   fi
-  rm -f -- "$data"
   local code
   code=$(curl -s -I -o /dev/null --max-time 10 -w '%{http_code}' "http://$registry/v2/$repository/blobs/$digest" 2>/dev/null || true)
-  json_obj ok true dropped true state '"dropped"' actual "$(json_str "$actual")" bytes "$bytes" \
-    registryAnswers "$(json_str "${code:-none}")" "${result[@]}"
+  json_obj ok true dropped true state '"dropped"' removedBy "$(json_str "$removed_by")" actual "$(json_str "$actual")" \
+    bytes "$bytes" registryAnswers "$(json_str "${code:-none}")" "${result[@]}"
+}
+
+# drop_in_container CONTAINER REAL_STORAGE XX/HEX: remove the blob's data file through the running
+# registry container that mounts REAL_STORAGE at /var/lib/registry; prints why not on failure.
+drop_in_container() {
+  local container=$1 storage=$2 rel=$3 state source
+  if ! command -v docker >/dev/null 2>&1; then
+    echo "docker is not installed"
+    return 1
+  fi
+  if ! IFS='|' read -r state source < <(docker container inspect -f \
+    '{{.State.Running}}|{{range .Mounts}}{{if eq .Destination "/var/lib/registry"}}{{.Source}}{{end}}{{end}}' \
+    -- "$container" 2>/dev/null); then
+    echo "no container $container, or Docker refused $(id -un)"
+    return 1
+  fi
+  if [[ $state != true ]]; then
+    echo "$container is not running"
+    return 1
+  fi
+  if [[ -z $source || $(realpath -e -- "$source" 2>/dev/null) != "$storage" ]]; then
+    echo "$container does not mount $storage at /var/lib/registry"
+    return 1
+  fi
+  if ! docker exec "$container" rm -f -- "/var/lib/registry/docker/registry/v2/blobs/sha256/$rel/data" >/dev/null 2>&1; then
+    echo "docker exec $container rm failed"
+    return 1
+  fi
+  if [[ -e $storage/docker/registry/v2/blobs/sha256/$rel/data ]]; then
+    echo "the file is still there after docker exec $container rm"
+    return 1
+  fi
 }
 
 main "$@"

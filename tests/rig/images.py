@@ -69,7 +69,8 @@ def build_registry_image(host: Host, workdir: Path) -> None:
     root = ctx / "r"
     _copy_exe(Path("/usr/bin/docker-registry"), root / "bin/registry")
     _copy_exe(BUSYBOX, root / "bin/busybox")
-    (root / "bin/sh").symlink_to("busybox")
+    for applet in ("sh", "rm", "ls", "cat"):  # the official image is Alpine: its busybox applets are there
+        (root / "bin" / applet).symlink_to("busybox")
     for lib in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"):
         _copy_exe(Path(lib), root / lib.lstrip("/"))
     (root / "etc/docker/registry").mkdir(parents=True)

@@ -34,7 +34,10 @@ class Answer:
 def drop_with(monkeypatch: pytest.MonkeyPatch, answer: Answer) -> PublishFailure:
     monkeypatch.setattr(remote, "run_call", lambda host, call, settings: answer)
     dropper = SshBlobDropper(
-        HostConfig(host="d601.example"), SshSettings(), "/home/ubuntu/.unidesk/registry-storage"
+        HostConfig(host="d601.example"),
+        SshSettings(),
+        "/home/ubuntu/.unidesk/registry-storage",
+        "unidesk-artifact-registry",
     )
     with pytest.raises(PublishFailure) as caught:
         dropper.drop("127.0.0.1:5000", "unidesk/svc", "c" * 40, DIGEST, MANIFEST)

@@ -573,7 +573,8 @@ class Stored:
     def drop(self, digest: str, manifest_digest: str | None = None) -> tuple[int, dict[str, Any]]:
         return run("registry-blob-drop.sh", [
             "--registry", self.registry.endpoint, "--repository", REPO, "--tag", COMMIT, "--digest", digest,
-            "--manifest-digest", manifest_digest or self.digest, "--storage", str(self.storage)])  # fmt: skip
+            "--manifest-digest", manifest_digest or self.digest, "--storage", str(self.storage),
+            "--container", REGISTRY_CONTAINER])  # fmt: skip
 
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.storage)) for p in self.storage.rglob("*") if p.is_file())
@@ -641,10 +642,11 @@ def test_drop_of_a_commit_not_in_the_registry_is_manifest_missing(stored: Stored
     assert path.exists()
 
 
-@pytest.mark.parametrize("slot", [5, 7, 9, 11])
+@pytest.mark.parametrize("slot", [5, 7, 9, 11, 13])
 def test_drop_validates_every_argument(stored: Stored, slot: int) -> None:
     args = ["--registry", stored.registry.endpoint, "--repository", REPO, "--tag", COMMIT, "--digest", stored.layer,
-            "--manifest-digest", stored.digest, "--storage", str(stored.storage)]  # fmt: skip
+            "--manifest-digest", stored.digest, "--storage", str(stored.storage),
+            "--container", REGISTRY_CONTAINER]  # fmt: skip
     args[slot] = "../etc;id"
     code, out = run("registry-blob-drop.sh", args)
     assert code == 2 and out["error"] == "invalid-argument", out
@@ -701,15 +703,45 @@ def test_drop_with_the_registry_down_is_retryable_and_drops_nothing(stored: Stor
         closed = f"127.0.0.1:{s.getsockname()[1]}"
     code, out = run("registry-blob-drop.sh", [
         "--registry", closed, "--repository", REPO, "--tag", COMMIT, "--digest", stored.layer,
-        "--manifest-digest", stored.digest, "--storage", str(stored.storage)])  # fmt: skip
+        "--manifest-digest", stored.digest, "--storage", str(stored.storage),
+        "--container", REGISTRY_CONTAINER])  # fmt: skip
     assert code == 4 and out["error"] == "registry-unreachable" and out["retryable"] is True, out
     assert path.exists()
 
 
-def test_drop_by_a_user_who_may_not_write_the_storage_is_infra_blocked_and_names_the_manual_fix(
-    registry: FakeRegistry,
+REGISTRY_CONTAINER = "unidesk-artifact-registry"
+
+# A fake docker for the user who may not write the storage: `container inspect` answers FAKE_INSPECT
+# (running|mount source; unset: no such container), `exec` records its argv and exits FAKE_EXEC_RC.
+FAKE_CONTAINER_DOCKER = """#!/bin/bash
+case "$1 $2" in
+  "container inspect") [[ -n ${FAKE_INSPECT:-} ]] || exit 1; printf '%s\\n' "$FAKE_INSPECT"; exit 0 ;;
+  "exec $FAKE_CONTAINER") printf '%s\\n' "$*" >> "$FAKE_LOG"; exit "${FAKE_EXEC_RC:-0}" ;;
+esac
+exit 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("inspect", "exec_rc", "why"),
+    [
+        (None, 0, "no container unidesk-artifact-registry"),
+        ("false|{storage}", 0, "is not running"),
+        ("true|/elsewhere", 0, "does not mount"),
+        ("true|", 0, "does not mount"),
+        ("true|{storage}", 1, "docker exec unidesk-artifact-registry rm failed"),
+        ("true|{storage}", 0, "still there"),  # the fake exec removes nothing: the host check sees it
+        ("nodocker", 0, "docker is not installed"),
+    ],
+)
+def test_drop_by_a_user_who_may_not_write_the_storage_goes_through_the_registry_container_or_names_the_fix(
+    registry: FakeRegistry, inspect: str | None, exec_rc: int, why: str
 ) -> None:
-    """Nothing is elevated: a non-root SSH user without write access gets the file and the fix."""
+    """The registry writes its blobs as root; a non-root SSH user (here uid 65534) may not remove
+    one. The drop then asks the registry's own container -- only while it runs and mounts exactly
+    the checked storage at /var/lib/registry -- and proves the file gone on the host. Every way that
+    fails is infra-blocked naming why, the file and the manual fix; nothing is dropped. (The
+    container's successful removal runs on the rig: tests/integration/test_publish_rig.py.)"""
     digest, doc = _tagged_image(registry)
     layer = doc["layers"][0]["digest"]
     base = Path(tempfile.mkdtemp(prefix="unidesk-drop-"))
@@ -717,21 +749,47 @@ def test_drop_by_a_user_who_may_not_write_the_storage_is_infra_blocked_and_names
         base.chmod(0o755)
         storage = base / "registry-storage"
         path = store(storage, b"not the layer", layer)  # root-owned, 0755 dirs: readable, not writable
+        bindir = base / "bin"
+        bindir.mkdir(mode=0o755)
+        log = base / "docker.log"
+        log.touch(mode=0o666)
+        log.chmod(0o666)
+        if inspect != "nodocker":
+            (bindir / "docker").write_text(FAKE_CONTAINER_DOCKER)
+            (bindir / "docker").chmod(0o755)
+            path_dirs = f"{bindir}:/usr/bin:/bin"
+        else:  # this machine's tools without any docker
+            nodocker = base / "nodocker"
+            nodocker.mkdir(mode=0o755)
+            for tool in Path("/usr/bin").iterdir():
+                if not tool.name.startswith("docker"):
+                    (nodocker / tool.name).symlink_to(tool)
+            path_dirs = str(nodocker)
         args = ["--registry", registry.endpoint, "--repository", REPO, "--tag", COMMIT, "--digest", layer,
-                "--manifest-digest", digest, "--storage", str(storage)]  # fmt: skip
+                "--manifest-digest", digest, "--storage", str(storage), "--container", REGISTRY_CONTAINER]  # fmt: skip
+        env = {"PATH": path_dirs, "HOME": "/nonexistent", "FAKE_LOG": str(log),
+               "FAKE_CONTAINER": REGISTRY_CONTAINER, "FAKE_EXEC_RC": str(exec_rc)}  # fmt: skip
+        if inspect not in (None, "nodocker"):
+            env["FAKE_INSPECT"] = inspect.format(storage=storage)
         proc = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BASH, "-c", command_line(args)],
             input=script_text("registry-blob-drop.sh"), capture_output=True, text=True, timeout=60, check=False,
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent"},
+            env=env,
         )  # fmt: skip
         out = StepResult.parse(proc.stdout, "registry-blob-drop.sh").data
         assert proc.returncode == 5 and out["error"] == "infra-blocked", (out, proc.stderr)
+        assert why in out["detail"], out["detail"]
         assert (
             out["channel"] == "registry-storage"
             and str(path) in out["fix"]
             and "publish --repair" in out["fix"]
         )
         assert path.exists()
+        calls = log.read_text().splitlines()
+        tried = inspect is not None and inspect.startswith("true|") and inspect != "true|" and "elsewhere" not in inspect
+        rel = f"{layer.removeprefix('sha256:')[:2]}/{layer.removeprefix('sha256:')}"
+        want = f"exec {REGISTRY_CONTAINER} rm -f -- /var/lib/registry/docker/registry/v2/blobs/sha256/{rel}/data"
+        assert calls == ([want] if tried else [])  # exactly that file, and only through a checked container
     finally:
         shutil.rmtree(base)
 
