@@ -1027,7 +1027,11 @@ def figure_bytes(rig: Rig, rounds: int, pad: int) -> dict[str, Any]:
                 s.add(f"{mode} (bytes)", float(doc["bytesMoved"]))
                 s.add(f"{mode} (seconds)", seconds)
         cpu.record(s, "round: ")
-        idle = rig.master.sh(IDLE_TUNNEL, rig.registry, "22", rig.d601_from_master, timeout=60, check=False)
+        # as move-image's hop runs: the master's login user, with its own key for D601
+        idle = rig.master.sh(
+            'exec runuser -u "$1" -- bash -c "$2" bash "${@:3}"',
+            rig.master.user, IDLE_TUNNEL, rig.registry, "22", rig.d601_from_master, timeout=60, check=False,
+        )  # fmt: skip
         if idle.returncode == 0 and idle.stdout.strip().isdigit():
             s.add("idle tunnel (bytes)", float(idle.stdout.strip()))
         else:

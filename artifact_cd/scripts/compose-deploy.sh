@@ -697,6 +697,10 @@ _remove_stale_staged() {
   dir=${real%/*} base=${real##*/}
   for f in "${dir:-}/.$base.unidesk-$STAGE_TAG."* "${dir:-}/.$base.unidesk-new."* "${dir:-}/.$base.unidesk-backup."*; do
     [[ -e $f ]] || continue
+    case ${f##*/."$base".unidesk-} in
+      "$STAGE_TAG".new.* | "$STAGE_TAG".backup.*) ;;     # this service's
+      new.*.* | backup.*.*) continue ;;                  # another service's tag that starts so
+    esac
     log "removing $f, left by a killed deploy"
     rm -f -- "$f"
   done

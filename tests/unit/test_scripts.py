@@ -525,6 +525,29 @@ def test_a_failed_up_restores_only_this_services_keys_once_another_deploy_rename
     assert [p.name for p in project.iterdir()] == [".env.deploy"]  # no staged file or backup left
 
 
+def test_leftover_staged_files_of_this_service_and_older_versions_go_and_others_stay(fake_host: dict[str, Any]) -> None:
+    """Staged env files carry their deploy's project.service (whose lock that deploy holds): a deploy
+    removes its own service's leftovers (a killed run) and untagged ones of older versions, never
+    another service's -- which may be between its rename and its `up` -- even when that tag
+    starts like an untagged name (a project called `new`)."""
+    project, name = fake_host["project"], fake_host["name"]
+    env_file = project / ".env.deploy"
+    content = "".join(f"UNIDESK_BAIDU_NETDISK_{k}=v-{k.lower()}\n" for k in ("CLIENT_ID", "CLIENT_SECRET", "TOKEN_KEY"))
+    env_file.write_text(content)
+    # envfile.py names them "." + the env file's name + ".unidesk-" (here ..env.deploy.unidesk-...)
+    gone = [f"..env.deploy.unidesk-{name}.baidu-netdisk.new.k1ll3d00", f"..env.deploy.unidesk-{name}.baidu-netdisk.backup.k1ll3d01",
+            "..env.deploy.unidesk-new.0ld0ld00", "..env.deploy.unidesk-backup.0ld0ld01"]  # fmt: skip
+    kept = [f"..env.deploy.unidesk-{name}.other.new.runn1ng0", "..env.deploy.unidesk-new.svc.backup.runn1ng1",
+            "..env.deploy.unidesk-backup.svc.new.runn1ng2"]  # fmt: skip
+    for leftover in gone + kept:
+        (project / leftover).write_text("x\n")
+    env = {**fake_host["env"], "FAKE_IMAGE_ID": IMAGE_ID, "FAKE_NETWORKS": "default back"}
+    run = run_script("compose-deploy.sh", deploy_args(project, name), env=env)
+    assert run.json["error"] == "infra-blocked" and "could not tag" in run.json["detail"], run.stdout  # staged, then stopped
+    assert sorted(p.name for p in project.iterdir()) == sorted([".env.deploy", *kept])
+    assert env_file.read_text() == content
+
+
 def test_missing_image_is_refused_before_anything_changes(fake_host: dict[str, Any]) -> None:
     project, name = fake_host["project"], fake_host["name"]
     run = run_script("compose-deploy.sh", deploy_args(project, name), env=fake_host["env"])
