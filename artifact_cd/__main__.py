@@ -1,4 +1,4 @@
-"""``python -m artifact_cd``: ``status``/``health`` open D601's SSH connection first (sshlink: the
+"""``python -m artifact_cd``: ``status``/``health`` open their SSH connections first (sshlink: the
 handshake overlaps the imports and the config validation), then the CLI runs as always."""
 
 import os
@@ -11,4 +11,11 @@ _early = preconnect(sys.argv[1:], os.environ, Path(__file__).resolve().parent.pa
 
 from artifact_cd.cli import main  # noqa: E402 - after the early connection on purpose
 
-raise SystemExit(main(preconnected=_early))
+_code = main(preconnected=_early)
+if _early is not None:
+    # status/health: the answer is printed and every connection, thread and temporary file was
+    # closed by main(); skip the interpreter's teardown of ~300 modules (~15 ms of a query)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_code)
+raise SystemExit(_code)
