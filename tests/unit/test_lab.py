@@ -41,8 +41,13 @@ def test_leftovers_sees_a_mount_under_the_directory(tmp_path: Path) -> None:
 
 def test_leftovers_sees_a_process_naming_the_directory(tmp_path: Path) -> None:
     rigdir = tmp_path / "rig"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(rigdir)])
+    # Popen returns once exec has closed the child's error pipe, which is before the kernel has
+    # set the new argv (/proc/PID/cmdline is empty for that moment; 73 misses in 300 under load),
+    # so the scan waits for the child's first line
+    code = "import time; print('ready', flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(rigdir)], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         found = control.leftovers("", rigdir)
         assert any(item.startswith(f"process {proc.pid}:") for item in found), found
     finally:
