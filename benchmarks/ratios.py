@@ -112,6 +112,12 @@ STACK = {"oa-event-flow": "master", "project-manager": "master", "findjob": "d60
 ALONE = {"master": "oa-event-flow", "d601": "findjob"}
 MOVED = "oa-event-flow"  # figure 4
 FIGURES = ("deploy", "query", "stack", "bytes")
+# --compose: v1 (bookworm's docker-compose 1.29, every rig test's) or v2 (Docker's Compose plugin,
+# linked into both hosts from ./run's COMPOSE_V2 as tests/integration/test_compose_v2.py does; the
+# stack config names no Compose command, so compose-deploy.sh finds it as a real host's would).
+COMPOSE_V2 = Path("/usr/local/lib/unidesk-rig/compose-v2/docker-compose")
+COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
+HAND_COMPOSE = ["docker-compose"]  # the hand-typed line's Compose (docker compose with --compose v2)
 TARGETS = {"deploy": 1.25, "query": 2.0, "stack": 1.5}  # issue 14's acceptance, shown, never asserted
 LOG_RE = re.compile(r"^(?P<script>[a-z0-9][a-z0-9-]*) \[(?P<t>\d+(?:\.\d+)?)s\]: (?P<msg>.*)$")
 
@@ -125,8 +131,9 @@ docker pull -q "$ref" >/dev/null
 t "docker pull"
 docker tag "$ref" "$1" && docker tag "$ref" "$1:$2"
 t "docker tag"
-cd "$3" && docker-compose -p "$4" up -d --no-build --no-deps --force-recreate "$1" >/dev/null 2>&1
-t "docker-compose up"
+read -r -a compose <<<"$6"
+cd "$3" && "${compose[@]}" -p "$4" up -d --no-build --no-deps --force-recreate "$1" >/dev/null 2>&1
+t "compose up"
 ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$5")
 for i in $(seq 100); do
   curl -sf "http://$ip:8080/health" >/dev/null && { t "curl health"; exit 0; }
@@ -606,7 +613,7 @@ def figure_deploy(rig: Rig, rounds: int) -> dict[str, Any]:
         cpu.record(s, "project: ")
 
     def typed(commit: str) -> None:
-        argv = [DIRECT, commit, BASE, PROJECT["projectName"], container]
+        argv = [DIRECT, commit, BASE, PROJECT["projectName"], container, HAND_COMPOSE[0]]
         with cpu_meter(rig) as cpu:
             start = time.monotonic()
             proc = rig.d601.ssh("bash -s -- " + shlex.join(argv), input=HAND, timeout=STEP_TIMEOUT)
@@ -1251,6 +1258,7 @@ def print_report(results: dict[str, dict[str, Any]], meta: dict[str, Any], strea
         f"other work on this machine during the run (busy CPUs not used by the rig or this benchmark):"
         f" {meta['othersBusyCpus']:.2f} on average;"
         f" waited {meta['quietWaitSeconds']:.0f} s for quiet (--quiet-wait); code {meta['code']}",
+        f"Compose on the hosts: {meta['compose']} (--compose); "
         f"rig hosts' login environment: {meta['loginEnv']} (--login-env; production: a stock ~/.bashrc,"
         " nothing run per SSH command, python3 = /usr/bin/python3; machine: this machine's, pyenv)",
     ]
@@ -1285,7 +1293,16 @@ def code_state() -> str:
     )
 
 
-def main() -> int:
+def use_compose(rig: Rig, which: str) -> None:
+    """v2: Docker's Compose plugin on both hosts (their own overlay; the rig goes with them)."""
+    if which == "v2":
+        for h in (rig.master, rig.d601):
+            h.sh('install -d "${2%/*}" && ln -sfn -- "$1" "$2"', str(COMPOSE_V2), COMPOSE_PLUGIN)
+        HAND_COMPOSE[0] = "docker compose"
+
+
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    """The command line and the figures it asks for (argparse exits on an error)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per figure (default 5)")
     parser.add_argument(
@@ -1315,13 +1332,27 @@ def main() -> int:
         " instead of with Python's bytecode cache as an operator's ./run has it",
     )
     parser.add_argument(
+        "--compose",
+        choices=("v1", "v2"),
+        default="v1",
+        help="the hosts' Compose: v1 docker-compose (default, the rig tests') or v2 `docker compose`"
+        f" (the plugin ./run tests unpacks to {COMPOSE_V2}, linked into both hosts)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="one JSON document on stdout (the table to stderr)"
     )
     args = parser.parse_args()
     only = [f.strip() for f in args.only.split(",") if f.strip()]
+    if args.compose == "v2" and not COMPOSE_V2.is_file():
+        parser.error(f"--compose v2: {COMPOSE_V2} is missing (./run tests installs it)")
     unknown = sorted(set(only) - set(FIGURES))
     if unknown or args.rounds < 1:
         parser.error(f"unknown figure(s) {unknown}" if unknown else "--rounds must be >= 1")
+    return args, only
+
+
+def main() -> int:
+    args, only = parse_args()
     QUIET["max_wait"] = max(0.0, args.quiet_wait)
     start = time.monotonic()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -1330,6 +1361,7 @@ def main() -> int:
     log(f"rig up in {rig.boot_seconds:.1f} s ({rig.dir})")
     login = LoginEnv(rig)
     login.use(args.login_env)
+    use_compose(rig, args.compose)
     work0, busy0, t0 = rig_cpu_seconds(rig) + own_cpu_seconds(), machine_busy_seconds(), time.monotonic()
     others = float("nan")
     try:
@@ -1372,6 +1404,7 @@ def main() -> int:
         "othersBusyCpus": round(others, 2),
         "code": code_state(),
         "loginEnv": args.login_env,
+        "compose": args.compose,
         "quietWaitSeconds": round(QUIET["waited"], 1),
     }
     print_report(results, meta, sys.stderr if args.json else sys.stdout)
