@@ -12,7 +12,8 @@ operator ``ubuntu``:
   (the preflight reads v2's `compose config` and v2's container labels);
 - two services of a fresh project recreated at once leave one project network, and the next pair
   (networks present: the shared project lock) both finish;
-- an unhealthy commit with autoRestore on: v2 recreates the previous commit, verified.
+- an unhealthy commit with autoRestore on: v2 recreates the previous commit, verified;
+- the registry host install with the product's default `/usr/bin/docker compose` (R7).
 Each test ends with the host checked (one commit serving, nothing left, a clean re-run).
 """
 
@@ -27,6 +28,9 @@ from typing import Any
 
 import pytest
 
+from artifact_cd import health
+from artifact_cd.config import parse_stack_config
+from artifact_cd.plan import plan_registry_host
 from tests.integration.test_deploy_safety import (
     SafetyProject,
     audit_lines,
@@ -184,7 +188,9 @@ def test_two_services_of_a_fresh_project_at_once_then_with_the_shared_lock(
     for s in SERVICES:
         at(rig, s, C[f"{s}-a"])
     network = f"{project.name}_default"
-    rig.d601.sh('cd "$1" && "$2" -p "$3" down -t 1 >/dev/null 2>&1', project.base, str(COMPOSE_V2), project.name)
+    rig.d601.sh(
+        'cd "$1" && "$2" -p "$3" down -t 1 >/dev/null 2>&1', project.base, str(COMPOSE_V2), project.name
+    )
     assert network not in networks(rig)
     first = deploy_at_once(rig, {s: C[f"{s}-b"] for s in SERVICES})
     for s, r in first.items():
@@ -222,3 +228,56 @@ def test_an_unhealthy_commit_is_restored_by_v2(rig: Rig, project: V2Project) -> 
     last = audit_lines(rig.d601, service)[-1]
     assert last["event"] == "finished" and last["verdict"] == "restored" and last["error"] == "unhealthy"
     host_check(rig, project, service, a)
+
+
+def test_the_registry_host_installs_and_restarts_under_v2(rig: Rig, project: V2Project) -> None:
+    """R7 with the product's default registry.composeCommand (`/usr/bin/docker compose`, which every
+    other rig test overrides with v1) on a fresh systemd host with only the v2 plugin: the plan's
+    install steps run as the operator, the acceptance is healthy, a second install writes and
+    restarts nothing, and a restart of the unit (its ExecStart is v2) brings a new, healthy
+    container up on loopback."""
+    with rig.fresh_host("regv2") as host:
+        host.sh('install -d "${2%/*}" && ln -sfn -- "$1" "$2"', str(COMPOSE_V2), PLUGIN)
+        raw = rig.stack_config("prod")
+        raw["hosts"]["d601"] = {"host": host.address, "user": host.user, "port": host.port}
+        del raw["registry"]["composeCommand"]
+        cfg = parse_stack_config(raw, "prod")
+        assert cfg.registry.compose_command == "/usr/bin/docker compose"
+
+        def install() -> dict[str, dict[str, Any]]:
+            results: dict[str, dict[str, Any]] = {}
+            for step in plan_registry_host(cfg).steps:
+                done = host.run_step(step, timeout=300)
+                assert done.returncode == 0 and done.json is not None, (
+                    step.id,
+                    done.stdout,
+                    done.stderr[-2000:],
+                )
+                results[step.id] = done.json
+            verdict = health.decide(results["registry-acceptance"], mode="health")
+            assert verdict["decision"] == "healthy", verdict
+            return results
+
+        def container() -> list[str]:
+            return host.sh('docker inspect -f "{{.Id}} {{.State.StartedAt}}" -- "$1"',
+                           cfg.registry.container_name).stdout.split()  # fmt: skip
+
+        first = install()
+        assert first["registry-activate"]["started"] is True
+        unit = host.sh('systemctl cat -- "$1"', cfg.registry.unit_name).stdout
+        assert "/usr/bin/docker compose" in unit, unit
+        before = container()
+        again = install()
+        assert [again[s]["result"] for s in ("registry-config", "registry-compose", "registry-unit")] == [
+            "unchanged"
+        ] * 3
+        assert again["registry-activate"]["restarted"] is False and container() == before
+        host.sh('systemctl restart -- "$1"', cfg.registry.unit_name, timeout=180)
+        after = container()
+        assert after and after != before, "the unit's restart made a new container"
+        assert host.sh('docker port -- "$1"', cfg.registry.container_name).stdout.split() == [
+            "5000/tcp", "->", "127.0.0.1:5000"
+        ]  # fmt: skip
+        acceptance = host.run_step(plan_registry_host(cfg).steps[-1], timeout=300)
+        assert acceptance.json is not None
+        assert health.decide(acceptance.json, mode="health")["decision"] == "healthy"
