@@ -37,7 +37,6 @@ from .plan import Step, plan_registry_host
 from .scripts import command_line, script_text
 from .sshlink import (
     SSH_KEY_ENV,
-    Connection,
     Preconnected,
     SshOptionError,
     SshSettings,
@@ -78,9 +77,6 @@ class RemoteResult:
     stdout: str
     stderr: str = field(repr=False)
     seconds: float
-    # how the CLI's early connection served this round trip (sshlink.Preconnected.claim):
-    # none | connected | speculated | discarded
-    early: str = "none"
 
     @property
     def json(self) -> dict[str, Any] | None:
@@ -186,16 +182,6 @@ def _run_early(
     return _result(host, proc.returncode, stdout, stderr, time.monotonic() - started)
 
 
-def _run_ahead(host: HostConfig, early: Connection, timeout: float) -> RemoteResult:
-    """The round trip whose stdin the early connection sent before the config was validated
-    (sshlink.EarlyCache): the same stdin, so its output is this round trip's."""
-    outcome = early.outcome(early.started + timeout - time.monotonic())
-    if outcome is None:
-        raise SshFailure("timeout", f"no answer over SSH within {timeout:g} s", True)
-    returncode, stdout, stderr = outcome
-    return _result(host, returncode, stdout, stderr, time.monotonic() - early.started)
-
-
 def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> RemoteResult:
     """Run one script call over SSH: ``bash -s -- <its argv>``, the script text on stdin (on the
     early connection of ``status``/``health``, when it is this one: its argv as the script's first
@@ -205,16 +191,11 @@ def run_call(host: HostConfig, call: ScriptArgs, settings: SshSettings) -> Remot
     key other than the pinned one)."""
     if call.needs_manifest:
         raise ValueError(f"{call.script} needs the manifest check's live values")
-    how = "none"
-    if settings.preconnected is not None:
+    early = settings.preconnected.take(host, settings) if settings.preconnected is not None else None
+    if early is not None:
         stdin = script_with_args(call.to_argv(), script_text(call.script))
-        early, how = settings.preconnected.claim(host, settings, stdin)
-        if early is not None and how == "speculated":
-            return replace(_run_ahead(host, early, settings.timeout), early=how)
-        if early is not None:
-            return replace(_run_early(host, early.proc, stdin, early.started, settings.timeout), early=how)
-    result = run_ssh(host, command_line(call.to_argv()), settings, script_text(call.script))
-    return replace(result, early=how)
+        return _run_early(host, early.proc, stdin, early.started, settings.timeout)
+    return run_ssh(host, command_line(call.to_argv()), settings, script_text(call.script))
 
 
 def acceptance_step(cfg: StackConfig) -> Step:
@@ -264,11 +245,9 @@ def registry_query(
         checked = blob_integrity(host, integrity, settings)
         doc = health.decide(facts, mode=mode, integrity=checked)
         seconds = result.seconds + float(checked.get("querySeconds") or 0)
-        query = {"roundTrips": 2, "seconds": round(seconds, 3), "early": result.early}
-        return {**doc, "target": target, "query": query}
+        return {**doc, "target": target, "query": {"roundTrips": 2, "seconds": round(seconds, 3)}}
     doc = health.decide(facts, mode=mode)
-    query = {"roundTrips": 1, "seconds": round(result.seconds, 3), "early": result.early}
-    return {**doc, "target": target, "query": query}
+    return {**doc, "target": target, "query": {"roundTrips": 1, "seconds": round(result.seconds, 3)}}
 
 
 def blob_integrity(host: HostConfig, call: RegistryBlobVerifyArgs, settings: SshSettings) -> dict[str, Any]:

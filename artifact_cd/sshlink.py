@@ -19,25 +19,12 @@ How the early start stays exactly as safe as the normal path:
   the remote ``bash`` reads end-of-file and exits. The probe's arguments travel as the first line of
   stdin (``set -- <quoted args>``) instead of on the remote command line, then ``eval "$(cat)"``
   runs the rest, the same script text (read in one go rather than one byte per read).
-
-The probe sent ahead (:class:`EarlyCache`): after a round trip on an early connection, its exact
-stdin (arguments and script text, computed from the validated config) is kept in the user's cache
-(``~/.cache/unidesk-artifact-cd/early``, 0700, one 0600 file per set of inputs: the verb and its
-command line, the project directory and the bytes of both stack files). The next run with the very
-same inputs writes that stdin to the early connection at once, so the read-only probe runs on the
-host while Python imports and validates. The answer is used only when the stdin the validated run
-computes is byte for byte the one sent; otherwise the early run is killed, its output never read,
-and the round trip runs again on a fresh connection. What a cache entry can make a host run is
-therefore only a read-only probe that an earlier validated run of the same inputs ran; a cache file
-or directory that is not the user's own, or is readable or writable by others, is ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import hashlib
-import json
 import os
 import re
 import shlex
@@ -52,8 +39,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 SSH_OPTIONS_ENV = "ARTIFACT_CD_SSH_OPTIONS"
-CACHE_DIR_ENV = "ARTIFACT_CD_CACHE_DIR"  # the early-probe cache's directory ("off": no cache)
-CACHE_KEEP = 32  # cache files kept (one per set of inputs; the oldest go first)
 SSH_KEY_ENV = "ARTIFACT_CD_SSH_KEY"
 HOST_KEY_ALIAS = "unidesk-pinned-host"  # the known_hosts name of a pinned key (HostKeyAlias)
 EARLY_VERBS = ("status", "health")
@@ -191,49 +176,12 @@ class Connection:
         self.proc = proc
         self.started = started
         self._cleanup = cleanup  # the pinned known_hosts' context (or None)
-        self.state = "open"  # open -> used | discarded | closed
-        self.sent: str | None = None  # the stdin written ahead (send_ahead), else None
-        self._runner: threading.Thread | None = None
-        self._outcome: tuple[int, str, str] | None = None
-
-    def send_ahead(self, stdin: str) -> None:
-        """Write ``stdin`` now (a thread: a script larger than the pipe waits for the handshake)
-        and collect the output; :meth:`outcome` hands it over once the stdin is known to be right."""
-        self.sent = stdin
-
-        def run() -> None:
-            try:
-                out, err = self.proc.communicate(stdin)
-            except (OSError, ValueError):  # killed or closed under it: never read
-                return
-            self._outcome = (self.proc.returncode, out, err)
-
-        self._runner = threading.Thread(target=run, name="early-probe", daemon=True)
-        self._runner.start()
-
-    def outcome(self, timeout: float) -> tuple[int, str, str] | None:
-        """(exit code, stdout, stderr) of the stdin sent ahead, waiting up to ``timeout`` seconds;
-        None when it did not end by then (the process is killed)."""
-        if self._runner is None:
-            raise RuntimeError("nothing was sent ahead on this connection")
-        self._runner.join(max(0.0, timeout))
-        if self._runner.is_alive():
-            self.proc.kill()
-            self._runner.join()
-            return None
-        return self._outcome
+        self.state = "open"  # open -> used | closed
 
     def close(self) -> None:
-        """Close an unused connection (the remote ``bash`` reads end-of-file, runs nothing), end a
-        run sent ahead that nobody took, and remove the pinned known_hosts file. Idempotent."""
-        if self.sent is not None:
-            if self.proc.poll() is None and self.state != "used":
-                self.proc.kill()  # the answer is not wanted: never read
-            if self._runner is not None and self.state != "used":
-                self._runner.join()
-            if self.state in ("open", "discarded"):
-                self.state = "closed"
-        elif self.state == "open":
+        """Close an unused connection (the remote ``bash`` reads end-of-file, runs nothing) and
+        remove the pinned known_hosts file. Idempotent."""
+        if self.state == "open":
             self.state = "closed"
             for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 if stream is not None:
@@ -256,142 +204,24 @@ class Preconnected:
     Each is taken once, by the first round trip whose command line it is; the rest are closed
     unused (nothing sent) by :meth:`close`. Thread-safe: the live view probes hosts concurrently."""
 
-    def __init__(self, connections: Sequence[Connection], cache: EarlyCache | None = None) -> None:
+    def __init__(self, connections: Sequence[Connection]) -> None:
         self.connections = list(connections)
-        self.cache = cache
         self._lock = threading.Lock()
 
     def take(self, host: SshTarget, settings: SshSettings) -> Connection | None:
-        """The open connection ``host``/``settings`` asks for (marked used), else None; one with a
-        stdin sent ahead is never handed out here (see :meth:`claim`)."""
-        conn, how = self.claim(host, settings, None)
-        return conn if how == "connected" else None
-
-    def claim(
-        self, host: SshTarget, settings: SshSettings, stdin: str | None
-    ) -> tuple[Connection | None, str]:
-        """The connection for a round trip to ``host``/``settings`` that writes ``stdin``, and how:
-        ``connected`` (opened early, nothing sent yet: write ``stdin``), ``speculated`` (exactly
-        ``stdin`` was sent ahead: take its :meth:`Connection.outcome`), ``discarded`` (something
-        else was sent ahead: that run is killed unread; None, run the round trip anew) or ``none``.
-        ``stdin`` is kept for the next run's cache."""
+        """The open connection ``host``/``settings`` asks for (marked used), else None."""
         key = link_key(host, settings)
         with self._lock:
             for conn in self.connections:
-                if conn.state != "open" or conn.key != key:
-                    continue
-                if self.cache is not None and stdin is not None:
-                    self.cache.note(key, stdin)
-                if conn.sent is None and conn.proc.poll() is None:
+                if conn.state == "open" and conn.key == key and conn.proc.poll() is None:
                     conn.state = "used"
-                    return conn, "connected"
-                if conn.sent is not None and conn.sent == stdin:
-                    conn.state = "used"
-                    return conn, "speculated"
-                conn.state = "discarded"
-                if conn.proc.poll() is None:
-                    conn.proc.kill()
-                return None, "discarded"
-        return None, "none"
+                    return conn
+        return None
 
     def close(self) -> None:
-        """Close every connection not taken (and clean up the used ones), then keep what was sent
-        for the next run (:class:`EarlyCache`). Idempotent."""
+        """Close every connection not taken (and clean up the used ones). Idempotent."""
         for conn in self.connections:
             conn.close()
-        if self.cache is not None:
-            self.cache.save()
-
-
-def _cache_root(environ: Mapping[str, str]) -> Path | None:
-    configured = environ.get(CACHE_DIR_ENV)
-    if configured == "off":
-        return None
-    if configured:
-        return Path(configured)
-    xdg = environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / PROJECT
-    home = environ.get("HOME")
-    return Path(home) / ".cache" / PROJECT if home and Path(home).is_absolute() else None
-
-
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o077
-
-
-def _read_entries(directory: Path, name: str) -> dict[str, str]:
-    """A cache file's entries; empty unless the directory and the file are the user's own and
-    private (no symlink followed) and the file is what :meth:`EarlyCache.save` writes."""
-    try:
-        if not _private(os.lstat(directory)):
-            return {}
-        fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, encoding="utf-8") as handle:
-            if not _private(os.fstat(handle.fileno())):
-                return {}
-            doc = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    found = doc.get("entries") if isinstance(doc, dict) else None
-    if not isinstance(found, dict):
-        return {}
-    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-class EarlyCache:
-    """What the last validated run with the same inputs wrote to each early connection (see the
-    module doc): ``entries`` maps a connection's :func:`link_key` (as JSON) to that stdin."""
-
-    def __init__(self, directory: Path, name: str, entries: Mapping[str, str]) -> None:
-        self.directory = directory
-        self.name = name
-        self.entries = dict(entries)
-        self._loaded = dict(entries)
-
-    @staticmethod
-    def _key(key: tuple[Any, ...]) -> str:
-        return json.dumps([list(k) if isinstance(k, tuple) else k for k in key])
-
-    @classmethod
-    def open(cls, environ: Mapping[str, str], inputs: Sequence[bytes]) -> EarlyCache | None:
-        """The cache file of ``inputs`` (read when it is the user's own and private; else empty), or
-        None when there is no usable cache directory."""
-        root = _cache_root(environ)
-        if root is None:
-            return None
-        directory = root / "early"
-        digest = hashlib.sha256()
-        for part in inputs:
-            digest.update(hashlib.sha256(part).digest())
-        name = digest.hexdigest()[:32] + ".json"
-        return cls(directory, name, _read_entries(directory, name))
-
-    def lookup(self, key: tuple[Any, ...]) -> str | None:
-        return self.entries.get(self._key(key))
-
-    def note(self, key: tuple[Any, ...], stdin: str) -> None:
-        self.entries[self._key(key)] = stdin
-
-    def save(self) -> None:
-        """Write the entries when they changed (atomically, 0600, in a 0700 directory of the
-        user's), keeping the newest CACHE_KEEP files. A cache that cannot be written is skipped."""
-        if self.entries == self._loaded:
-            return
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not _private(os.lstat(self.directory)):
-                return
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump({"version": 1, "entries": self.entries}, out)
-            os.replace(temporary, self.directory / self.name)
-            self._loaded = dict(self.entries)
-            files = sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-            for old in files[CACHE_KEEP:]:
-                old.unlink(missing_ok=True)
-        except OSError:
-            return
 
 
 EARLY_READER = 'eval "$(cat)"'  # bash -s reads a pipe byte by byte; cat reads the script at once
@@ -437,15 +267,15 @@ def _early_host(entry: object) -> _EarlyHost | None:
     return _EarlyHost(host=host, user=user, port=port, host_key=key)
 
 
-def _early_hosts(text: str, *, live_view: bool) -> list[_EarlyHost]:
-    """The hosts to connect to early, from the text of ``Pulumi.<stack>.yaml``: D601; for the live
-    view also the master when the stack names any service (a master that none of them uses gets a
-    connection that is closed unused)."""
+def _early_hosts(project_dir: Path, stack: str, *, live_view: bool) -> list[_EarlyHost]:
+    """The hosts to connect to early, from ``Pulumi.<stack>.yaml``: D601; for the live view also
+    the master when the stack names any service (a master that none of them uses gets a connection
+    that is closed unused)."""
     import yaml  # the real path reads the file with it too
 
     try:
-        document = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError):
+        document = yaml.safe_load((project_dir / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
         return []
     config = document.get("config") if isinstance(document, dict) else None
     if not isinstance(config, dict):
@@ -483,19 +313,6 @@ def _connect(target: _EarlyHost, settings: SshSettings) -> Connection | None:
     return Connection(link_key(target, settings), proc, started, cleanup)
 
 
-def _cache_inputs(argv: Sequence[str], project_dir: Path, stack_bytes: bytes) -> list[bytes]:
-    """What a cache entry is valid for: the command line, the project directory and both stack
-    files (the sibling's can refuse this one: issue 12)."""
-    siblings = []
-    for name in ("Pulumi.dev.yaml", "Pulumi.prod.yaml"):
-        try:
-            siblings.append((project_dir / name).read_bytes())
-        except OSError:
-            siblings.append(b"")
-    line = json.dumps(list(argv)).encode()
-    return [line, str(project_dir.resolve()).encode(), stack_bytes, *siblings]
-
-
 def preconnect(
     argv: Sequence[str], environ: Mapping[str, str], default_project_dir: Path
 ) -> Preconnected | None:
@@ -512,11 +329,7 @@ def preconnect(
     if not (isinstance(args.stack, str) and _EARLY_STACK_RE.fullmatch(args.stack)):
         return None
     project_dir = Path(args.project_dir) if args.project_dir else default_project_dir
-    try:
-        stack_bytes = (project_dir / f"Pulumi.{args.stack}.yaml").read_bytes()
-        targets = _early_hosts(stack_bytes.decode("utf-8"), live_view=args.services)
-    except (OSError, ValueError):
-        return None
+    targets = _early_hosts(project_dir, args.stack, live_view=args.services)
     if not targets:
         return None
     try:
@@ -531,12 +344,6 @@ def preconnect(
     connections = [c for c in (_connect(t, settings) for t in targets) if c is not None]
     if not connections:
         return None
-    cache = EarlyCache.open(environ, _cache_inputs(argv, project_dir, stack_bytes))
-    if cache is not None:
-        for conn in connections:
-            ahead = cache.lookup(conn.key)
-            if ahead is not None:
-                conn.send_ahead(ahead)
-    early = Preconnected(connections, cache)
+    early = Preconnected(connections)
     atexit.register(early.close)
     return early

@@ -80,7 +80,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -764,8 +764,6 @@ def cli_answer(s: Samples, name: str, setup: CliSetup, *verb: str) -> dict[str, 
         ) from None
     s.add(f"{name}: total", wall)
     query = doc.get("query")
-    if isinstance(query, dict) and isinstance(query.get("early"), str):
-        s.add(f"{name}: probe sent ahead (1 = speculated)", 1.0 if query["early"] == "speculated" else 0.0)
     if isinstance(query, dict) and isinstance(query.get("seconds"), int | float):
         s.add(f"{name}: round trip", float(query["seconds"]))
     elif isinstance(doc.get("seconds"), int | float):  # status --services: its probes, hosts concurrently
@@ -808,14 +806,6 @@ def machine_login_pair(s: Samples, setup: CliSetup, true_argv: Sequence[str], lo
         login.use("production", ["d601"])
 
 
-def status_sending_nothing_ahead(s: Samples, setup: CliSetup, ssh_true: float) -> None:
-    """The same status with nothing sent ahead (ARTIFACT_CD_CACHE_DIR=off): the early connection
-    only, as before the probe was sent ahead (sshlink.EarlyCache)."""
-    off = replace(setup, env={**setup.env, "ARTIFACT_CD_CACHE_DIR": "off"})
-    cli_answer(s, "status, nothing sent ahead", off, "status")
-    s.add("ratio status, nothing sent ahead", s.values["status, nothing sent ahead: total"][-1] / ssh_true)
-
-
 def figure_query(
     rig: Rig,
     rounds: int,
@@ -841,9 +831,7 @@ def figure_query(
         live_error = describe(error)
     s = Samples()
     decisions: dict[str, str] = {}
-    # warm the page cache, sshd and the bytecode cache, and fill the early-probe cache (sshlink)
-    for warm in (["health"], ["status"], ["status", "--services"]):
-        timed_run(setup.argv(*warm), env=setup.env)
+    timed_run(setup.argv("health"), env=setup.env)  # warm the page cache, sshd and the bytecode cache
     imports = import_breakdown(setup.env)
     for i in range(rounds):
         before_round()
@@ -862,7 +850,6 @@ def figure_query(
                 doc = cli_answer(s, verb, setup, verb)
                 decisions[verb] = str(doc.get("decision"))
                 s.add(f"ratio {verb}", s.values[f"{verb}: total"][-1] / wall)
-            status_sending_nothing_ahead(s, setup, wall)
             if live and not live_error:
                 try:
                     for where, args in live.items():
@@ -1126,18 +1113,6 @@ def report_query(fig: dict[str, Any], out: list[str]) -> None:
         f"2. status vs ssh true: {ratio_text(s.spread('ratio status'))};  health vs ssh true: "
         f"{ratio_text(s.spread('ratio health'))}   (issue target <= {TARGETS['query']}x)"
     )
-    if "ratio status, nothing sent ahead" in s.values:
-        ratio = ratio_text(s.spread("ratio status, nothing sent ahead"))
-        ahead = {
-            verb: s.values[f"{verb}: probe sent ahead (1 = speculated)"]
-            for verb in ("status", "health", "status --services")
-            if f"{verb}: probe sent ahead (1 = speculated)" in s.values
-        }
-        sent = ", ".join(f"{verb} {sum(v):.0f}/{len(v)}" for verb, v in ahead.items())
-        out.append(
-            f"   status with nothing sent ahead (ARTIFACT_CD_CACHE_DIR=off; early connection only): {ratio};"
-            f" runs whose probe was sent ahead (query.early speculated): {sent}"
-        )
     if "ratio status --services" in s.values:
         ratio = ratio_text(s.spread("ratio status --services"))
         out.append(f"   status --services (the live view, both hosts) vs ssh d601 true: {ratio}")
@@ -1384,8 +1359,6 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     rig = Rig.up()
     log(f"rig up in {rig.boot_seconds:.1f} s ({rig.dir})")
-    # the CLI's early-probe cache (sshlink.EarlyCache): the benchmark's own, gone with the rig
-    os.environ.setdefault("ARTIFACT_CD_CACHE_DIR", str(rig.dir / "early-cache"))
     login = LoginEnv(rig)
     login.use(args.login_env)
     use_compose(rig, args.compose)
