@@ -1,16 +1,18 @@
-"""``python -m artifact_cd``: ``status``/``health`` open their SSH connections first (sshlink: the
-handshake overlaps the imports and the config validation), then the CLI runs as always."""
+"""``python -m artifact_cd``: ``status``/``health`` start their SSH connections first (artifact_cd.early,
+which imports next to nothing: the handshake overlaps the imports and the config validation), then
+the CLI runs as always."""
 
 import os
 import sys
-from pathlib import Path
 
-from artifact_cd.sshlink import preconnect
+from artifact_cd.early import spawn
 
-_early = preconnect(sys.argv[1:], os.environ, Path(__file__).resolve().parent.parent)
+_spawned = spawn(sys.argv[1:], os.environ, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
-from artifact_cd.cli import main  # noqa: E402 - after the early connection on purpose
+from artifact_cd.cli import main  # noqa: E402 - after the early start on purpose
+from artifact_cd.sshlink import Preconnected  # noqa: E402
 
+_early = Preconnected.adopt(_spawned)
 _code = main(preconnected=_early)
 if _early is not None:
     # status/health: the answer is printed and every connection, thread and temporary file was
