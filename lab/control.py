@@ -42,7 +42,7 @@ from artifact_cd.config import PROJECT as PULUMI_PROJECT
 from tests.integration.compose_project import write_dispatch
 from tests.rig import Rig, RigError, teardown
 from tests.rig import host as hostmod
-from tests.rig.rig import preflight, process_matches
+from tests.rig.rig import mounts_under, preflight, process_matches
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "unidesk-lab"
@@ -148,16 +148,6 @@ def server_alive(state: Mapping[str, Any]) -> bool:
 # --------------------------------------------------------------------------- leftovers
 
 
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mountpoint = line.split(" ")[4]
-        if mountpoint == str(path) or mountpoint.startswith(prefix):
-            found.append(mountpoint)
-    return found
-
-
 def _processes(cgroup_leaf: str, path: Path) -> list[str]:
     """Running processes in a cgroup whose name starts with ``cgroup_leaf`` or naming ``path``."""
     found = []
@@ -184,7 +174,7 @@ def leftovers(rig_id: str, rigdir: Path) -> list[str]:
     and no mount means no namespace. Empty when nothing is left."""
     rigdir = rigdir.resolve()
     found = [f"directory {rigdir}"] if rigdir.exists() else []
-    found += [f"mount {m}" for m in _mounts_under(rigdir)]
+    found += [f"mount {m}" for m in mounts_under(rigdir)]
     leaf = f"{hostmod.CGROUP_PREFIX}{rig_id}-" if rig_id else ""
     if leaf:
         for h in hostmod.hierarchies():

@@ -62,8 +62,9 @@ printf 'Content-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' "${{#body}}" "$
 """
 
 
-def create(base: Path, service: str) -> Checkout:
-    """The service's repository in ``base/work`` (``origin`` = ``base/remote.git``), nothing committed."""
+def create(base: Path, service: str, extra_applets: tuple[str, ...] = ()) -> Checkout:
+    """The service's repository in ``base/work`` (``origin`` = ``base/remote.git``), nothing committed.
+    ``extra_applets``: more busybox applets in the image (tests/integration/test_publish_rig: wget)."""
     entry = catalog.get(service)
     if entry is None:
         raise ValueError(f"{service} is not in the catalog")
@@ -72,7 +73,7 @@ def create(base: Path, service: str) -> Checkout:
     rootfs = checkout.path / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in APPLETS:
+    for applet in (*APPLETS, *extra_applets):
         (rootfs / "bin" / applet).symlink_to("busybox")
     (rootfs / "app").mkdir()
     for name, text in (("entry.sh", entry_script(entry)), ("health.sh", health_script(entry))):

@@ -30,6 +30,7 @@ from artifact_cd.catalog import ComposeTarget, Env, ServiceEntry
 from artifact_cd.config import parse_stack_config
 from artifact_cd.gates import Decision
 from artifact_cd.plan import plan_service
+from lab import sample
 from tests.git_source import SUMMARY_KEYS, Checkout, git
 from tests.integration.compose_project import write_dispatch
 from tests.pty_support import run_on_terminal
@@ -60,66 +61,18 @@ def _target() -> ComposeTarget:
 
 ENTRY = _entry()
 TARGET = _target()
-APPLETS = ("sh", "nc", "cat", "tr", "printf", "env", "sleep", "kill", "wget")
-
-# The service as its own repository would ship it: the commit comes in as a build argument that
-# `publish` passes (UNIDESK_SOURCE_COMMIT) and the health payload reports it next to the
-# requested commit the consumer wrote into the env file.
-DOCKERFILE = """\
-FROM scratch
-COPY rootfs/ /
-ARG UNIDESK_SOURCE_COMMIT
-ENV PATH=/bin UNIDESK_BUILT_COMMIT=${UNIDESK_SOURCE_COMMIT}
-EXPOSE 8080
-ENTRYPOINT ["/app/entry.sh"]
-"""
-
-ENTRYPOINT = f"""\
-#!/bin/sh
-trap 'kill "$server" 2>/dev/null; exit 0' TERM INT
-nc -ll -p {ENTRY.health.port} -e /app/health.sh &
-server=$!
-wait "$server"
-"""
-
-HEALTH = f"""\
-#!/bin/sh
-# GET {ENTRY.health.path} -> {{"status":"ok","deploy":{{"commit":<built>,"requestedCommit":<env>}}}}
-read -r method target proto || exit 0
-while read -r line; do
-  case "$line" in "" | "$(printf '\\r')") break ;; esac
-done
-requested=$(printf '%s' "${{{ENTRY.compose_env_prefix}COMMIT:-}}" | tr -cd '0-9a-f')
-built=$(printf '%s' "${{UNIDESK_BUILT_COMMIT:-}}" | tr -cd '0-9a-f')
-if [ "${{target%%\\?*}}" = "{ENTRY.health.path}" ]; then
-  body=$(printf '{{"status":"ok","deploy":{{"commit":"%s","requestedCommit":"%s"}}}}' "$built" "$requested")
-  status="200 OK"
-else
-  body='{{"error":"not found"}}'
-  status="404 Not Found"
-fi
-printf 'HTTP/1.1 %s\\r\\nContent-Type: application/json\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' \\
-  "$status" "${{#body}}" "$body"
-"""
+# The service as its own repository would ship it (lab/sample.py, the demo's sample service): the
+# commit comes in as a build argument that `publish` passes (UNIDESK_SOURCE_COMMIT) and the health
+# payload reports it next to the requested commit the consumer wrote into the env file.
+DOCKERFILE = sample.DOCKERFILE
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
-    """A checkout of the service's repository with the Dockerfile at the catalog path."""
-    checkout = Checkout.init(tmp_path_factory.mktemp("publish-src"))
+    """A checkout of the service's repository with the Dockerfile at the catalog path (the demo's
+    sample service, with wget)."""
+    checkout = sample.create(tmp_path_factory.mktemp("publish-src"), SERVICE, extra_applets=("wget",))
     path = checkout.path
-    rootfs = path / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in APPLETS:
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    (rootfs / "app").mkdir()
-    for name, text in (("entry.sh", ENTRYPOINT), ("health.sh", HEALTH)):
-        (rootfs / "app" / name).write_text(text, encoding="utf-8")
-        (rootfs / "app" / name).chmod(0o755)
-    dockerfile = path / ENTRY.dockerfile
-    dockerfile.parent.mkdir(parents=True)
-    dockerfile.write_text(DOCKERFILE, encoding="utf-8")
     (path / ".gitignore").write_text("node_modules/\n", encoding="utf-8")
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "service source")

@@ -752,7 +752,8 @@ def install_registry(
 # --------------------------------------------------------------------------- teardown
 
 
-def _mounts_under(path: Path) -> list[str]:
+def mounts_under(path: Path) -> list[str]:
+    """Every mount point at or below ``path`` (this process's mount namespace); lab/ uses it too."""
     prefix = str(path).rstrip("/") + "/"
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -798,7 +799,7 @@ def teardown(rigdir: Path) -> list[str]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
             problems += [f"cgroup not removed: {d}" for d in hostmod.remove_cgroups(stray)]
-    for mountpoint in _mounts_under(rigdir):
+    for mountpoint in mounts_under(rigdir):
         subprocess.run(["umount", "-l", mountpoint], check=False, capture_output=True)
     reaper = state.get("reaper") or {}
     reaper_pid = int(reaper.get("pid", 0))
