@@ -227,8 +227,8 @@ def early_args(argv: Sequence[str]) -> EarlyArgs | None:
     if len(words) != 1 or words[0] not in EARLY_VERBS or (services and words[0] != "status"):
         return None
     stack = values.get("--stack", "")
-    if not _STACK_RE.fullmatch(stack):
-        return None
+    if not _STACK_RE.fullmatch(stack) or values.get("--project-dir") == "":
+        return None  # (an empty --project-dir is the working directory to the CLI's parser)
     try:
         timeout = float(values["--timeout"]) if "--timeout" in values else DEFAULT_TIMEOUT
     except ValueError:

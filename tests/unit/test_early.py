@@ -186,6 +186,8 @@ def test_other_projects_and_sections_are_not_read() -> None:
         (["plan", "--stack", "prod"], None),
         (["status", "health", "--stack", "prod"], None),
         (["status", "--stack", "prod", "--unknown"], None),
+        (["--project-dir", "", "status", "--stack", "prod"], None),
+        (["status", "--stack", "prod", "--ssh-option"], None),
     ],
 )
 def test_the_command_line_reader(argv: list[str], expected: tuple[Any, ...] | None) -> None:
