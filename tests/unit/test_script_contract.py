@@ -60,7 +60,7 @@ def test_sent_text_layout(name: str) -> None:
     body = text.index(source(name).removeprefix("# shellcheck shell=bash\n"))
     assert constants < lib < body and text.endswith(source(name).removeprefix("# shellcheck shell=bash\n"))
     assert text.count("# shellcheck shell=bash") == 1
-    helpers = re.findall(r"^IFS= read -r -d '' ([A-Z0-9_]+_PY) <<'PY' \|\| true$", text, re.M)
+    helpers = re.findall(r"^([A-Z0-9_]+_PY)='", text, re.M)
     assert all(constants < text.index(h) < lib for h in helpers)
 
 
@@ -76,12 +76,12 @@ EXPECTED_HELPERS = {
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_sent_text_has_exactly_the_referenced_helpers(name: str) -> None:
-    helpers = set(re.findall(r"^IFS= read -r -d '' ([A-Z0-9_]+_PY) <<'PY'", script_text(name), re.M))
+    helpers = set(re.findall(r"^([A-Z0-9_]+_PY)='", script_text(name), re.M))
     assert helpers == {"MANIFEST_PY", "HEALTH_PY"} | EXPECTED_HELPERS.get(name, set())
 
 
 def test_every_helper_file_is_run_by_some_script() -> None:
-    sent = {h for name in SCRIPTS for h in re.findall(r"^IFS= read -r -d '' ([A-Z0-9_]+_PY)", script_text(name), re.M)}
+    sent = {h for name in SCRIPTS for h in re.findall(r"^([A-Z0-9_]+_PY)='", script_text(name), re.M)}
     assert sent == {helper_variable(p) for p in PY_DIR.glob("*.py") if p.name != "__init__.py"}
 
 
@@ -94,13 +94,25 @@ def test_a_helper_reaches_bash_byte_for_byte(script: str, helper: str) -> None:
     assert value == (PY_DIR / f"{helper.removesuffix('_PY').lower()}.py").read_text(encoding="utf-8")
 
 
-def test_a_reference_without_a_helper_file_or_a_heredoc_end_inside_is_refused(tmp_path: Path) -> None:
+def test_a_reference_without_a_helper_file_or_a_nul_inside_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="NO_SUCH_PY"):
         scripts.helper_paths('python3 -c "$NO_SUCH_PY"')
     bad = tmp_path / "bad.py"
-    bad.write_text("x = 1\nPY\n")
-    with pytest.raises(ValueError, match="heredoc"):
+    bad.write_text("x = 1\0\n")
+    with pytest.raises(ValueError, match="NUL"):
         scripts.helper_block(bad)
+
+
+def test_any_text_survives_the_quoting(tmp_path: Path) -> None:
+    """The single-quoted assignment carries quotes, a line that once ended the heredoc, `$(...)`,
+    backslashes and no final newline byte for byte, and runs nothing."""
+    text = "a = 'x' + \"'\" + '\\'\nPY\n$(touch pwned) `id` ${HOME} '\\'' \"\n\tlast"
+    helper = tmp_path / "odd_text.py"
+    helper.write_text(text)
+    block = scripts.helper_block(helper)
+    proc = subprocess.run(["bash", "-c", block + 'printf "%s" "$ODD_TEXT_PY"'], capture_output=True, text=True,
+                          check=True, cwd=tmp_path)  # fmt: skip
+    assert proc.stdout == text and not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
