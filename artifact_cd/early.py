@@ -32,6 +32,9 @@ SSH_KEY_ENV = "ARTIFACT_CD_SSH_KEY"
 HOST_KEY_ALIAS = "unidesk-pinned-host"  # the known_hosts name of a pinned key (HostKeyAlias)
 EARLY_VERBS = ("status", "health")
 EARLY_REMOTE_COMMAND = "bash -s"
+# A script's second line (scripts.script_text): `bash -s` reads a pipe one byte per read(); `cat`
+# reads the rest of the text at once and `eval` runs it with bash -s's own arguments.
+STDIN_READER = 'eval "$(cat)"'
 PROJECT = "unidesk-artifact-cd"  # config.PROJECT (a unit test keeps them equal)
 DEFAULT_USER = "ubuntu"  # config.HostConfig's defaults (a unit test keeps them equal)
 DEFAULT_PORT = 22

@@ -19,8 +19,8 @@ How the early start stays exactly as safe as the normal path:
   early connection is used only when that line equals the early one (same user, host, port, pinned
   key, key file, options); otherwise, and on any config error, it is closed with nothing written:
   the remote ``bash`` reads end-of-file and exits. The probe's arguments travel as the first line of
-  stdin (``set -- <quoted args>``) instead of on the remote command line, then ``eval "$(cat)"``
-  runs the rest, the same script text (read in one go rather than one byte per read).
+  stdin (``set -- <quoted args>``) instead of on the remote command line, then the same script
+  text (whose ``eval "$(cat)"`` line reads the rest in one go, as on every step).
 """
 
 from __future__ import annotations
@@ -214,13 +214,10 @@ class Preconnected:
             conn.close()
 
 
-EARLY_READER = 'eval "$(cat)"'  # bash -s reads a pipe byte by byte; cat reads the script at once
-
-
 def script_with_args(args: Sequence[str], script: str) -> str:
-    """The stdin of an early connection: the arguments as the first line, then a line that reads the
-    rest in one go (``cat``, not ``bash -s``'s one read per byte) and runs it, then the script."""
-    return "set -- " + " ".join(shlex.quote(a) for a in args) + "\n" + EARLY_READER + "\n" + script
+    """The stdin of an early connection: the arguments as the first line, then the script (whose
+    ``eval "$(cat)"`` line, artifact_cd.early.STDIN_READER, reads the rest in one go)."""
+    return "set -- " + " ".join(shlex.quote(a) for a in args) + "\n" + script
 
 
 def preconnect(

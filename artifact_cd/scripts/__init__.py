@@ -3,7 +3,9 @@
 A remote step runs ``bash -s -- <quoted args>`` with the script text on stdin. The text sent
 (:func:`script_text`) is, in this order:
 
-1. ``# shellcheck shell=bash`` and ``set -euo pipefail``;
+1. ``# shellcheck shell=bash``, then ``eval "$(cat)"``: ``bash -s`` reads a pipe one byte per
+   read(), so the rest of the text is read in one go and run from memory (about 30 ms less for a
+   100 KB script on the rig; the arguments stay ``bash -s``'s), then ``set -euo pipefail``;
 2. the contract's generated constants (:func:`artifact_cd.contract.shell_constants`: label names,
    media types, verify kinds, commit and digest patterns, ``EXIT_*`` codes), so no script spells
    them by hand;
@@ -34,6 +36,7 @@ from functools import cache
 from pathlib import Path
 
 from artifact_cd.contract import shell_constants
+from artifact_cd.early import STDIN_READER
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 PY_DIR = SCRIPT_DIR / "py"  # fixed at import: a test may point SCRIPT_DIR elsewhere, not the helpers
@@ -107,7 +110,8 @@ def script_text(name: str) -> str:
     included = {p.name: _without_directive(p.read_text(encoding="utf-8")) for p in include_paths(body)}
     includes = list(included.values())
     parts = [
-        f"{SHELL_DIRECTIVE}\n# {name} as sent: generated constants, Python helpers, lib.sh, {name}\n",
+        f"{SHELL_DIRECTIVE}\n{STDIN_READER} # the rest in one read: bash -s reads a pipe byte by byte\n",
+        f"# {name} as sent: generated constants, Python helpers, lib.sh, {name}\n",
         # a command first: a shellcheck directive before a script's first command covers it all
         "set -euo pipefail\n",
         shell_constants(),

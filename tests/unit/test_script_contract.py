@@ -54,7 +54,9 @@ def test_sent_text_layout(name: str) -> None:
     text = script_text(name)
     lines = text.splitlines()
     assert lines[0] == "# shellcheck shell=bash", "the directive first: shellcheck-as-sent reads the text as bash"
-    assert "set -euo pipefail" in lines[:3], "a command before the constants' shellcheck directive"
+    # bash -s reads a pipe one byte per read(): the second line reads the rest in one go
+    assert lines[1].startswith('eval "$(cat)" #'), "the reader right after the directive"
+    assert "set -euo pipefail" in lines[:4], "a command before the constants' shellcheck directive"
     constants = text.index(contract.shell_constants())
     lib = text.index(source(LIB).partition("\n")[2])
     body = text.index(source(name).removeprefix("# shellcheck shell=bash\n"))

@@ -114,7 +114,7 @@ def test_take_only_the_same_connection_once(tmp_path: Path, fake_ssh: Path) -> N
     assert conn is not None and conn.state == "used"
     out, _ = conn.proc.communicate(sshlink.script_with_args(["--a", "b c"], "echo hi\n"))
     assert out == "done\n"
-    assert fake_ssh.with_suffix(".stdin").read_text() == "set -- --a 'b c'\neval \"$(cat)\"\necho hi\n"
+    assert fake_ssh.with_suffix(".stdin").read_text() == "set -- --a 'b c'\necho hi\n"
     assert early.take(same, settings) is None  # used once
     early.close()
 
