@@ -527,8 +527,8 @@ def run_plan(rig: Rig, plan: ServicePlan, t_ref: float | None = None) -> PlanRun
         doc = result.json or {}
         if result.returncode != 0 or not doc.get("ok"):
             raise BenchError(
-                f"{plan.service} step {step.id} on {step.host} exited {result.returncode}: "
-                f"{result.stdout[-600:]} {result.stderr[-900:]}"
+                f"{plan.service} step {step.id} on {step.host} exited {result.returncode}:"
+                f" {doc.get('error')}: {str(doc.get('detail'))[:600]} | stderr: {result.stderr[-900:]}"
             )
         if not facts["digest"] and isinstance(doc.get("digest"), str) and isinstance(doc.get("imageId"), str):
             facts = {"digest": doc["digest"], "imageId": doc["imageId"]}
