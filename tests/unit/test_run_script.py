@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parents[2] / "run"
@@ -35,8 +37,21 @@ def test_the_demo_is_the_first_command_of_the_usage() -> None:
 
 
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``run`` as nobody, from a copy in a directory nobody may enter (a checkout can sit below a
+    0700 directory, e.g. one made by mktemp -d); the refusal comes before ``run`` reads anything else."""
+    directory = Path(tempfile.mkdtemp(prefix="unidesk-run-test."))
+    try:
+        directory.chmod(0o755)
+        copy = directory / "run"
+        shutil.copy2(RUN, copy)
+        return _run_as_nobody(copy, *argv)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _run_as_nobody(run: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(RUN), *argv],
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(run), *argv],
         capture_output=True,
         text=True,
         timeout=30,
