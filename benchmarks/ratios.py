@@ -103,6 +103,7 @@ from benchmarks.transfer import BASE, PROJECT, compose_project, drop_image, sha 
 from tests.rig import Host, Rig  # noqa: E402
 from tests.rig.host import read_cgroup_list  # noqa: E402
 from tests.rig.images import fetch_manifest  # noqa: E402
+from tests.rig.rig import COMPOSE_V2, link_compose_v2  # noqa: E402
 
 PYTHON = sys.executable
 STEP_TIMEOUT = 180.0
@@ -115,8 +116,6 @@ FIGURES = ("deploy", "query", "stack", "bytes")
 # --compose: v1 (bookworm's docker-compose 1.29, every rig test's) or v2 (Docker's Compose plugin,
 # linked into both hosts from ./run's COMPOSE_V2 as tests/integration/test_compose_v2.py does; the
 # stack config names no Compose command, so compose-deploy.sh finds it as a real host's would).
-COMPOSE_V2 = Path("/usr/local/lib/unidesk-rig/compose-v2/docker-compose")
-COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
 HAND_COMPOSE = ["docker-compose"]  # the hand-typed line's Compose (docker compose with --compose v2)
 TARGETS = {"deploy": 1.25, "query": 2.0, "stack": 1.5}  # issue 14's acceptance, shown, never asserted
 LOG_RE = re.compile(r"^(?P<script>[a-z0-9][a-z0-9-]*) \[(?P<t>\d+(?:\.\d+)?)s\]: (?P<msg>.*)$")
@@ -1297,7 +1296,7 @@ def use_compose(rig: Rig, which: str) -> None:
     """v2: Docker's Compose plugin on both hosts (their own overlay; the rig goes with them)."""
     if which == "v2":
         for h in (rig.master, rig.d601):
-            h.sh('install -d "${2%/*}" && ln -sfn -- "$1" "$2"', str(COMPOSE_V2), COMPOSE_PLUGIN)
+            link_compose_v2(h)
         HAND_COMPOSE[0] = "docker compose"
 
 

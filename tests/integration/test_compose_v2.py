@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,11 +42,10 @@ from tests.integration.test_deploy_safety import (
     serving,
 )
 from tests.rig import Rig, StepResult
+from tests.rig.rig import COMPOSE_V2, link_compose_v2
 
 pytestmark = pytest.mark.integration
 
-COMPOSE_V2 = Path("/usr/local/lib/unidesk-rig/compose-v2/docker-compose")  # ./run's ensure_compose_v2
-PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
 SERVICES = ("pipeline", "findjob")  # compose-d601 in prod, ungated
 
 
@@ -88,7 +86,7 @@ def project(rig: Rig) -> Iterator[V2Project]:
             rig.publish_test_image(s, C[f"{s}-{x}"])
     rig.publish_test_image("pipeline", C["pipeline-unhealthy"], variant="unhealthy")
     h = rig.d601
-    h.sh('install -d /usr/libexec/docker/cli-plugins && ln -sfn -- "$1" "$2"', str(COMPOSE_V2), PLUGIN)
+    link_compose_v2(h)
     try:
         version = h.ssh("docker compose version --short", check=False)
         assert version.returncode == 0 and version.stdout.startswith("2."), (version.stdout, version.stderr)
@@ -97,7 +95,7 @@ def project(rig: Rig) -> Iterator[V2Project]:
         PROJECT.remove(rig)
         assert f"{PROJECT.name}_default" not in networks(rig)
     finally:
-        h.sh('rm -f -- "$1"', PLUGIN)
+        link_compose_v2(h, linked=False)
 
 
 def at(rig: Rig, service: str, commit: str) -> None:
@@ -238,7 +236,7 @@ def test_the_registry_host_installs_and_restarts_under_v2(rig: Rig, project: V2P
     restarts nothing, and a restart of the unit (its ExecStart is v2) starts the container again,
     healthy, on loopback."""
     with rig.fresh_host("regv2") as host:
-        host.sh('install -d "${2%/*}" && ln -sfn -- "$1" "$2"', str(COMPOSE_V2), PLUGIN)
+        link_compose_v2(host)
         raw = rig.stack_config("prod")
         raw["hosts"]["d601"] = {"host": host.address, "user": host.user, "port": host.port}
         del raw["registry"]["composeCommand"]

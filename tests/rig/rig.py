@@ -64,6 +64,20 @@ K3S_SOCKET = "/run/k3s/containerd/containerd.sock"
 K3S_UNIT = "rig-k3s-containerd.service"
 BASE_UNITS = ("docker.service", "ssh.service")
 OPERATOR = "ubuntu"  # the unprivileged SSH user of a real host (hosts.<h>.user default)
+# Compose v2: ./run's ensure_compose_v2 unpacks Debian's plugin here, outside Docker's plugin
+# directories; link_compose_v2 gives one rig host v2 the way a real host has it.
+COMPOSE_V2 = Path("/usr/local/lib/unidesk-rig/compose-v2/docker-compose")
+COMPOSE_PLUGIN = "/usr/libexec/docker/cli-plugins/docker-compose"
+
+
+def link_compose_v2(h: Host, *, linked: bool = True) -> None:
+    """Link (or, ``linked=False``, unlink) the Compose v2 plugin in ``h``'s own /usr/libexec."""
+    if linked:
+        h.sh('install -d "${2%/*}" && ln -sfn -- "$1" "$2"', str(COMPOSE_V2), COMPOSE_PLUGIN)
+    else:
+        h.sh('rm -f -- "$1"', COMPOSE_PLUGIN)
+
+
 SUDOERS_FILE = "/etc/sudoers.d/unidesk-artifact-cd"
 K3S_BIN = "/usr/local/bin/k3s"
 K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
